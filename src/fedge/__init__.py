@@ -1,0 +1,1 @@
+"""fedge: federated learning for fleets of edge devices."""

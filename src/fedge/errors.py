@@ -1,0 +1,81 @@
+"""One exception tree for fedge.
+
+Every error fedge raises on purpose derives from :class:`FedgeError`, so callers can catch one
+type. Third-party exceptions (safetensors, tomllib, torch) are mapped to these at the boundary.
+Messages say what happened and what to do about it::
+
+    FedgeError
+    ├── ConfigError              a setting is missing, unknown, or out of range
+    │   └── UnknownNameError     a task/strategy/partitioner name that is not registered
+    ├── DataError                a data set or partition cannot be built as asked
+    │   └── PartitionError       impossible partition (more devices than samples, alpha <= 0, ...)
+    ├── ValidationError          input from outside (network, files) failed validation
+    │   ├── WireFormatError      truncated, oversized, wrongly typed or versioned payload
+    │   ├── ShapeMismatchError   tensor names/shapes/dtypes do not match the model
+    │   └── NonFiniteError       NaN or Inf where finite numbers are required
+    ├── AggregationError         a round cannot be aggregated (e.g. no valid updates)
+    └── ProtocolError            a message arrived in the wrong phase or from the wrong peer
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AggregationError",
+    "ConfigError",
+    "DataError",
+    "FedgeError",
+    "NonFiniteError",
+    "PartitionError",
+    "ProtocolError",
+    "ShapeMismatchError",
+    "UnknownNameError",
+    "ValidationError",
+    "WireFormatError",
+]
+
+
+class FedgeError(Exception):
+    """Base class of every error fedge raises on purpose."""
+
+
+class ConfigError(FedgeError, ValueError):
+    """A configuration value is missing, unknown or out of range."""
+
+
+class UnknownNameError(ConfigError, KeyError):
+    """A name looked up in a registry (task, strategy, partitioner...) is not registered."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message; keep it readable.
+        return str(self.args[0]) if self.args else ""
+
+
+class DataError(FedgeError, ValueError):
+    """A data set or partition cannot be built as requested."""
+
+
+class PartitionError(DataError):
+    """A partition is impossible with the given data and settings."""
+
+
+class ValidationError(FedgeError, ValueError):
+    """Input from outside the process failed validation."""
+
+
+class WireFormatError(ValidationError):
+    """A serialized payload is truncated, oversized, of an unknown version or malformed."""
+
+
+class ShapeMismatchError(ValidationError):
+    """Tensor names, shapes or dtypes do not match what the model expects."""
+
+
+class NonFiniteError(ValidationError):
+    """An array holds NaN or Inf where only finite values are allowed."""
+
+
+class AggregationError(FedgeError):
+    """A round cannot be aggregated, for example because every update was rejected."""
+
+
+class ProtocolError(FedgeError):
+    """A protocol message arrived out of phase, twice, or from a peer not allowed to send it."""
