@@ -14,20 +14,34 @@ Messages say what happened and what to do about it::
     │   ├── ShapeMismatchError   tensor names/shapes/dtypes do not match the model
     │   └── NonFiniteError       NaN or Inf where finite numbers are required
     ├── AggregationError         a round cannot be aggregated (e.g. no valid updates)
-    └── ProtocolError            a message arrived in the wrong phase or from the wrong peer
+    ├── ProtocolError            a message arrived in the wrong phase or from the wrong peer
+    └── IdentityError            fleet identity: PKI, certificates, authorization, signatures
+        ├── PkiError             the PKI directory is missing/incomplete, or an operation on it is impossible
+        ├── CertificateError     a certificate is malformed, not from our CA, or lacks role/site
+        │   ├── ExpiredCertificateError  outside its validity window (expired or not yet valid)
+        │   └── RevokedError     listed on the fleet's certificate revocation list
+        ├── AuthorizationError   a valid identity whose role/site/name may not do this
+        └── SignatureError       a release signature is missing, wrong, or made by another key
 """
 
 from __future__ import annotations
 
 __all__ = [
     "AggregationError",
+    "AuthorizationError",
+    "CertificateError",
     "ConfigError",
     "DataError",
+    "ExpiredCertificateError",
     "FedgeError",
+    "IdentityError",
     "NonFiniteError",
     "PartitionError",
+    "PkiError",
     "ProtocolError",
+    "RevokedError",
     "ShapeMismatchError",
+    "SignatureError",
     "UnknownNameError",
     "ValidationError",
     "WireFormatError",
@@ -79,3 +93,31 @@ class AggregationError(FedgeError):
 
 class ProtocolError(FedgeError):
     """A protocol message arrived out of phase, twice, or from a peer not allowed to send it."""
+
+
+class IdentityError(FedgeError):
+    """Fleet identity failed: PKI files, certificates, authorization or release signatures."""
+
+
+class PkiError(IdentityError):
+    """The PKI directory is missing or incomplete, or the requested operation on it is impossible."""
+
+
+class CertificateError(IdentityError):
+    """A certificate is malformed, not issued by the fleet CA, or lacks a valid role/site."""
+
+
+class ExpiredCertificateError(CertificateError):
+    """A certificate is outside its validity window (expired, or not valid yet)."""
+
+
+class RevokedError(CertificateError):
+    """A certificate is listed on the fleet's certificate revocation list."""
+
+
+class AuthorizationError(IdentityError):
+    """A verified identity is not allowed to do this (wrong role, wrong site or wrong name)."""
+
+
+class SignatureError(IdentityError):
+    """A release signature is missing, malformed, wrong, or made by a key we do not trust."""
