@@ -115,11 +115,17 @@ def from_module(module: torch.nn.Module) -> Params:
     }
 
 
-def to_torch(params: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    """Wrap a ``Params`` tree as torch tensors (float32, CPU, copies)."""
+def to_torch(params: Mapping[str, np.ndarray], *, copy: bool = False) -> dict[str, torch.Tensor]:
+    """View a ``Params`` tree as float32 CPU tensors (shared memory unless ``copy`` or read-only)."""
     import torch
 
-    return {name: torch.tensor(np.asarray(a, dtype=np.float32)) for name, a in params.items()}
+    out: dict[str, torch.Tensor] = {}
+    for name, a in params.items():
+        arr = np.ascontiguousarray(a, dtype=np.float32)
+        if copy or not arr.flags.writeable:
+            arr = arr.copy()
+        out[name] = torch.from_numpy(arr)
+    return out
 
 
 def load_into_module(module: torch.nn.Module, params: Mapping[str, np.ndarray]) -> None:

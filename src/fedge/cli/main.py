@@ -1,0 +1,96 @@
+"""``fedge``: the root command group; subcommands live in their own modules."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import sys
+
+import click
+
+from fedge import __version__
+from fedge.cli.simulate import demo_command, simulate_command
+from fedge.errors import FedgeError
+
+__all__ = ["cli", "main"]
+
+# Command groups owned by other packages, mounted when their package imports.
+_OPTIONAL_GROUPS = (
+    ("fedge.privacy.cli", "privacy_group"),
+    ("fedge.identity.cli", "pki_group"),
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="fedge")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="warning",
+    show_default=True,
+    help="How much to log to stderr.",
+)
+def cli(log_level: str) -> None:
+    """fedge: federated learning for fleets of edge devices.
+
+    Raw data stays on the device; only clipped, masked, optionally noised model updates travel.
+    Start with `fedge demo`, or `fedge simulate examples/mnist_fedavg.toml`.
+    """
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@cli.command("tasks")
+def tasks_command() -> None:
+    """List the registered tasks (model + data bundles)."""
+    from fedge.tasks import TASKS, get_task
+
+    for name in TASKS.names():
+        click.echo(f"{name:16s} {get_task(name).description}")
+
+
+@cli.command("strategies")
+def strategies_command() -> None:
+    """List the registered aggregation strategies."""
+    from fedge.aggregation import STRATEGIES
+
+    for name in STRATEGIES.names():
+        doc = (STRATEGIES.get(name).__doc__ or "").strip().splitlines()
+        click.echo(f"{name:12s} {doc[0] if doc else ''}")
+
+
+@cli.command("partitioners")
+def partitioners_command() -> None:
+    """List the registered data partitioners."""
+    from fedge.data.partition import PARTITIONERS
+
+    for name in PARTITIONERS.names():
+        doc = (PARTITIONERS.get(name).__doc__ or "").strip().splitlines()
+        click.echo(f"{name:10s} {doc[0] if doc else ''}")
+
+
+cli.add_command(simulate_command)
+cli.add_command(demo_command)
+for _module, _attr in _OPTIONAL_GROUPS:
+    with contextlib.suppress(ImportError, AttributeError):  # optional part not importable
+        cli.add_command(getattr(importlib.import_module(_module), _attr))
+
+
+def main() -> None:
+    """Entry point: run the CLI, turning fedge errors into one clear line and exit code 2."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except FedgeError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(2)

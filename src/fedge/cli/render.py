@@ -1,0 +1,83 @@
+"""Rich rendering for long runs: a progress bar per round and a summary table."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fedge.simulation.history import RoundRecord
+
+__all__ = ["round_progress", "summary_table"]
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    if value is None or not math.isfinite(value):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+@contextmanager
+def round_progress(
+    total: int, console: Console, *, enabled: bool = True
+) -> Iterator[Callable[[RoundRecord], None]]:
+    """Yield a callback that advances a progress bar showing each round's accuracy and loss."""
+    if not enabled:
+        yield lambda _record: None
+        return
+    progress = Progress(
+        TextColumn("[bold]round"),
+        MofNCompleteColumn(),
+        BarColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+    task_id = progress.add_task("starting…", total=total)
+
+    def advance(record: RoundRecord) -> None:
+        eps = "" if record.epsilon is None else f"  ε {record.epsilon:.2f}"
+        progress.update(
+            task_id,
+            advance=1,
+            description=(
+                f"acc {_fmt(record.accuracy)}  loss {_fmt(record.loss)}"
+                f"  devices {record.participants}{eps}"
+            ),
+        )
+
+    with progress:
+        yield advance
+
+
+def summary_table(records: Sequence[RoundRecord], title: str, max_rows: int = 25) -> Table:
+    """Per-round table (thinned to ``max_rows``, always keeping the last round)."""
+    show_eps = any(r.epsilon is not None for r in records)
+    table = Table(title=title, title_justify="left")
+    for name in ("round", "accuracy", "loss", "fed. acc", "train loss", "devices", "rejected", "s"):
+        table.add_column(name, justify="right")
+    if show_eps:
+        table.add_column("ε", justify="right")
+    step = max(1, math.ceil(len(records) / max_rows))
+    for i, r in enumerate(records):
+        if i % step and i != len(records) - 1:
+            continue
+        row = [
+            str(r.round),
+            _fmt(r.accuracy),
+            _fmt(r.loss),
+            _fmt(r.federated_accuracy),
+            _fmt(r.train_loss),
+            str(r.participants),
+            str(r.rejected),
+            f"{r.seconds:.3f}",
+        ]
+        if show_eps:
+            row.append(_fmt(r.epsilon, 3))
+        table.add_row(*row)
+    return table

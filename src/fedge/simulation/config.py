@@ -1,0 +1,171 @@
+"""The ``fedge simulate`` configuration: a TOML file, typed and validated, plus overrides.
+
+Example (``examples/mnist_fedavg.toml``)::
+
+    task = "mnist_2nn"
+    rounds = 20
+    seed = 42
+
+    [partition]           # how the task's training set is split over virtual devices
+    name = "iid"          # iid | dirichlet | shards | quantity | natural
+    devices = 100         # fleet size; extra keys (alpha, shards_per_device, sigma) are options
+
+    [client]              # the client optimizer
+    epochs = 1
+    batch_size = 10
+    lr = 0.1
+
+    [strategy]            # the server side; extra keys are the strategy's options
+    name = "fedavg"
+
+    [simulation]
+    devices_per_round = 10
+
+Unknown keys are refused with the list of valid ones; overrides use dotted paths
+(``client.lr=0.05``) and are validated like the file.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+
+from fedge.errors import ConfigError
+from fedge.training.plan import LocalTrainingConfig
+
+__all__ = ["ClientSection", "PartitionSection", "SimulationConfig", "load_config"]
+
+OptionValue = float | int | str | bool
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class _OpenSection(BaseModel):
+    """A section whose unknown keys are passed on as options (validated by the component)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    @property
+    def options(self) -> dict[str, OptionValue]:
+        """The extra keys: options for the named partitioner or strategy."""
+        return dict(self.model_extra or {})
+
+
+class PartitionSection(_OpenSection):
+    name: str = "iid"
+    devices: PositiveInt = 100
+
+
+class ClientSection(_Section):
+    epochs: PositiveInt = 1
+    batch_size: PositiveInt | None = 10
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+
+    def training(self) -> LocalTrainingConfig:
+        """The client optimizer as the trainers take it."""
+        return LocalTrainingConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+        )
+
+
+class StrategySection(_OpenSection):
+    name: str = "fedavg"
+
+
+class SimulationSection(_Section):
+    devices_per_round: PositiveInt = 10
+    backend: Literal["vectorized", "loop"] = "vectorized"
+    chunk_size: PositiveInt | Literal["auto"] = "auto"
+    eval_every: PositiveInt = 1  # centralised evaluation every N rounds (and after the last)
+    federated_eval: bool = True  # also evaluate the new model on the participants' local data
+    target_accuracy: float | None = Field(None, gt=0, le=1)  # stop early once reached
+    threads: PositiveInt | Literal["auto"] = (
+        "auto"  # torch threads; auto: 1 unless the model is big
+    )
+
+
+class SimulationConfig(_Section):
+    task: str = "mnist_2nn"
+    rounds: PositiveInt = 20
+    seed: int = 42
+    partition: PartitionSection = PartitionSection()
+    client: ClientSection = ClientSection()
+    strategy: StrategySection = StrategySection()
+    simulation: SimulationSection = SimulationSection()
+
+    @model_validator(mode="after")
+    def _check(self) -> SimulationConfig:
+        if self.simulation.devices_per_round > self.partition.devices:
+            raise ValueError(
+                f"simulation.devices_per_round ({self.simulation.devices_per_round}) exceeds "
+                f"partition.devices ({self.partition.devices}): lower it or add devices"
+            )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (including section options), for history files and reproducibility."""
+        return self.model_dump(mode="json")
+
+
+def _coerce(text: str) -> Any:
+    """Parse an override value as TOML (numbers, booleans, quoted strings), else keep the text."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _apply_override(data: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {dotted!r}: {key!r} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def _format_errors(exc: ValidationError, origin: str) -> str:
+    lines = [f"invalid configuration in {origin}:"]
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown setting; check the spelling (see `fedge simulate --help`)"
+        lines.append(f"  {where}: {msg}")
+    return "\n".join(lines)
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> SimulationConfig:
+    """Read a TOML file (or defaults), apply dotted ``overrides`` and validate everything."""
+    data: dict[str, Any] = {}
+    origin = "defaults"
+    if path is not None:
+        origin = str(path)
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    for dotted, value in (overrides or {}).items():
+        _apply_override(data, dotted, _coerce(value) if isinstance(value, str) else value)
+    try:
+        return SimulationConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, origin)) from None

@@ -1,0 +1,197 @@
+"""The simulator: rounds of federated learning over virtual devices in one process.
+
+Each round (McMahan et al. 2017, Algorithm 1): choose ``devices_per_round`` devices uniformly
+without replacement, train them from the current global model (in chunks, vectorised), stream
+their updates into the strategy's aggregator, apply the server optimizer, evaluate. The maths is
+the same code a networked round uses; only the transport is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from fedge.aggregation import WeightedMeanAccumulator, make_strategy
+from fedge.aggregation.base import ServerState, Update
+from fedge.core.params import ParamSpec, from_module, to_torch
+from fedge.data.partition import Partition, make_partition
+from fedge.errors import AggregationError
+from fedge.simulation.config import SimulationConfig
+from fedge.simulation.evaluate import Evaluation, evaluate
+from fedge.simulation.history import History, RoundRecord
+from fedge.simulation.vectorized import VectorizedTrainer
+from fedge.tasks import get_task
+from fedge.training import LocalTrainingConfig, device_rng, train_local
+
+__all__ = ["Simulation", "auto_chunk_size", "device_id"]
+
+log = logging.getLogger(__name__)
+
+_CHUNK_MEMORY_BUDGET = 128 * 1024 * 1024  # bytes of per-device training state per chunk
+_MAX_CHUNK = 512
+_MULTITHREAD_PARAMS = 1_000_000  # below this, torch's intra-op threads cost more than they give
+
+
+def device_id(index: int) -> str:
+    """The id of virtual device ``index``."""
+    return f"device-{index:05d}"
+
+
+def auto_chunk_size(num_params: int, batch_size: int | None, num_features: int) -> int:
+    """Devices per chunk so params, grads, momentum, deltas and a batch fit the budget."""
+    per_device = 4 * (4 * num_params + (batch_size or 64) * num_features)
+    return int(max(1, min(_MAX_CHUNK, _CHUNK_MEMORY_BUDGET // per_device)))
+
+
+@dataclass(frozen=True)
+class _RoundUpdates:
+    accumulator: WeightedMeanAccumulator
+    train_loss: float
+
+
+class Simulation:
+    """A configured federation of virtual devices; :meth:`run` trains it round by round."""
+
+    def __init__(self, config: SimulationConfig) -> None:
+        self.config = config
+        self.task = get_task(config.task)
+        train, test = self.task.load_data()
+        part_cfg = config.partition
+        options: dict[str, Any] = dict(part_cfg.options)
+        if part_cfg.name == "natural":
+            options["keys"] = train.keys
+        self.partition: Partition = make_partition(
+            part_cfg.name,
+            train.y,
+            part_cfg.devices,
+            rng=np.random.default_rng([config.seed, 0xDA7A]),
+            **options,
+        )
+        strategy_options: dict[str, Any] = dict(config.strategy.options)
+        self.strategy = make_strategy(config.strategy.name, **strategy_options)
+        torch.manual_seed(config.seed)
+        self.model = self.task.build_model()
+        initial = from_module(self.model)
+        self.spec = ParamSpec.of(initial)
+        self.state: ServerState = self.strategy.init(initial)
+        self.train_x = torch.from_numpy(np.ascontiguousarray(train.x))
+        self.train_y = torch.from_numpy(np.ascontiguousarray(train.y))
+        self._train_np = train
+        self.test_x = torch.from_numpy(np.ascontiguousarray(test.x))
+        self.test_y = torch.from_numpy(np.ascontiguousarray(test.y))
+        sim = config.simulation
+        self.client_config: LocalTrainingConfig = config.client.training()
+        self.chunk_size = (
+            auto_chunk_size(self.spec.size, config.client.batch_size, self.task.num_features)
+            if sim.chunk_size == "auto"
+            else sim.chunk_size
+        )
+        self.trainer = VectorizedTrainer(self.task) if sim.backend == "vectorized" else None
+        if sim.threads == "auto":
+            threads = 1 if self.spec.size < _MULTITHREAD_PARAMS else max(1, torch.get_num_threads())
+        else:
+            threads = sim.threads
+        torch.set_num_threads(threads)
+
+    # -- one round ------------------------------------------------------------------------
+    def select(self, round_number: int) -> np.ndarray:
+        """The devices taking part in a round: uniform without replacement, sorted."""
+        rng = np.random.default_rng([self.config.seed, round_number, 0x5E1EC7])
+        k = self.config.simulation.devices_per_round
+        return np.sort(rng.choice(self.partition.num_devices, size=k, replace=False))
+
+    def _chunks(self, devices: np.ndarray) -> Iterator[np.ndarray]:
+        for start in range(0, len(devices), self.chunk_size):
+            yield devices[start : start + self.chunk_size]
+
+    def _train(self, round_number: int, devices: np.ndarray) -> _RoundUpdates:
+        plan = self.strategy.client_plan(self.state)
+        cfg = self.client_config.with_plan(
+            proximal_mu=plan.proximal_mu, single_full_batch_step=plan.single_full_batch_step
+        )
+        acc = WeightedMeanAccumulator(self.spec)
+        losses: list[float] = []
+        weights: list[float] = []
+        global_t = to_torch(self.state.params)
+        for chunk in self._chunks(devices):
+            rngs = [device_rng(self.config.seed, round_number, int(d)) for d in chunk]
+            ids = [device_id(int(d)) for d in chunk]
+            if self.trainer is not None:
+                result = self.trainer.train(
+                    global_t,
+                    self.train_x,
+                    self.train_y,
+                    [self.partition[int(d)] for d in chunk],
+                    cfg,
+                    rngs,
+                )
+                stacked = {k: v.numpy() for k, v in result.deltas.items()}
+                acc.add_stacked(ids, stacked, result.num_examples.astype(np.float64))
+                losses.extend(result.losses.tolist())
+                weights.extend(result.num_examples.tolist())
+            else:
+                for d, rng, ident in zip(chunk, rngs, ids, strict=True):
+                    sub = self._train_np.subset(self.partition[int(d)])
+                    local = train_local(self.task, self.state.params, sub.x, sub.y, cfg, rng)
+                    acc.add(Update(ident, local.delta, local.num_examples))
+                    losses.append(local.loss)
+                    weights.append(local.num_examples)
+        train_loss = float(np.average(losses, weights=weights)) if losses else float("nan")
+        return _RoundUpdates(acc, train_loss)
+
+    def _evaluate_devices(self, devices: np.ndarray) -> Evaluation:
+        index = torch.from_numpy(np.concatenate([self.partition[int(d)] for d in devices]))
+        params = to_torch(self.state.params)
+        return evaluate(self.task, self.model, params, self.train_x[index], self.train_y[index])
+
+    def run_round(self, round_number: int) -> RoundRecord:
+        """Run round ``round_number`` (1-based) and return its record."""
+        start = time.perf_counter()
+        devices = self.select(round_number)
+        updates = self._train(round_number, devices)
+        acc = updates.accumulator
+        for ident, reason in acc.rejected:
+            log.warning("round %d: update from %s rejected: %s", round_number, ident, reason)
+        try:
+            aggregate = acc.result()
+            self.state = self.strategy.step(self.state, aggregate)
+        except AggregationError as exc:
+            log.error("round %d skipped, the global model is unchanged: %s", round_number, exc)
+        sim = self.config.simulation
+        central: Evaluation | None = None
+        if round_number % sim.eval_every == 0 or round_number == self.config.rounds:
+            params = to_torch(self.state.params)
+            central = evaluate(self.task, self.model, params, self.test_x, self.test_y)
+        fed = self._evaluate_devices(devices) if sim.federated_eval else None
+        return RoundRecord(
+            round=round_number,
+            accuracy=None if central is None else central.accuracy,
+            loss=None if central is None else central.loss,
+            federated_accuracy=None if fed is None else fed.accuracy,
+            federated_loss=None if fed is None else fed.loss,
+            train_loss=updates.train_loss,
+            participants=acc.num_accepted,
+            rejected=len(acc.rejected),
+            seconds=time.perf_counter() - start,
+        )
+
+    # -- a whole run ----------------------------------------------------------------------
+    def run(self, on_round: Callable[[RoundRecord], None] | None = None) -> History:
+        """Run every round; call ``on_round`` after each; stop early at the target accuracy."""
+        history = History(config=self.config.to_dict())
+        target = self.config.simulation.target_accuracy
+        for r in range(1, self.config.rounds + 1):
+            record = self.run_round(r)
+            history.records.append(record)
+            if on_round is not None:
+                on_round(record)
+            if target is not None and record.accuracy is not None and record.accuracy >= target:
+                history.stopped_reason = f"reached target accuracy {target} in round {r}"
+                break
+        return history
