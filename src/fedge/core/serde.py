@@ -57,7 +57,7 @@ def encode_arrays(
         meta[k] = v
     prepared: dict[str, np.ndarray] = {}
     for name, arr in arrays.items():
-        a = np.ascontiguousarray(arr)
+        a = np.require(arr, requirements="C")
         dtype = a.dtype.newbyteorder("<") if a.dtype.byteorder == ">" else a.dtype
         if dtype not in _NAME_OF:
             raise WireFormatError(
@@ -149,7 +149,11 @@ def decode_arrays(
     raw_meta = header["__metadata__"]
     assert isinstance(raw_meta, dict)  # checked by _read_header
     meta = {str(k): str(v) for k, v in raw_meta.items()}
-    out = {name: np.ascontiguousarray(arrays[name]) for name in header if name != "__metadata__"}
+    out = {
+        name: np.require(arrays[name], requirements="C")
+        for name in header
+        if name != "__metadata__"
+    }
     return out, meta
 
 

@@ -58,14 +58,16 @@ class VectorizedTrainer:
             y: torch.Tensor,
             mask: torch.Tensor,
             mu: torch.Tensor,
-        ) -> torch.Tensor:
+        ) -> tuple[torch.Tensor, torch.Tensor]:
             out = functional_call(self.model, params, (x,))
             per_example = task.loss(out, y)
             loss = (per_example * mask).sum() / mask.sum().clamp_min(1.0)
             prox = sum(((params[k] - anchor[k]) ** 2).sum() for k in params)
-            return loss + 0.5 * mu * prox
+            return loss + 0.5 * mu * prox, loss  # (objective, reported loss)
 
-        self._vmap_grad = vmap(grad_and_value(device_loss), in_dims=(0, None, 0, 0, 0, None))
+        self._vmap_grad = vmap(
+            grad_and_value(device_loss, has_aux=True), in_dims=(0, None, 0, 0, 0, None)
+        )
 
     @property
     def path(self) -> str:
@@ -83,7 +85,7 @@ class VectorizedTrainer:
     ) -> tuple[TensorTree, torch.Tensor]:
         """Per-device gradients and losses, shapes (D, ...) and (D,)."""
         if self.batched_forward is None:
-            grads, loss = self._vmap_grad(params, anchor, x, y, mask, mu)
+            grads, (_, loss) = self._vmap_grad(params, anchor, x, y, mask, mu)
             return grads, loss
         with torch.enable_grad():
             leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}

@@ -1,0 +1,56 @@
+"""Config files, overrides and their errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fedge.errors import ConfigError
+from fedge.simulation import load_config
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_defaults_are_the_mnist_fedavg_setting() -> None:
+    cfg = load_config()
+    assert (cfg.task, cfg.rounds, cfg.seed) == ("mnist_2nn", 20, 42)
+    assert (cfg.partition.name, cfg.partition.devices) == ("iid", 100)
+    assert (cfg.client.epochs, cfg.client.batch_size, cfg.client.lr) == (1, 10, 0.1)
+    assert cfg.simulation.devices_per_round == 10
+    assert cfg.strategy.name == "fedavg"
+
+
+def test_every_example_config_loads() -> None:
+    files = sorted(EXAMPLES.glob("*.toml"))
+    assert files, "examples/ should hold TOML configs"
+    for path in files:
+        load_config(path)
+
+
+def test_file_then_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        'task = "digits_mlp"\nrounds = 3\n[partition]\nname = "dirichlet"\nalpha = 0.5\n'
+    )
+    cfg = load_config(path, {"rounds": "7", "partition.alpha": "0.1", "strategy.name": '"fedadam"'})
+    assert cfg.rounds == 7 and cfg.task == "digits_mlp"
+    assert cfg.partition.options == {"alpha": 0.1}
+    assert cfg.strategy.name == "fedadam"
+
+
+def test_errors_name_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"client\.lrr: unknown setting"):
+        load_config(None, {"client.lrr": "0.1"})
+    with pytest.raises(ConfigError, match=r"client\.lr"):
+        load_config(None, {"client.lr": "-1"})
+    with pytest.raises(ConfigError, match="devices_per_round .* exceeds"):
+        load_config(None, {"simulation.devices_per_round": "500"})
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("rounds = [")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="not a section"):
+        load_config(None, {"rounds": "3", "rounds.x": "1"})
