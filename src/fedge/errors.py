@@ -14,6 +14,9 @@ Messages say what happened and what to do about it::
     │   ├── ShapeMismatchError   tensor names/shapes/dtypes do not match the model
     │   └── NonFiniteError       NaN or Inf where finite numbers are required
     ├── AggregationError         a round cannot be aggregated (e.g. no valid updates)
+    ├── PrivacyError             a differential-privacy guarantee cannot be given as asked
+    │   ├── CalibrationError     no noise multiplier reaches the target (ε, δ) in the rounds asked
+    │   └── PrivacyBudgetExceeded  the next round or task would spend more ε than allowed
     ├── ProtocolError            a message arrived in the wrong phase or from the wrong peer
     └── IdentityError            fleet identity: PKI, certificates, authorization, signatures
         ├── PkiError             the PKI directory is missing/incomplete, or an operation on it is impossible
@@ -29,6 +32,7 @@ from __future__ import annotations
 __all__ = [
     "AggregationError",
     "AuthorizationError",
+    "CalibrationError",
     "CertificateError",
     "ConfigError",
     "DataError",
@@ -38,6 +42,8 @@ __all__ = [
     "NonFiniteError",
     "PartitionError",
     "PkiError",
+    "PrivacyBudgetExceeded",
+    "PrivacyError",
     "ProtocolError",
     "RevokedError",
     "ShapeMismatchError",
@@ -89,6 +95,18 @@ class NonFiniteError(ValidationError):
 
 class AggregationError(FedgeError):
     """A round cannot be aggregated, for example because every update was rejected."""
+
+
+class PrivacyError(FedgeError):
+    """A differential-privacy guarantee cannot be given or kept with the settings asked for."""
+
+
+class CalibrationError(PrivacyError, ValueError):
+    """No noise multiplier reaches the target (ε, δ); the message says which setting to change."""
+
+
+class PrivacyBudgetExceeded(PrivacyError):  # noqa: N818 -- reads as an event, like StopIteration
+    """Running the next round (or accepting a task) would spend more ε than the budget allows."""
 
 
 class ProtocolError(FedgeError):
