@@ -18,6 +18,9 @@ CONFIGS = {
         epochs=2, batch_size=7, lr=0.05, momentum=0.9, weight_decay=1e-3, proximal_mu=0.1
     ),
     "full batch": LocalTrainingConfig(epochs=1, batch_size=None, lr=0.5),
+    "prox+wd, fused": LocalTrainingConfig(
+        epochs=2, batch_size=7, lr=0.05, weight_decay=1e-3, proximal_mu=0.1
+    ),
 }
 
 
@@ -67,6 +70,14 @@ def test_cnn_matches_reference_loop(use_vmap: bool) -> None:
         use_vmap=use_vmap,
         atol=2e-5,
     )
+
+
+def test_fused_sgd_is_used_for_mlps_without_momentum() -> None:
+    trainer = VectorizedTrainer(get_task("digits_mlp"))
+    assert trainer.fused_sgd(CONFIGS["plain"])
+    assert trainer.fused_sgd(CONFIGS["prox+wd, fused"])
+    assert not trainer.fused_sgd(CONFIGS["momentum+prox+wd"])
+    assert not VectorizedTrainer(get_task("mnist_cnn")).fused_sgd(CONFIGS["plain"])
 
 
 def test_batched_path_is_chosen_for_supported_models_only() -> None:

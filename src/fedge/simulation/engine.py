@@ -58,7 +58,8 @@ class _RoundUpdates:
 class Simulation:
     """A configured federation of virtual devices; :meth:`run` trains it round by round."""
 
-    def __init__(self, config: SimulationConfig) -> None:
+    def __init__(self, config: SimulationConfig, *, partition: Partition | None = None) -> None:
+        """Build the federation; ``partition`` replaces the configured partitioner if given."""
         self.config = config
         self.task = get_task(config.task)
         train, test = self.task.load_data()
@@ -66,7 +67,7 @@ class Simulation:
         options: dict[str, Any] = dict(part_cfg.options)
         if part_cfg.name == "natural":
             options["keys"] = train.keys
-        self.partition: Partition = make_partition(
+        self.partition: Partition = partition or make_partition(
             part_cfg.name,
             train.y,
             part_cfg.devices,

@@ -74,6 +74,49 @@ class VectorizedTrainer:
         """Which implementation trains: ``"batched"`` (hand-batched layers) or ``"vmap"``."""
         return "vmap" if self.batched_forward is None else "batched"
 
+    def fused_sgd(self, config: LocalTrainingConfig) -> bool:
+        """True when plain SGD on an all-Linear model can fuse gradient and update."""
+        return (
+            self.batched_forward is not None
+            and self.batched_forward.linear_only
+            and config.momentum == 0.0
+        )
+
+    def _fused_step(
+        self,
+        params: TensorTree,
+        anchor: TensorTree,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        mask: torch.Tensor,
+        config: LocalTrainingConfig,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One SGD step for every device, fused per Linear layer; returns (losses, active)."""
+        assert self.batched_forward is not None
+        d, b = y.shape
+        with torch.enable_grad():
+            out, taps = self.batched_forward.forward_taps(params, x)
+            per_example = self.task.loss(out.reshape(d * b, -1), y.reshape(-1)).view(d, b)
+            loss = (per_example * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+            deltas = torch.autograd.grad(loss.sum(), [t.z for t in taps])
+        active = (mask.sum(dim=1) > 0).to(torch.float32)
+        lr = config.lr
+        shrink = config.weight_decay + config.proximal_mu
+        if shrink:
+            # weight decay and the proximal term are linear in W: apply them before the data
+            # gradient (same arithmetic as g = ∇loss + wd·W + μ(W − W₀); W ← W − lr·g)
+            for k in self.names:
+                a = active.view((d,) + (1,) * (params[k].dim() - 1))
+                step = config.weight_decay * params[k]
+                if config.proximal_mu:
+                    step = step + config.proximal_mu * (params[k] - anchor[k].unsqueeze(0))
+                params[k].addcmul_(a, step, value=-lr)
+        for tap, delta in zip(taps, deltas, strict=True):
+            params[tap.weight].baddbmm_(delta.transpose(1, 2), tap.h.detach(), alpha=-lr)
+            if tap.bias is not None:
+                params[tap.bias].sub_(delta.sum(dim=1), alpha=lr)
+        return loss.detach(), active
+
     def _grad(
         self,
         params: TensorTree,
@@ -128,29 +171,43 @@ class VectorizedTrainer:
         mu = torch.tensor(config.proximal_mu, dtype=torch.float32)
         loss_sum = torch.zeros(d)
         step_count = torch.zeros(d)
+        fused = self.fused_sgd(config)
         with torch.no_grad():
             for s in range(steps):
                 batch = index_t[:, s]
                 mask = (batch >= 0).to(torch.float32)
                 safe = batch.clamp_min(0)
+                if fused:
+                    loss, active = self._fused_step(
+                        params, global_params, data_x[safe], data_y[safe], mask, config
+                    )
+                    loss_sum += loss * active
+                    step_count += active
+                    continue
                 grads, loss = self._grad(
                     params, global_params, data_x[safe], data_y[safe], mask, mu
                 )
                 active = (mask.sum(dim=1) > 0).to(torch.float32)
+                all_active = bool(active.all())
                 loss_sum += loss * active
                 step_count += active
                 for k in self.names:
                     g = grads[k]
+                    a = active.view((d,) + (1,) * (g.dim() - 1))
                     if config.weight_decay:
-                        g = g + config.weight_decay * params[k]
+                        g = g.add(params[k], alpha=config.weight_decay)
                     if config.momentum:
-                        shape = (d,) + (1,) * (g.dim() - 1)
-                        a = active.view(shape)
-                        velocity[k] = (
-                            a * (config.momentum * velocity[k] + g) + (1 - a) * velocity[k]
-                        )
-                        g = velocity[k]
-                    params[k] -= config.lr * active.view((d,) + (1,) * (g.dim() - 1)) * g
+                        # v ← μ·v + g on active devices only (torch SGD semantics, no dampening)
+                        v = velocity[k]
+                        if all_active:
+                            v.mul_(config.momentum).add_(g)
+                        else:
+                            v.addcmul_(a, g + (config.momentum - 1.0) * v)
+                        g = v
+                    if all_active:
+                        params[k].sub_(g, alpha=config.lr)
+                    else:
+                        params[k].addcmul_(a, g, value=-config.lr)
         deltas = {k: params[k] - global_params[k].unsqueeze(0) for k in self.names}
         return ChunkResult(
             deltas=deltas,
