@@ -1,0 +1,245 @@
+"""Wire protocol v1: the JSON control messages, validated by pydantic.
+
+Tensors never travel as JSON: they travel as the no-pickle payload of :mod:`fedge.core.serde`
+with the binding fields below in its string metadata. Every message a device or gateway sends
+is bound to (job, round, sender) and carries a fresh ``nonce``; the sender's id must equal the
+subject of its TLS client certificate; receivers refuse replays (a nonce seen before), stale
+rounds and senders not allowed for the round.
+
+Endpoints (all under ``/v1``; devices cannot tell a gateway from a coordinator):
+
+========================================  ===========  ===========================================
+``POST /v1/checkin``                       device       CheckInRequest → CheckInResponse
+``GET  /v1/models/{sha256}``              device, gw   model payload (``application/octet-stream``)
+``POST /v1/jobs/{job}/rounds/{r}/updates``  device       update payload → Receipt
+``POST /v1/gateway/checkin``              gateway      GatewayCheckIn → GatewayAssignments
+``POST /v1/jobs/{job}/rounds/{r}/partials`` gateway      partial-sum payload → Receipt
+``/v1/admin/...``                          admin        JobSpec, JobView, DeviceView (admin cert)
+========================================  ===========  ===========================================
+
+Update payload metadata (``UPDATE_KEYS``): kind="update", job, round, device, nonce,
+num_examples, train_loss; arrays: the model's parameter names, float32 deltas (local − global).
+Partial payload metadata (``PARTIAL_KEYS``): kind="partial", job, round, gateway, site, nonce,
+total_weight, num_accepted, contributors (JSON list of device ids), rejected (JSON list of
+[device, reason]); arrays: the model's parameter names, float64 weighted sums.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "PARTIAL_KEYS",
+    "PROTOCOL_VERSION",
+    "UPDATE_KEYS",
+    "CheckInRequest",
+    "CheckInResponse",
+    "DeviceView",
+    "Eligibility",
+    "ErrorBody",
+    "GatewayAssignments",
+    "GatewayCheckIn",
+    "JobSpec",
+    "JobView",
+    "PrivacyPlan",
+    "Receipt",
+    "RoundAssignment",
+    "RoundView",
+    "SecAggPlan",
+    "StrategySpec",
+    "TaskAssignment",
+    "TrainingPlan",
+    "Wait",
+    "new_nonce",
+]
+
+PROTOCOL_VERSION = 1
+UPDATE_KEYS = ("kind", "job", "round", "device", "nonce", "num_examples", "train_loss")
+PARTIAL_KEYS = (
+    "kind", "job", "round", "gateway", "site", "nonce",
+    "total_weight", "num_accepted", "contributors", "rejected",
+)  # fmt: skip
+
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+Nonce = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+def new_nonce() -> str:
+    """A fresh 128-bit nonce, hex."""
+    return secrets.token_hex(16)
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ErrorBody(_Msg):
+    """Every refusal: a stable machine code and a sentence that says what to do."""
+
+    error: str  # e.g. "replayed_nonce", "stale_round", "wrong_site", "payload_too_large"
+    detail: str
+
+
+# -- device ⇄ gateway/coordinator -----------------------------------------------------------
+class Eligibility(_Msg):
+    """What the device's eligibility policy saw when it decided to ask for work."""
+
+    charging: bool | None = None
+    idle: bool | None = None
+    unmetered: bool | None = None
+    num_examples: int = Field(ge=0)
+
+
+class CheckInRequest(_Msg):
+    device_id: Name
+    nonce: Nonce
+    eligibility: Eligibility
+    labels: dict[str, str] = Field(default_factory=dict, max_length=32)
+    privacy_remaining: float | None = Field(None, ge=0)  # ε the device's ledger still allows
+
+
+class TrainingPlan(_Msg):
+    """The client optimizer (mirrors fedge.training.LocalTrainingConfig)."""
+
+    epochs: int = Field(1, ge=1, le=100)
+    batch_size: int | None = Field(10, ge=1)
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    proximal_mu: float = Field(0.0, ge=0)
+
+
+class PrivacyPlan(_Msg):
+    """What the device must do to its update before it leaves, and what it costs its ledger."""
+
+    mode: Literal["none", "central", "local", "distributed"] = "none"
+    clip_norm: float | None = Field(None, gt=0)
+    local_noise_multiplier: float | None = Field(None, ge=0)
+    epsilon_cost: float = Field(0.0, ge=0)  # ε this round adds to the device's ledger
+
+
+class SecAggPlan(_Msg):
+    """Secure-aggregation session parameters (filled in when secure aggregation is on)."""
+
+    session: str
+    params: dict[str, float | int | str | bool]
+
+
+class TaskAssignment(_Msg):
+    kind: Literal["task"] = "task"
+    job_id: Name
+    round: int = Field(ge=1)
+    task_name: str
+    model_sha256: Sha256
+    deadline: float  # unix seconds; the update must arrive before it
+    plan: TrainingPlan
+    privacy: PrivacyPlan = PrivacyPlan()
+    secagg: SecAggPlan | None = None
+    nonce: Nonce  # echo: binds the assignment to the check-in that asked for it
+
+
+class Wait(_Msg):
+    kind: Literal["wait"] = "wait"
+    retry_after_s: float = Field(ge=0)
+    reason: str
+
+
+CheckInResponse = Annotated[TaskAssignment | Wait, Field(discriminator="kind")]
+
+
+class Receipt(_Msg):
+    """Answer to an uploaded update or partial sum. ``duplicate``: already had it (idempotent)."""
+
+    accepted: bool
+    duplicate: bool = False
+    reason: str = ""
+
+
+# -- gateway ⇄ coordinator ------------------------------------------------------------------
+class GatewayCheckIn(_Msg):
+    gateway_id: Name
+    site: Name
+    nonce: Nonce
+    online_devices: int = Field(ge=0)
+    eligible_devices: int = Field(ge=0)
+
+
+class RoundAssignment(_Msg):
+    """A round's quota for one gateway's site."""
+
+    job_id: Name
+    round: int = Field(ge=1)
+    task_name: str
+    model_sha256: Sha256
+    quota: int = Field(ge=0)  # devices the gateway may hand this round out to
+    training_deadline: float  # devices' updates due (unix seconds)
+    report_deadline: float  # the gateway's partial sum due
+    plan: TrainingPlan
+    privacy: PrivacyPlan = PrivacyPlan()
+    secagg: SecAggPlan | None = None
+    selector: dict[str, str] = Field(default_factory=dict)  # device labels required
+
+
+class GatewayAssignments(_Msg):
+    assignments: list[RoundAssignment]
+    retry_after_s: float = Field(ge=0)
+
+
+# -- admin ------------------------------------------------------------------------------------
+class StrategySpec(_Msg):
+    name: str = "fedavg"
+    options: dict[str, float] = Field(default_factory=dict)
+
+
+class JobSpec(_Msg):
+    """What an admin asks for with ``fedge jobs create``."""
+
+    name: Name
+    task: str
+    strategy: StrategySpec = StrategySpec()
+    rounds: int = Field(ge=1, le=100_000)
+    devices_per_round: int = Field(ge=1)
+    over_selection: float = Field(1.3, ge=1.0, le=10.0)
+    min_devices: int = Field(1, ge=1)  # fewer survivors than this: the round is abandoned
+    training_deadline_s: float = Field(60.0, gt=0)
+    report_deadline_s: float = Field(30.0, gt=0)
+    plan: TrainingPlan = TrainingPlan()
+    privacy: dict[str, float | int | str | None] = Field(default_factory=dict)  # PrivacyConfig
+    secure_aggregation: dict[str, float | int | str | bool] | None = None
+    selector: dict[str, str] = Field(default_factory=dict)
+    seed: int | None = None  # model initialisation
+
+
+class RoundView(_Msg):
+    round: int
+    state: Literal["planned", "configuring", "training", "aggregating", "committed", "abandoned"]
+    participants: int
+    gateways_reported: int
+    accuracy: float | None = None
+    loss: float | None = None
+    epsilon: float | None = None
+    model_sha256: str | None = None
+    reason: str = ""
+    started_at: float | None = None
+    ended_at: float | None = None
+
+
+class JobView(_Msg):
+    id: Name
+    spec: JobSpec
+    state: Literal["running", "paused", "completed", "failed"]
+    current_round: int
+    rounds: list[RoundView] = Field(default_factory=list)
+
+
+class DeviceView(_Msg):
+    id: Name
+    site: str | None
+    gateway: str | None
+    last_seen: float | None
+    revoked: bool
+    rounds_participated: int

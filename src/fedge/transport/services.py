@@ -1,0 +1,84 @@
+"""The interfaces the HTTP layer calls; each role implements the ones it serves.
+
+The routers in :mod:`fedge.transport.api` do only HTTP: authenticate the peer (mTLS →
+:class:`~fedge.identity.Identity`), enforce size limits before reading a body, parse JSON with
+the models of :mod:`fedge.transport.messages`, call a service method, and map fedge errors to
+status codes. Services hold the logic and are tested without HTTP.
+
+- The coordinator implements :class:`DeviceService` (devices may talk to it directly),
+  :class:`UplinkService` (gateways) and :class:`AdminService`.
+- A gateway implements :class:`DeviceService` for its site's devices.
+
+Methods are synchronous (FastAPI runs them in its thread pool); they raise fedge errors:
+``AuthorizationError`` → 403, ``CertificateError`` → 401, ``ValidationError`` → 400,
+``ProtocolError`` (replay, stale round, out of phase, duplicate) → 409, ``UnknownNameError`` /
+missing job/model → 404, ``PayloadTooLarge`` → 413.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from fedge.identity import Identity
+    from fedge.transport.messages import (
+        CheckInRequest,
+        DeviceView,
+        GatewayAssignments,
+        GatewayCheckIn,
+        JobSpec,
+        JobView,
+        Receipt,
+        TaskAssignment,
+        Wait,
+    )
+
+__all__ = ["AdminService", "DeviceService", "UplinkService"]
+
+
+class DeviceService(Protocol):
+    """What a device calls: check in, fetch a model, upload an update."""
+
+    def checkin(self, peer: Identity, request: CheckInRequest) -> TaskAssignment | Wait:
+        """Hand the device a task within the round's quota, or tell it when to come back."""
+        ...
+
+    def model(self, peer: Identity, sha256: str) -> bytes:
+        """The model payload with this content hash (fedge tensor payload)."""
+        ...
+
+    def submit_update(
+        self, peer: Identity, job_id: str, round_number: int, payload: bytes
+    ) -> Receipt:
+        """Validate an update payload and fold it into the round's running sum."""
+        ...
+
+
+class UplinkService(Protocol):
+    """What a gateway calls on the coordinator."""
+
+    def gateway_checkin(self, peer: Identity, request: GatewayCheckIn) -> GatewayAssignments:
+        """The gateway's quotas for the rounds now open."""
+        ...
+
+    def model(self, peer: Identity, sha256: str) -> bytes:
+        """The model payload with this content hash."""
+        ...
+
+    def submit_partial(
+        self, peer: Identity, job_id: str, round_number: int, payload: bytes
+    ) -> Receipt:
+        """A gateway's partial aggregate for a round; idempotent (exactly once per gateway)."""
+        ...
+
+
+class AdminService(Protocol):
+    """What an admin certificate may do."""
+
+    def create_job(self, peer: Identity, spec: JobSpec) -> JobView: ...
+    def list_jobs(self, peer: Identity) -> list[JobView]: ...
+    def get_job(self, peer: Identity, job_id: str) -> JobView: ...
+    def pause_job(self, peer: Identity, job_id: str) -> JobView: ...
+    def resume_job(self, peer: Identity, job_id: str) -> JobView: ...
+    def list_devices(self, peer: Identity) -> list[DeviceView]: ...
+    def revoke_device(self, peer: Identity, device_id: str) -> DeviceView: ...
