@@ -18,6 +18,12 @@ Messages say what happened and what to do about it::
     │   ├── CalibrationError     no noise multiplier reaches the target (ε, δ) in the rounds asked
     │   └── PrivacyBudgetExceeded  the next round or task would spend more ε than allowed
     ├── ProtocolError            a message arrived in the wrong phase or from the wrong peer
+    ├── SecAggError              secure aggregation (fedge.secagg) failed or was refused
+    │   ├── SecAggConfigError    unsafe parameters: overflow, threshold <= k/2, too few devices
+    │   ├── SecAggProtocolError  out of phase, duplicated, replayed or wrong-round message
+    │   │   └── UnmaskRefusedError  an unmask request would reveal both shares of one peer
+    │   ├── SecAggIntegrityError bad signature, tag, commitment or malformed secagg message
+    │   └── RoundAbandonedError  too few survivors or a neighbourhood fell below threshold
     └── IdentityError            fleet identity: PKI, certificates, authorization, signatures
         ├── PkiError             the PKI directory is missing/incomplete, or an operation on it is impossible
         ├── CertificateError     a certificate is malformed, not from our CA, or lacks role/site
@@ -46,9 +52,15 @@ __all__ = [
     "PrivacyError",
     "ProtocolError",
     "RevokedError",
+    "RoundAbandonedError",
+    "SecAggConfigError",
+    "SecAggError",
+    "SecAggIntegrityError",
+    "SecAggProtocolError",
     "ShapeMismatchError",
     "SignatureError",
     "UnknownNameError",
+    "UnmaskRefusedError",
     "ValidationError",
     "WireFormatError",
 ]
@@ -139,3 +151,27 @@ class AuthorizationError(IdentityError):
 
 class SignatureError(IdentityError):
     """A release signature is missing, malformed, wrong, or made by a key we do not trust."""
+
+
+class SecAggError(FedgeError):
+    """Secure aggregation (:mod:`fedge.secagg`) failed, was refused, or was abandoned."""
+
+
+class SecAggConfigError(SecAggError, ConfigError):
+    """Secure-aggregation parameters are unsafe or impossible; the message says what to change."""
+
+
+class SecAggProtocolError(SecAggError, ProtocolError):
+    """A secagg message is out of phase, duplicated, replayed, for another round or peer."""
+
+
+class UnmaskRefusedError(SecAggProtocolError):
+    """An unmask request would reveal both the self-mask and the key share of the same peer."""
+
+
+class SecAggIntegrityError(SecAggError, ValidationError):
+    """A signature, authentication tag, commitment or secagg message failed verification."""
+
+
+class RoundAbandonedError(SecAggError, AggregationError):
+    """Too few devices survived (or a neighbourhood fell below threshold): nothing is revealed."""
