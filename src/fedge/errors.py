@@ -11,6 +11,7 @@ Messages say what happened and what to do about it::
     │   └── PartitionError       impossible partition (more devices than samples, alpha <= 0, ...)
     ├── ValidationError          input from outside (network, files) failed validation
     │   ├── WireFormatError      truncated, oversized, wrongly typed or versioned payload
+    │   │   └── PayloadTooLarge  a request body over the route's size limit (HTTP 413)
     │   ├── ShapeMismatchError   tensor names/shapes/dtypes do not match the model
     │   └── NonFiniteError       NaN or Inf where finite numbers are required
     ├── AggregationError         a round cannot be aggregated (e.g. no valid updates)
@@ -18,6 +19,7 @@ Messages say what happened and what to do about it::
     │   ├── CalibrationError     no noise multiplier reaches the target (ε, δ) in the rounds asked
     │   └── PrivacyBudgetExceeded  the next round or task would spend more ε than allowed
     ├── ProtocolError            a message arrived in the wrong phase or from the wrong peer
+    ├── UnavailableError         a peer could not be reached, timed out or failed (5xx): retry later
     ├── SecAggError              secure aggregation (fedge.secagg) failed or was refused
     │   ├── SecAggConfigError    unsafe parameters: overflow, threshold <= k/2, too few devices
     │   ├── SecAggProtocolError  out of phase, duplicated, replayed or wrong-round message
@@ -47,6 +49,7 @@ __all__ = [
     "IdentityError",
     "NonFiniteError",
     "PartitionError",
+    "PayloadTooLarge",
     "PkiError",
     "PrivacyBudgetExceeded",
     "PrivacyError",
@@ -59,6 +62,7 @@ __all__ = [
     "SecAggProtocolError",
     "ShapeMismatchError",
     "SignatureError",
+    "UnavailableError",
     "UnknownNameError",
     "UnmaskRefusedError",
     "ValidationError",
@@ -97,6 +101,10 @@ class WireFormatError(ValidationError):
     """A serialized payload is truncated, oversized, of an unknown version or malformed."""
 
 
+class PayloadTooLarge(WireFormatError):  # noqa: N818 -- reads as an event, like StopIteration
+    """A request body is larger than the limit of the route it was sent to."""
+
+
 class ShapeMismatchError(ValidationError):
     """Tensor names, shapes or dtypes do not match what the model expects."""
 
@@ -123,6 +131,10 @@ class PrivacyBudgetExceeded(PrivacyError):  # noqa: N818 -- reads as an event, l
 
 class ProtocolError(FedgeError):
     """A protocol message arrived out of phase, twice, or from a peer not allowed to send it."""
+
+
+class UnavailableError(FedgeError):
+    """A peer could not be reached, timed out, or failed on its side (HTTP 5xx); worth retrying."""
 
 
 class IdentityError(FedgeError):

@@ -14,8 +14,17 @@ Endpoints (all under ``/v1``; devices cannot tell a gateway from a coordinator):
 ``POST /v1/jobs/{job}/rounds/{r}/updates``  device       update payload → Receipt
 ``POST /v1/gateway/checkin``              gateway      GatewayCheckIn → GatewayAssignments
 ``POST /v1/jobs/{job}/rounds/{r}/partials`` gateway      partial-sum payload → Receipt
-``/v1/admin/...``                          admin        JobSpec, JobView, DeviceView (admin cert)
+``POST /v1/admin/jobs``                    admin        JobSpec → JobView (201)
+``GET  /v1/admin/jobs``                    admin        → list[JobView]
+``GET  /v1/admin/jobs/{job}``              admin        → JobView
+``POST /v1/admin/jobs/{job}/pause``        admin        → JobView
+``POST /v1/admin/jobs/{job}/resume``       admin        → JobView
+``GET  /v1/admin/devices``                 admin        → list[DeviceView]
+``POST /v1/admin/devices/{device}/revoke`` admin        → DeviceView
+``GET  /v1/health``                        any (mTLS)   → Health
 ========================================  ===========  ===========================================
+
+Every refusal is an :class:`ErrorBody` with the status of :mod:`fedge.transport.errors`.
 
 Update payload metadata (``UPDATE_KEYS``): kind="update", job, round, device, nonce,
 num_examples, train_loss; arrays: the model's parameter names, float32 deltas (local − global).
@@ -42,6 +51,7 @@ __all__ = [
     "ErrorBody",
     "GatewayAssignments",
     "GatewayCheckIn",
+    "Health",
     "JobSpec",
     "JobView",
     "PrivacyPlan",
@@ -82,6 +92,13 @@ class ErrorBody(_Msg):
 
     error: str  # e.g. "replayed_nonce", "stale_round", "wrong_site", "payload_too_large"
     detail: str
+
+
+class Health(_Msg):
+    """``GET /v1/health``: the server is up and speaks this protocol version."""
+
+    status: Literal["ok"] = "ok"
+    protocol: int = PROTOCOL_VERSION
 
 
 # -- device ⇄ gateway/coordinator -----------------------------------------------------------
