@@ -75,6 +75,7 @@ class History:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
 
         rounds = [r.round for r in self.records]
         fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
@@ -92,6 +93,7 @@ class History:
         ax_acc.set(xlabel="round", ylabel="accuracy", title="Accuracy")
         ax_loss.set(xlabel="round", ylabel="loss", title="Loss")
         for ax in (ax_acc, ax_loss):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
             ax.legend()
         title = f"{self.config.get('task', '')} · {self.config.get('strategy', {}).get('name', '')}"
