@@ -1,0 +1,175 @@
+"""Start, watch and stop the processes of a federation on this machine.
+
+Each child runs in its own session (process group), writes to its own log file, and is stopped
+with SIGTERM then SIGKILL; the supervisor stops every child when it exits, on Ctrl-C, on SIGTERM
+and at interpreter exit, so a demo or a test leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from fedge.errors import FedgeError
+
+__all__ = ["ManagedProcess", "Supervisor", "fedge_argv"]
+
+log = logging.getLogger(__name__)
+
+
+def fedge_argv(*args: str) -> list[str]:
+    """The command line that runs ``fedge ARGS`` with this interpreter."""
+    return [sys.executable, "-m", "fedge", *args]
+
+
+@dataclass
+class ManagedProcess:
+    """One child process and where its output goes."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def alive(self) -> bool:
+        """True while the process runs."""
+        return self.popen is not None and self.popen.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """The process id once started."""
+        return None if self.popen is None else self.popen.pid
+
+    def tail(self, lines: int = 20) -> str:
+        """The last lines of its log."""
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def signal_group(self, sig: int) -> None:
+        """Send ``sig`` to the process's whole group."""
+        if self.popen is not None and self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.popen.pid, sig)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM, wait up to ``timeout`` s, then SIGKILL; returns the exit code."""
+        if self.popen is None:
+            return None
+        if self.popen.poll() is None:
+            self.signal_group(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in %.0f s; killing it", self.name, timeout)
+                self.signal_group(signal.SIGKILL)
+                self.popen.wait(timeout=timeout)
+        return self.popen.returncode
+
+
+class Supervisor:
+    """A set of child processes that is always cleaned up."""
+
+    def __init__(self, log_dir: str | Path) -> None:
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.processes: dict[str, ManagedProcess] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        atexit.register(self.stop_all)
+
+    def start(
+        self, name: str, argv: Sequence[str], env: dict[str, str] | None = None
+    ) -> ManagedProcess:
+        """Start ``argv`` as child ``name`` (names are unique)."""
+        with self._lock:
+            if name in self.processes and self.processes[name].alive:
+                raise FedgeError(f"a process named {name!r} is already running")
+            proc = ManagedProcess(name, list(argv), self.log_dir / f"{name}.log", env=env or {})
+            child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **proc.env}
+            with proc.log_path.open("ab") as out:
+                proc.popen = subprocess.Popen(
+                    proc.argv,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=child_env,
+                    start_new_session=True,
+                )
+            self.processes[name] = proc
+            log.info("started %s (pid %d): %s", name, proc.popen.pid, " ".join(proc.argv))
+            return proc
+
+    def stop(self, name: str, timeout: float = 10.0) -> int | None:
+        """Stop one child."""
+        return self.processes[name].stop(timeout)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one child at once (failure injection)."""
+        proc = self.processes[name]
+        proc.signal_group(signal.SIGKILL)
+        if proc.popen is not None:
+            proc.popen.wait(timeout=10)
+
+    def wait_until(
+        self, check: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.2
+    ) -> None:
+        """Poll ``check`` until true; fail with the logs of any child that died meanwhile."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                if check():
+                    return
+            dead = [
+                p for p in self.processes.values() if p.popen and p.popen.poll() not in (None, 0)
+            ]
+            if dead:
+                p = dead[0]
+                raise FedgeError(
+                    f"{p.name} exited with {p.popen.returncode if p.popen else '?'} while waiting for {what}:\n{p.tail()}"
+                )
+            time.sleep(interval)
+        raise FedgeError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+    def stop_all(self, timeout: float = 10.0) -> None:
+        """Stop every child, newest first."""
+        if self._closed:
+            return
+        for proc in reversed(list(self.processes.values())):
+            proc.signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in reversed(list(self.processes.values())):
+            if proc.popen is None:
+                continue
+            try:
+                proc.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.signal_group(signal.SIGKILL)
+                proc.popen.wait(timeout=5)
+        self._closed = True
+
+    def __enter__(self) -> Supervisor:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop_all()
