@@ -1,0 +1,212 @@
+"""The HTTP API: every endpoint of :mod:`fedge.transport.messages`, over the service interfaces.
+
+Routes do only HTTP: authenticate and authorize the peer (:mod:`.auth`), refuse oversized bodies
+before reading them (:mod:`.limits`), parse JSON with the message models (422 when invalid), read
+tensor payloads as ``application/octet-stream``, call one service method, and let
+:mod:`.errors` map fedge errors to status codes. A coordinator passes all three services; a
+gateway passes only ``device``; routes of a missing service are not served (404) nor documented.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Path, Request, Response
+from fastapi.concurrency import run_in_threadpool
+
+from fedge.errors import AuthorizationError, ConfigError, ValidationError
+from fedge.identity import Identity, PeerVerifier, Role
+from fedge.transport.auth import require_roles
+from fedge.transport.errors import install_error_handlers
+from fedge.transport.limits import BodyLimitMiddleware, BodyLimits
+from fedge.transport.messages import (
+    PROTOCOL_VERSION,
+    CheckInRequest,
+    CheckInResponse,
+    DeviceView,
+    ErrorBody,
+    GatewayAssignments,
+    GatewayCheckIn,
+    Health,
+    JobSpec,
+    JobView,
+    Receipt,
+    TaskAssignment,
+    Wait,
+)
+from fedge.transport.services import AdminService, DeviceService, UplinkService
+
+__all__ = ["OCTET_STREAM", "build_app"]
+
+OCTET_STREAM = "application/octet-stream"
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+JobId = Annotated[str, Path(pattern=_NAME, description="job id")]
+DeviceId = Annotated[str, Path(pattern=_NAME, description="device id")]
+RoundNumber = Annotated[int, Path(ge=1, le=1_000_000_000, description="round number")]
+Sha256 = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$", description="model content hash")]
+DevicePeer = Annotated[Identity, Depends(require_roles({Role.DEVICE}))]
+GatewayPeer = Annotated[Identity, Depends(require_roles({Role.GATEWAY}))]
+ModelPeer = Annotated[Identity, Depends(require_roles({Role.DEVICE, Role.GATEWAY}))]
+AdminPeer = Annotated[Identity, Depends(require_roles({Role.ADMIN}))]
+
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_BINARY_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "a fedge tensor payload (fedge.core.serde; never pickle)",
+        "content": {OCTET_STREAM: _BINARY},
+    }
+}
+_ERR = {"model": ErrorBody}
+_AUTH_ERRORS: dict[int | str, dict[str, Any]] = {401: _ERR, 403: _ERR, 422: _ERR}
+_JSON_ERRORS = {**_AUTH_ERRORS, 400: _ERR, 404: _ERR, 409: _ERR, 413: _ERR}
+_PAYLOAD_ERRORS = {**_JSON_ERRORS, 415: _ERR}
+
+
+async def _payload(request: Request) -> bytes:
+    """The raw tensor payload of a request (the size limit is already enforced)."""
+    media = request.headers.get("content-type", OCTET_STREAM).split(";")[0].strip().lower()
+    if media != OCTET_STREAM:
+        raise ValidationError(f"send tensor payloads as {OCTET_STREAM}, not {media!r}")
+    body = await request.body()
+    if not body:
+        raise ValidationError("empty payload: send a fedge tensor payload")
+    return body
+
+
+def _binary(data: bytes, sha256: str) -> Response:
+    headers = {"ETag": f'"{sha256}"', "Cache-Control": "private, max-age=31536000, immutable"}
+    return Response(content=data, media_type=OCTET_STREAM, headers=headers)
+
+
+def build_app(
+    *,
+    device: DeviceService | None,
+    uplink: UplinkService | None,
+    admin: AdminService | None,
+    verifier: PeerVerifier,
+    limits: BodyLimits | None = None,
+    title: str = "fedge",
+) -> FastAPI:
+    """The FastAPI app serving the routes of the services given (mutual TLS assumed)."""
+    if device is None and uplink is None and admin is None:
+        raise ConfigError("build_app needs at least one of device, uplink, admin")
+    app = FastAPI(
+        title=title,
+        version=str(PROTOCOL_VERSION),
+        description="fedge wire protocol v1: JSON control messages, binary tensor payloads.",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.verifier = verifier
+    app.add_middleware(BodyLimitMiddleware, limit_for=(limits or BodyLimits()).for_path)
+    install_error_handlers(app)
+
+    @app.get("/v1/health", tags=["health"], responses={401: _ERR})
+    def health() -> Health:
+        """The server is up and speaks this protocol version (TLS handshake only)."""
+        return Health()
+
+    if device is not None or uplink is not None:
+
+        @app.get(
+            "/v1/models/{sha256}",
+            tags=["device", "gateway"],
+            response_class=Response,
+            responses={200: {"content": {OCTET_STREAM: _BINARY}}, **_JSON_ERRORS},
+        )
+        def get_model(sha256: Sha256, peer: ModelPeer) -> Response:
+            """The model payload with this content hash."""
+            service = uplink if peer.role is Role.GATEWAY else device
+            if service is None:
+                raise AuthorizationError(f"a {peer.role} may not fetch models from this server")
+            return _binary(service.model(peer, sha256), sha256)
+
+    if device is not None:
+        _device_routes(app, device)
+    if uplink is not None:
+        _uplink_routes(app, uplink)
+    if admin is not None:
+        _admin_routes(app, admin)
+    return app
+
+
+def _device_routes(app: FastAPI, device: DeviceService) -> None:
+    @app.post(
+        "/v1/checkin", tags=["device"], response_model=CheckInResponse, responses=_JSON_ERRORS
+    )
+    def checkin(request: CheckInRequest, peer: DevicePeer) -> TaskAssignment | Wait:
+        """Ask for work: a task within the round's quota, or when to come back."""
+        return device.checkin(peer, request)
+
+    @app.post(
+        "/v1/jobs/{job_id}/rounds/{round_number}/updates",
+        tags=["device"],
+        openapi_extra=_BINARY_BODY,
+        responses=_PAYLOAD_ERRORS,
+    )
+    async def submit_update(
+        job_id: JobId, round_number: RoundNumber, request: Request, peer: DevicePeer
+    ) -> Receipt:
+        """Upload a device's update payload for a round."""
+        payload = await _payload(request)
+        return await run_in_threadpool(device.submit_update, peer, job_id, round_number, payload)
+
+
+def _uplink_routes(app: FastAPI, uplink: UplinkService) -> None:
+    @app.post("/v1/gateway/checkin", tags=["gateway"], responses=_JSON_ERRORS)
+    def gateway_checkin(request: GatewayCheckIn, peer: GatewayPeer) -> GatewayAssignments:
+        """A gateway's quotas for the rounds now open."""
+        return uplink.gateway_checkin(peer, request)
+
+    @app.post(
+        "/v1/jobs/{job_id}/rounds/{round_number}/partials",
+        tags=["gateway"],
+        openapi_extra=_BINARY_BODY,
+        responses=_PAYLOAD_ERRORS,
+    )
+    async def submit_partial(
+        job_id: JobId, round_number: RoundNumber, request: Request, peer: GatewayPeer
+    ) -> Receipt:
+        """Upload a gateway's partial aggregate for a round (idempotent)."""
+        payload = await _payload(request)
+        return await run_in_threadpool(uplink.submit_partial, peer, job_id, round_number, payload)
+
+
+def _admin_routes(app: FastAPI, admin: AdminService) -> None:
+    kw: dict[str, Any] = {"tags": ["admin"], "responses": _JSON_ERRORS}
+
+    @app.post("/v1/admin/jobs", status_code=201, **kw)
+    def create_job(spec: JobSpec, peer: AdminPeer) -> JobView:
+        """Create a job."""
+        return admin.create_job(peer, spec)
+
+    @app.get("/v1/admin/jobs", **kw)
+    def list_jobs(peer: AdminPeer) -> list[JobView]:
+        """Every job."""
+        return admin.list_jobs(peer)
+
+    @app.get("/v1/admin/jobs/{job_id}", **kw)
+    def get_job(job_id: JobId, peer: AdminPeer) -> JobView:
+        """One job with its rounds."""
+        return admin.get_job(peer, job_id)
+
+    @app.post("/v1/admin/jobs/{job_id}/pause", **kw)
+    def pause_job(job_id: JobId, peer: AdminPeer) -> JobView:
+        """Pause a job after its current round."""
+        return admin.pause_job(peer, job_id)
+
+    @app.post("/v1/admin/jobs/{job_id}/resume", **kw)
+    def resume_job(job_id: JobId, peer: AdminPeer) -> JobView:
+        """Resume a paused job."""
+        return admin.resume_job(peer, job_id)
+
+    @app.get("/v1/admin/devices", **kw)
+    def list_devices(peer: AdminPeer) -> list[DeviceView]:
+        """Every device the fleet knows."""
+        return admin.list_devices(peer)
+
+    @app.post("/v1/admin/devices/{device_id}/revoke", **kw)
+    def revoke_device(device_id: DeviceId, peer: AdminPeer) -> DeviceView:
+        """Revoke a device's certificate and drop it from rounds."""
+        return admin.revoke_device(peer, device_id)
