@@ -20,7 +20,7 @@ def test_put_is_idempotent_and_due_orders_by_next_attempt(tmp_path: Path) -> Non
         assert [i.key for i in box.due(now=10.0)] == ["b"]
         item = box.due(now=25.0)[-1]
         assert (item.key, item.attempts, item.last_error) == ("a", 1, "connection refused")
-        assert box.pending() == 2
+        assert box.pending() == 2 and [i.key for i in box.pending_items()] == ["a", "b"]
 
 
 def test_delivered_items_are_not_resent_even_if_put_again(tmp_path: Path) -> None:
@@ -59,6 +59,7 @@ def test_expire_drops_and_reports_past_deadline_items(tmp_path: Path) -> None:
         assert [(i.key, i.payload) for i in expired] == [("old", b"1")]
         assert box.expire(now=60.0) == []
         assert box.pending() == 1
+        assert box.has("old") and not box.put("old", "d", b"1", deadline=500.0)  # not resent
 
 
 def test_concurrent_puts_from_threads(tmp_path: Path) -> None:
@@ -75,3 +76,18 @@ def test_concurrent_puts_from_threads(tmp_path: Path) -> None:
         for t in threads:
             t.join()
         assert sum(added) == 60 == box.pending()
+
+
+def test_discard_keeps_the_key_and_none_deadline_never_expires(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "outbox.db") as box:
+        assert box.put("partial/j/1", "https://coordinator", b"sum", deadline=None)
+        assert box.put("partial/j/2", "https://coordinator", b"sum2", deadline=100.0)
+        assert [(i.key, i.expires_at) for i in box.pending_items()] == [
+            ("partial/j/1", None), ("partial/j/2", 100.0),
+        ]  # fmt: skip
+        assert [i.key for i in box.expire(now=1e9)] == ["partial/j/2"]
+        assert box.due(now=1e9)[0].destination == "https://coordinator"
+        box.discard("partial/j/1", "stale round")
+        assert box.pending_items() == [] and box.has("partial/j/1") and box.has("partial/j/2")
+        assert not box.put("partial/j/1", "https://coordinator", b"sum", deadline=None)
+        assert not box.has("partial/j/3")

@@ -14,7 +14,9 @@ not send it twice. Typical loop::
     for item in outbox.expire(time.time()):
         log.warning("gave up on %s: its deadline passed", item.key)
 
-Thread-safe: one connection guarded by a lock.
+Delivered, discarded and expired items stay as tombstones (key, reason; no payload) so ``put``
+stays idempotent across restarts; :meth:`Outbox.forget_delivered` prunes old ones. Thread-safe:
+one connection guarded by a lock.
 """
 
 from __future__ import annotations
@@ -34,11 +36,12 @@ CREATE TABLE IF NOT EXISTS outbox (
     key          TEXT PRIMARY KEY,
     destination  TEXT NOT NULL,
     payload      BLOB,
-    deadline     REAL NOT NULL,
+    deadline     REAL,
     next_attempt REAL NOT NULL,
     attempts     INTEGER NOT NULL DEFAULT 0,
     last_error   TEXT NOT NULL DEFAULT '',
-    delivered_at REAL
+    delivered_at REAL,
+    discarded    TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (delivered_at, next_attempt);
 """
@@ -52,13 +55,18 @@ class OutboxItem:
     key: str
     destination: str  # where it goes, e.g. an endpoint path or a peer URL
     payload: bytes
-    deadline: float  # unix seconds; dropped by expire() after this
+    deadline: float | None  # unix seconds; discarded by expire() after this (None: never)
     next_attempt: float  # unix seconds; due() from then on
     attempts: int  # failed deliveries so far
     last_error: str
 
+    @property
+    def expires_at(self) -> float | None:
+        """Alias of ``deadline``."""
+        return self.deadline
 
-def _item(row: tuple[str, str, bytes, float, float, int, str]) -> OutboxItem:
+
+def _item(row: tuple[str, str, bytes, float | None, float, int, str]) -> OutboxItem:
     return OutboxItem(row[0], row[1], bytes(row[2]), row[3], row[4], row[5], row[6])
 
 
@@ -88,11 +96,11 @@ class Outbox:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def put(self, key: str, destination: str, payload: bytes, *, deadline: float) -> bool:
+    def put(self, key: str, destination: str, payload: bytes, *, deadline: float | None) -> bool:
         """Queue ``payload`` for ``destination`` under ``key``; False if ``key`` is already known.
 
-        A key already queued (or delivered) is left as it is, so callers may re-put after a
-        restart without sending twice.
+        A key ever queued (pending, delivered, expired or discarded) is left as it is, so callers
+        may re-put after a restart without sending twice. ``deadline=None``: never expires.
         """
         if not key:
             raise ValidationError("an outbox key must be non-empty")
@@ -108,8 +116,8 @@ class Outbox:
         """Undelivered items whose next attempt is due and deadline not passed, oldest first."""
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM outbox WHERE delivered_at IS NULL"
-                " AND next_attempt <= ? AND deadline > ? ORDER BY next_attempt, rowid LIMIT ?",
+                f"SELECT {_COLUMNS} FROM outbox WHERE delivered_at IS NULL AND discarded IS NULL"
+                " AND next_attempt <= ? AND (deadline IS NULL OR deadline > ?) ORDER BY next_attempt, rowid LIMIT ?",
                 (now, now, limit),
             ).fetchall()
         return [_item(r) for r in rows]
@@ -118,9 +126,16 @@ class Outbox:
         """The undelivered item ``key``, or None (unknown or delivered)."""
         with self._lock:
             row = self._db.execute(
-                f"SELECT {_COLUMNS} FROM outbox WHERE key = ? AND delivered_at IS NULL", (key,)
+                f"SELECT {_COLUMNS} FROM outbox WHERE key = ? AND delivered_at IS NULL AND discarded IS NULL",
+                (key,),
             ).fetchone()
         return _item(row) if row else None
+
+    def has(self, key: str) -> bool:
+        """True if ``key`` was ever queued (pending, delivered, expired or discarded)."""
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM outbox WHERE key = ?", (key,)).fetchone()
+        return row is not None
 
     def is_delivered(self, key: str) -> bool:
         """True once ``mark_delivered(key)`` was called."""
@@ -130,11 +145,20 @@ class Outbox:
             ).fetchone()
         return row is not None
 
+    def pending_items(self) -> list[OutboxItem]:
+        """Every item still waiting for delivery (due or not), oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM outbox"
+                " WHERE delivered_at IS NULL AND discarded IS NULL ORDER BY rowid"
+            ).fetchall()
+        return [_item(r) for r in rows]
+
     def pending(self) -> int:
         """How many items are waiting for delivery."""
         with self._lock:
             row = self._db.execute(
-                "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL"
+                "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL AND discarded IS NULL"
             ).fetchone()
         return int(row[0])
 
@@ -144,7 +168,7 @@ class Outbox:
         with self._lock:
             self._db.execute(
                 "UPDATE outbox SET delivered_at = ?, payload = NULL"
-                " WHERE key = ? AND delivered_at IS NULL",
+                " WHERE key = ? AND delivered_at IS NULL AND discarded IS NULL",
                 (when, key),
             )
 
@@ -153,21 +177,33 @@ class Outbox:
         with self._lock:
             self._db.execute(
                 "UPDATE outbox SET attempts = attempts + 1, next_attempt = ?, last_error = ?"
-                " WHERE key = ? AND delivered_at IS NULL",
+                " WHERE key = ? AND delivered_at IS NULL AND discarded IS NULL",
                 (retry_at, error[:500], key),
             )
 
+    def discard(self, key: str, reason: str) -> None:
+        """Give up on ``key`` (refused for good); its payload is dropped, the key and reason kept."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE outbox SET discarded = ?, payload = NULL"
+                " WHERE key = ? AND delivered_at IS NULL AND discarded IS NULL",
+                (reason[:500] or "discarded", key),
+            )
+
     def expire(self, now: float) -> list[OutboxItem]:
-        """Drop undelivered items whose deadline has passed, and return them (to report)."""
+        """Discard undelivered items whose deadline has passed, and return them (to report)."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 rows = self._db.execute(
-                    f"SELECT {_COLUMNS} FROM outbox WHERE delivered_at IS NULL AND deadline <= ?",
+                    f"SELECT {_COLUMNS} FROM outbox WHERE delivered_at IS NULL"
+                    " AND discarded IS NULL AND deadline <= ?",
                     (now,),
                 ).fetchall()
                 self._db.execute(
-                    "DELETE FROM outbox WHERE delivered_at IS NULL AND deadline <= ?", (now,)
+                    "UPDATE outbox SET discarded = 'expired', payload = NULL"
+                    " WHERE delivered_at IS NULL AND discarded IS NULL AND deadline <= ?",
+                    (now,),
                 )
             except BaseException:
                 self._db.execute("ROLLBACK")
