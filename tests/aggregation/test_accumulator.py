@@ -160,3 +160,45 @@ def test_weighted_sum_is_a_float64_copy() -> None:
     np.testing.assert_allclose(ws["w"], expect, rtol=1e-12)
     ws["w"][:] = 0
     assert acc.weighted_sum["w"].any()
+
+
+# -- add_partial: another tier's partial sums, exactly once per source -----------------------
+def _partial(ups: list[Update]) -> tuple[dict[str, np.ndarray], float, int, list[str]]:
+    acc = _filled(ups)
+    return acc.weighted_sum, acc.total_weight, acc.num_accepted, [u.device_id for u in ups]
+
+
+def test_add_partial_equals_adding_every_update() -> None:
+    ups = _updates(9, seed=3)
+    acc = WeightedMeanAccumulator(SPEC)
+    assert acc.add_partial("gw-a", *_partial(ups[:4]))
+    assert acc.add_partial("gw-b", *_partial(ups[4:]))
+    _assert_close(acc.result().mean_delta, _filled(ups).result().mean_delta)
+    assert acc.num_accepted == 9 and acc.total_weight == sum(u.num_examples for u in ups)
+
+
+def test_add_partial_refuses_duplicates_and_bad_partials() -> None:
+    ups = _updates(6, seed=4)
+    sums, total, n, ids = _partial(ups[:3])
+    acc = WeightedMeanAccumulator(SPEC)
+    assert acc.add_partial("gw-a", sums, total, n, ids)
+    before = acc.weighted_sum
+    nan = {k: v.copy() for k, v in sums.items()}
+    nan["w"][0, 0] = np.nan
+    bad_shape = {**sums, "b": np.zeros(5)}
+    cases = [
+        ("gw-a", sums, total, n, ids, "duplicate"),  # retried partial: counted once
+        ("gw-b", sums, total, n, ids, "already counted"),  # same devices via another source
+        ("gw-c", nan, total, 1, ["x"], "NaN"),
+        ("gw-d", bad_shape, total, 1, ["y"], "shape"),
+        ("gw-e", {"w": sums["w"]}, total, 1, ["z"], "names"),
+        ("gw-f", sums, float("inf"), 1, ["q"], "total_weight"),
+        ("gw-g", sums, total, 2, ["q"], "num_accepted"),
+        ("gw-h", {k: v.astype(np.int64) for k, v in sums.items()}, total, 1, ["r"], "float64"),
+    ]
+    for source, s, t, k, c, why in cases:
+        assert not acc.add_partial(source, s, t, k, c)
+        assert acc.rejected[-1][0] == source and why in acc.rejected[-1][1]
+    for name, arr in acc.weighted_sum.items():
+        np.testing.assert_array_equal(arr, before[name])
+    assert acc.num_accepted == 3

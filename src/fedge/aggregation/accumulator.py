@@ -5,7 +5,8 @@ validated on the way in; a bad update (wrong names, shapes or dtype, NaN/Inf, no
 device that already contributed) is recorded in :attr:`WeightedMeanAccumulator.rejected` with the
 reason and is never averaged in — :meth:`~WeightedMeanAccumulator.add` does not raise for it.
 Gateways keep one accumulator per round and the coordinator :meth:`merges
-<WeightedMeanAccumulator.merge>` their partial sums.
+<WeightedMeanAccumulator.merge>` their partial sums, or folds in a partial that arrived over the
+network with :meth:`~WeightedMeanAccumulator.add_partial` (exactly once per source).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class WeightedMeanAccumulator:
         }
         self._total = 0.0
         self._accepted: set[str] = set()
+        self._sources: set[str] = set()
         self._rejected: list[tuple[str, str]] = []
 
     @property
@@ -129,6 +131,65 @@ class WeightedMeanAccumulator:
         self._accepted.update(ids[i] for i in rows.tolist())
         return int(rows.size)
 
+    def add_partial(
+        self,
+        source_id: str,
+        weighted_sum: Mapping[str, np.ndarray],
+        total_weight: float,
+        num_accepted: int,
+        contributors: Sequence[str],
+    ) -> bool:
+        """Fold in another tier's partial sum Σ wₖ·Δₖ (float64 or float32) once per source.
+
+        ``contributors`` are the device ids summed in it (``num_accepted`` of them, none already
+        counted here). On a bad partial record ``(source_id, reason)`` and return False.
+        """
+        source = str(source_id)
+        devices = [str(d) for d in contributors]
+        if source in self._sources:
+            return self._reject(source, "duplicate: this source already contributed its partial")
+        problem = self._check_partial(weighted_sum, total_weight, num_accepted, devices)
+        if problem is not None:
+            return self._reject(source, problem)
+        for name in self.spec.names:
+            self._sum[name] += np.asarray(weighted_sum[name], dtype=np.float64)
+        self._total += float(total_weight)
+        self._accepted.update(devices)
+        self._sources.add(source)
+        return True
+
+    def _check_partial(
+        self,
+        sums: Mapping[str, np.ndarray],
+        total_weight: float,
+        num_accepted: int,
+        devices: list[str],
+    ) -> str | None:
+        if isinstance(num_accepted, bool) or not isinstance(num_accepted, (int, np.integer)):
+            return f"num_accepted must be an integer, got {num_accepted!r}"
+        if num_accepted < 1 or num_accepted != len(devices) or len(set(devices)) != len(devices):
+            return (
+                f"num_accepted ({num_accepted}) must be >= 1 and equal the number of distinct "
+                f"contributors ({len(set(devices))} of {len(devices)} listed)"
+            )
+        if not (np.isfinite(total_weight) and total_weight > 0):
+            return f"total_weight must be finite and > 0, got {total_weight!r}"
+        twice = self._accepted.intersection(devices)
+        if twice:
+            return f"{len(twice)} contributor(s) already counted (e.g. {sorted(twice)[:3]})"
+        if not isinstance(sums, Mapping) or set(sums) != set(self.spec.names):
+            names = sorted(sums) if isinstance(sums, Mapping) else type(sums).__name__
+            return f"tensor names {names} do not match the model's {sorted(self.spec.names)}"
+        for name, shape in zip(self.spec.names, self.spec.shapes, strict=True):
+            arr = sums[name]
+            if not isinstance(arr, np.ndarray) or arr.dtype not in (np.float64, np.float32):
+                return f"{name}: expected a float64 (or float32) array, got {getattr(arr, 'dtype', type(arr).__name__)}"
+            if tuple(arr.shape) != shape:
+                return f"{name}: expected shape {shape}, got {tuple(arr.shape)}"
+            if not np.isfinite(arr).all():
+                return f"{name}: contains NaN or Inf; the partial is rejected"
+        return None
+
     def merge(self, other: WeightedMeanAccumulator) -> None:
         """Add another accumulator's partial sums (e.g. a gateway's) into this one."""
         if other.spec != self.spec:
@@ -143,6 +204,7 @@ class WeightedMeanAccumulator:
             self._sum[name] += other._sum[name]
         self._total += other._total
         self._accepted |= other._accepted
+        self._sources |= other._sources
         self._rejected.extend(other._rejected)
 
     def result(self) -> Aggregate:

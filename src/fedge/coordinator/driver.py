@@ -1,0 +1,331 @@
+"""The coordinator's clock-driven side: open rounds, close them, aggregate, commit or abandon.
+
+:class:`RoundDriver` owns the live state of every job (a :class:`~fedge.coordinator.jobs.JobRuntime`
+and at most one :class:`LiveRound`) and one lock that the request handlers share. ``tick(now)``
+is the only thing that moves rounds forward in time; the service calls it from a background
+thread, tests call it with an injected clock.
+
+A live round keeps two O(model) float64 sums, never one per device: ``acc`` (gateways' partials,
+folded in as they arrive) and ``direct`` (updates of devices connected to us directly — the
+coordinator acts as their site's gateway with the same accumulator). At aggregation ``direct``
+joins ``acc`` as the partial of the :data:`~fedge.coordinator.selection.DIRECT` pseudo-site.
+
+**Restart.** Committed rounds are checkpointed (params + optimizer state as artifacts, one DB
+transaction for version, checkpoint, round and job rows). :meth:`RoundDriver.recover` rebuilds
+every running/paused job from its latest checkpoint and marks any round that was in flight
+*abandoned* ("coordinator restarted"); the next tick plans a new attempt with the next round
+number. Partials of the abandoned attempt are refused as stale (or acknowledged as duplicates if
+already recorded), so nothing is counted twice and no committed round is lost or repeated.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from fedge.aggregation import Aggregate, WeightedMeanAccumulator
+from fedge.coordinator.artifacts import ArtifactStore
+from fedge.coordinator.jobs import JobRuntime, encode_opt_state
+from fedge.coordinator.rounds import Round, RoundState
+from fedge.coordinator.schema import CheckpointRow, ModelVersionRow
+from fedge.coordinator.selection import DIRECT, matches_selector, plan_quotas
+from fedge.coordinator.settings import CoordinatorSettings
+from fedge.coordinator.store import Store
+from fedge.errors import FedgeError, UnknownNameError
+from fedge.transport import messages as m
+
+__all__ = ["LiveRound", "RoundDriver"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LiveRound:
+    """A round in flight and its running sums."""
+
+    machine: Round
+    base_sha256: str
+    acc: WeightedMeanAccumulator
+    direct: WeightedMeanAccumulator
+    direct_assigned: set[str] = field(default_factory=set)
+    direct_submitted: set[str] = field(default_factory=set)
+    handed: set[str] = field(default_factory=set)  # gateways given the assignment
+
+    @property
+    def number(self) -> int:
+        """The round number."""
+        return self.machine.number
+
+    def direct_done(self, now: float) -> bool:
+        """True when the direct pseudo-site has nothing more to deliver."""
+        quota = self.machine.quotas.get(DIRECT, 0)
+        if quota == 0 or (self.machine.training_deadline or 0.0) <= now:
+            return True
+        return len(self.direct_assigned) >= quota and self.direct_submitted >= self.direct_assigned
+
+
+class RoundDriver:
+    """Live jobs and rounds, their lock, and the deadline-driven transitions."""
+
+    def __init__(
+        self,
+        store: Store,
+        artifacts: ArtifactStore,
+        settings: CoordinatorSettings,
+        clock: Callable[[], float],
+    ) -> None:
+        self.store, self.artifacts, self.settings, self.clock = store, artifacts, settings, clock
+        self.lock = threading.RLock()
+        self.jobs: dict[str, JobRuntime] = {}
+        self.live: dict[str, LiveRound] = {}
+
+    def runtime(self, job_id: str) -> JobRuntime:
+        """The live job ``job_id``; UnknownNameError when it is not running or paused."""
+        rt = self.jobs.get(job_id)
+        if rt is None:
+            self.store.get_job(job_id)  # UnknownNameError when there is no such job at all
+            raise UnknownNameError(f"job {job_id!r} is finished; it takes no more contributions")
+        return rt
+
+    # -- restart ------------------------------------------------------------------------------
+    def recover(self, now: float) -> None:
+        """Load running/paused jobs from their checkpoints; abandon rounds left in flight."""
+        with self.lock:
+            for row in self.store.list_jobs():
+                if row.state not in ("running", "paused"):
+                    continue
+                ckpt = self.store.latest_checkpoint(row.id)
+                if ckpt is None:
+                    log.error("job %s has no checkpoint; marking it failed", row.id)
+                    self.store.update_job(row.id, state="failed", reason="no checkpoint found")
+                    continue
+                spec = m.JobSpec.model_validate(row.spec)
+                rt = JobRuntime.restore(
+                    spec,
+                    self.artifacts,
+                    ckpt.params_sha256,
+                    ckpt.opt_state_sha256,
+                    ckpt.step,
+                    row.fleet_size,
+                )
+                rt.job_state = row.state
+                self.jobs[row.id] = rt
+                for rnd in self.store.list_rounds(row.id):
+                    if rnd.state not in ("committed", "abandoned"):
+                        reason = (
+                            f"coordinator restarted while round {rnd.number} was {rnd.state}; "
+                            "re-run as a new round attempt"
+                        )
+                        self.store.update_round(
+                            row.id, rnd.number, state="abandoned", reason=reason, ended_at=now
+                        )
+                        log.warning("job %s: %s", row.id, reason)
+
+    # -- time ---------------------------------------------------------------------------------
+    def tick(self, now: float | None = None) -> None:
+        """Advance every job's round as far as ``now`` allows (open, close, commit, next)."""
+        t = self.clock() if now is None else now
+        with self.lock:
+            for rt in list(self.jobs.values()):
+                for _ in range(3):  # a commit can open the next round within the same tick
+                    if not self._advance(rt, t):
+                        break
+
+    def _advance(self, rt: JobRuntime, now: float) -> bool:
+        live = self.live.get(rt.id)
+        if live is None:
+            return self._plan_next(rt)
+        rnd = live.machine
+        if rnd.state == RoundState.PLANNED:
+            return rt.job_state == "running" and self._open(rt, live, now)
+        why = rnd.due(now, also_done=[DIRECT] if live.direct_done(now) else [])
+        if why == "unclaimed":
+            self._close(rt, live, now, "no gateway or device took the round before its deadline")
+            return True
+        if why is not None:
+            self._aggregate(rt, live, now)
+            return True
+        return False
+
+    def _plan_next(self, rt: JobRuntime) -> bool:
+        if rt.job_state != "running":
+            return False
+        if rt.committed >= rt.spec.rounds:
+            return self._finish_job(rt, "completed", f"all {rt.spec.rounds} rounds committed")
+        if rt.consecutive_abandoned >= self.settings.max_consecutive_abandoned:
+            return self._finish_job(
+                rt, "failed", f"{rt.consecutive_abandoned} rounds in a row were abandoned"
+            )
+        budget = rt.budget_left()
+        if budget is not None:
+            return self._finish_job(rt, "completed", budget)
+        rounds = self.store.list_rounds(rt.id)
+        number = rounds[-1].number + 1 if rounds else 1
+        self.store.add_round(rt.id, number, rt.model_sha256, RoundState.PLANNED.value)
+        spec = rt.param_spec
+        self.live[rt.id] = LiveRound(
+            Round(rt.id, number),
+            rt.model_sha256,
+            WeightedMeanAccumulator(spec),
+            WeightedMeanAccumulator(spec),
+        )
+        return True
+
+    def _finish_job(self, rt: JobRuntime, state: str, reason: str) -> bool:
+        self.store.update_job(rt.id, state=state, reason=reason)
+        rt.job_state = state
+        del self.jobs[rt.id]
+        log.info("job %s %s: %s", rt.id, state, reason)
+        return False
+
+    def eligible(self, rt: JobRuntime, now: float) -> dict[str, int]:
+        """Eligible devices per site key (gateway id, or DIRECT) for ``rt``'s selector."""
+        selector = rt.spec.selector
+        gateways = self.store.list_gateways(seen_since=now - self.settings.gateway_ttl_s)
+        devices = [d for d in self.store.list_devices() if not d.revoked]
+        counts: dict[str, int] = {}
+        for g in gateways:
+            if selector:  # labels are known only for devices we have seen
+                counts[g.id] = sum(
+                    1
+                    for d in devices
+                    if d.site == g.site
+                    and d.gateway_id is not None
+                    and matches_selector(d.labels, selector)
+                )
+            else:
+                counts[g.id] = g.eligible_devices
+        seen = now - self.settings.device_ttl_s
+        counts[DIRECT] = sum(
+            1
+            for d in devices
+            if d.gateway_id is None
+            and (d.last_seen or 0.0) >= seen
+            and matches_selector(d.labels, selector)
+        )
+        return counts
+
+    def _open(self, rt: JobRuntime, live: LiveRound, now: float) -> bool:
+        eligible = self.eligible(rt, now)
+        if sum(eligible.values()) < rt.spec.min_devices:
+            return False
+        quotas = plan_quotas(rt.spec.devices_per_round, rt.spec.over_selection, eligible)
+        quotas = {k: q for k, q in quotas.items() if q > 0}
+        training = now + rt.spec.training_deadline_s
+        report = training + rt.spec.report_deadline_s
+        live.machine.open(quotas, training, report)
+        self.store.update_round(
+            rt.id,
+            live.number,
+            state=live.machine.state.value,
+            quotas=quotas,
+            started_at=now,
+            training_deadline=training,
+            report_deadline=report,
+        )
+        log.info("job %s round %d open: quotas %s", rt.id, live.number, quotas)
+        return True
+
+    def start_training(self, rt: JobRuntime, live: LiveRound) -> None:
+        """configuring → training on the first hand-out (caller holds the lock)."""
+        if live.machine.state == RoundState.CONFIGURING:
+            live.machine.start_training()
+            self.store.update_round(rt.id, live.number, state=live.machine.state.value)
+
+    def _aggregate(self, rt: JobRuntime, live: LiveRound, now: float) -> None:
+        rnd = live.machine
+        rnd.begin_aggregation()
+        self.store.update_round(rt.id, live.number, state=rnd.state.value)
+        if live.direct.num_accepted:
+            d = live.direct
+            live.acc.add_partial(
+                DIRECT,
+                d.weighted_sum,
+                d.total_weight,
+                d.num_accepted,
+                sorted(live.direct_submitted),
+            )
+        n = live.acc.num_accepted
+        if n < rt.spec.min_devices:
+            self._close(
+                rt,
+                live,
+                now,
+                f"only {n} device(s) reported; the job needs min_devices = {rt.spec.min_devices}",
+            )
+            return
+        try:
+            self._commit(rt, live, now)
+        except FedgeError as exc:
+            log.exception("job %s round %d could not be committed", rt.id, live.number)
+            self._close(rt, live, now, f"aggregation failed: {exc}")
+
+    def _commit(self, rt: JobRuntime, live: LiveRound, now: float) -> None:
+        acc = live.acc
+        aggregate = Aggregate(rt.mean_delta(acc), acc.total_weight, acc.num_accepted, acc.rejected)
+        state = rt.strategy.step(rt.state, aggregate)
+        evaluation = rt.evaluate(state.params)
+        epsilon = rt.spend_privacy()
+        payload = rt.model_payload(state.params)
+        sha = self.artifacts.put(payload)
+        opt_sha = self.artifacts.put(encode_opt_state(state.opt_state))
+        metrics = {"accuracy": evaluation.accuracy, "loss": evaluation.loss}
+        if epsilon is not None:
+            metrics["epsilon"] = epsilon
+        version = ModelVersionRow(
+            sha256=sha,
+            job_id=rt.id,
+            round=live.number,
+            parent_sha256=live.base_sha256,
+            size=len(payload),
+            metrics=metrics,
+            created_at=now,
+        )
+        ckpt = CheckpointRow(
+            job_id=rt.id,
+            step=state.round,
+            round=live.number,
+            params_sha256=sha,
+            opt_state_sha256=opt_sha,
+            created_at=now,
+        )
+        live.machine.commit()
+        self.store.commit_round(
+            rt.id,
+            live.number,
+            version,
+            ckpt,
+            participants=acc.num_accepted,
+            gateways_reported=len(live.machine.reported),
+            accuracy=evaluation.accuracy,
+            loss=evaluation.loss,
+            epsilon=epsilon,
+            ended_at=now,
+        )
+        rt.state, rt.model_sha256, rt.consecutive_abandoned = state, sha, 0
+        del self.live[rt.id]
+        log.info(
+            "job %s round %d committed: %d devices, accuracy %.4f, model %s",
+            rt.id,
+            live.number,
+            acc.num_accepted,
+            evaluation.accuracy,
+            sha[:12],
+        )
+
+    def _close(self, rt: JobRuntime, live: LiveRound, now: float, reason: str) -> None:
+        live.machine.abandon(reason)
+        self.store.update_round(
+            rt.id,
+            live.number,
+            state=live.machine.state.value,
+            reason=reason,
+            participants=live.acc.num_accepted,
+            gateways_reported=len(live.machine.reported),
+            ended_at=now,
+        )
+        rt.consecutive_abandoned += 1
+        del self.live[rt.id]
+        log.warning("job %s round %d abandoned: %s", rt.id, live.number, reason)

@@ -1,0 +1,257 @@
+"""One job's live state on the coordinator: task, strategy, server state, privacy, checkpoints.
+
+:class:`JobRuntime` turns a :class:`~fedge.transport.messages.JobSpec` into the objects a round
+needs and back into artifacts:
+
+- ``create`` validates the spec (task, strategy and its options, the ``[privacy]`` table),
+  initialises the model (seeded when the spec says so), and stores model + checkpoint 0;
+- ``restore`` rebuilds it from the latest checkpoint after a restart (params *and* optimizer
+  state, and the privacy accountant advanced by the committed rounds);
+- ``mean_delta`` turns a round's summed partials into the mean delta the server optimizer takes:
+  example-weighted without DP; with central DP the sum of clipped, unweighted updates plus
+  N(0, (z·C)²) over the planned K devices (DP-FedAvg, McMahan et al. 2018, arXiv:1710.06963);
+  with local DP the plain mean of the devices' already-noised updates.
+
+Privacy modes "distributed" (needs secure aggregation) and adaptive clipping (needs the clipped
+count from the devices) are refused at job creation for now.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fedge.aggregation import ServerState, Strategy, WeightedMeanAccumulator, make_strategy
+from fedge.core.params import Params, ParamSpec
+from fedge.core.serde import decode_arrays, decode_params, encode_arrays, encode_params
+from fedge.errors import AggregationError, ConfigError, ValidationError
+from fedge.privacy import (
+    PrivacyConfig,
+    PrivacyPlan,
+    check_next_round,
+    dp_fedavg_mean_tree,
+    load_privacy_config,
+    plan_privacy,
+    secure_generator,
+)
+from fedge.tasks import Task, get_task
+from fedge.transport import messages as m
+
+if TYPE_CHECKING:
+    from fedge.coordinator.artifacts import ArtifactStore
+    from fedge.simulation.evaluate import Evaluation
+
+__all__ = ["JobRuntime", "decode_opt_state", "encode_opt_state", "validate_spec"]
+
+
+def validate_spec(spec: m.JobSpec) -> tuple[Task, Strategy, PrivacyConfig]:
+    """The task, strategy and privacy config of ``spec``; ValidationError saying what is wrong."""
+    try:
+        task = get_task(spec.task)
+        strategy = make_strategy(spec.strategy.name, **spec.strategy.options)
+        privacy = load_privacy_config(spec.privacy)
+    except ConfigError as exc:
+        raise ValidationError(f"job {spec.name!r}: {exc}") from None
+    if privacy.mode == "distributed" or spec.secure_aggregation is not None:
+        raise ValidationError(
+            f"job {spec.name!r}: secure aggregation (and privacy.mode = 'distributed') is not "
+            "served by the coordinator yet; use privacy.mode = 'central' or 'local'"
+        )
+    if privacy.adaptive_clipping is not None:
+        raise ValidationError(
+            f"job {spec.name!r}: adaptive clipping is not supported over the network yet; "
+            "remove [privacy.adaptive_clipping] and set clip_norm"
+        )
+    from fedge.coordinator.selection import round_target
+
+    most = round_target(spec.devices_per_round, spec.over_selection)
+    if spec.min_devices > most:
+        raise ValidationError(
+            f"job {spec.name!r}: min_devices = {spec.min_devices} can never be met when a round "
+            f"hands out at most {most} tasks; lower min_devices or raise devices_per_round"
+        )
+    return task, strategy, privacy
+
+
+def encode_opt_state(opt_state: Any) -> bytes:
+    """Optimizer state ``{slot: Params}`` as one tensor payload (``slot/name`` keys)."""
+    flat = {f"{slot}/{name}": arr for slot, tree in opt_state.items() for name, arr in tree.items()}
+    return encode_arrays(flat, {"kind": "opt_state"})
+
+
+def decode_opt_state(data: bytes) -> dict[str, Params]:
+    """Inverse of :func:`encode_opt_state`."""
+    arrays, _ = decode_arrays(data)
+    out: dict[str, Params] = {}
+    for key, arr in arrays.items():
+        slot, _, name = key.partition("/")
+        out.setdefault(slot, {})[name] = arr.astype(np.float32, copy=False)
+    return out
+
+
+@dataclass
+class JobRuntime:
+    """What the coordinator keeps in memory for a running or paused job."""
+
+    spec: m.JobSpec
+    task: Task
+    strategy: Strategy
+    privacy: PrivacyConfig
+    state: ServerState
+    model_sha256: str
+    fleet_size: int
+    job_state: str = "running"
+    privacy_plan: PrivacyPlan | None = None
+    consecutive_abandoned: int = 0
+    _eval: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.privacy.mode != "none":
+            self.privacy_plan = plan_privacy(
+                self.privacy,
+                rounds=self.spec.rounds,
+                devices_per_round=self.spec.devices_per_round,
+                fleet_size=max(self.fleet_size, self.spec.devices_per_round),
+                sampling="fixed_size",
+                dim=self.param_spec.size,
+            )
+            if self.privacy_plan.accountant is not None and self.state.round:
+                self.privacy_plan.accountant.step(self.state.round)
+
+    @property
+    def id(self) -> str:
+        """The job id (its spec's name)."""
+        return self.spec.name
+
+    @property
+    def param_spec(self) -> ParamSpec:
+        """Names and shapes of the model."""
+        return ParamSpec.of(self.state.params)
+
+    @property
+    def committed(self) -> int:
+        """Rounds committed so far."""
+        return self.state.round
+
+    @staticmethod
+    def initial_params(task: Task, seed: int | None) -> Params:
+        """A fresh model's parameters (torch's global RNG is left untouched)."""
+        import torch
+
+        from fedge.core.params import from_module
+
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            return from_module(task.build_model())
+
+    def model_payload(self, params: Params) -> bytes:
+        """The published bytes of a model version (its sha256 is its name)."""
+        return encode_params(params, {"kind": "model", "job": self.id, "task": self.task.name})
+
+    def params_of(self, payload: bytes) -> Params:
+        """Decode a model payload of this job."""
+        params, _ = decode_params(payload, self.param_spec, max_bytes=len(payload))
+        return params
+
+    def training_plan(self) -> m.TrainingPlan:
+        """The client optimizer for this round, with the strategy's asks folded in."""
+        plan = self.spec.plan
+        asks = self.strategy.client_plan(self.state)
+        updates: dict[str, Any] = {}
+        if asks.proximal_mu and not plan.proximal_mu:
+            updates["proximal_mu"] = asks.proximal_mu
+        if asks.single_full_batch_step:
+            updates.update(epochs=1, batch_size=None)
+        return plan.model_copy(update=updates) if updates else plan
+
+    def device_privacy(self) -> m.PrivacyPlan:
+        """What each device must do to its update before it leaves."""
+        p = self.privacy_plan
+        if p is None:
+            return m.PrivacyPlan()
+        local = p.noise_multiplier if p.mode == "local" else None
+        return m.PrivacyPlan(mode=p.mode, clip_norm=p.clip_norm, local_noise_multiplier=local)
+
+    def update_weight(self, num_examples: int) -> int:
+        """How much one device's update weighs in the sum: its examples, or 1 under DP."""
+        return num_examples if self.privacy_plan is None else 1
+
+    def budget_left(self) -> str | None:
+        """None when one more round fits the privacy budget, else why it does not."""
+        p = self.privacy_plan
+        if p is None or p.accountant is None or p.max_epsilon is None:
+            return None
+        check = check_next_round(p.accountant, p.max_epsilon)
+        return None if check.allowed else check.message
+
+    def mean_delta(self, acc: WeightedMeanAccumulator) -> Params:
+        """The round's mean delta from the summed partials (see the module docstring)."""
+        p = self.privacy_plan
+        if p is None:
+            return acc.result().mean_delta
+        if acc.num_accepted == 0:
+            raise AggregationError("no update was accepted; the round cannot be aggregated")
+        if p.mode == "central":
+            return dp_fedavg_mean_tree(
+                acc.weighted_sum,
+                p.devices_per_round,
+                p.clip_norm,
+                p.update_noise_multiplier,
+                secure_generator(),
+            )
+        return {n: (a / acc.num_accepted).astype(np.float32) for n, a in acc.weighted_sum.items()}
+
+    def spend_privacy(self) -> float | None:
+        """Account one more committed round; ε so far (None without DP)."""
+        p = self.privacy_plan
+        if p is None or p.accountant is None:
+            return None
+        return float(p.accountant.step())
+
+    def evaluate(self, params: Params) -> Evaluation:
+        """Loss and accuracy of ``params`` on the task's held-out test split."""
+        import torch
+
+        from fedge.core.params import to_torch
+        from fedge.simulation.evaluate import evaluate
+
+        if self._eval is None:
+            _, test = self.task.load_data()
+            model = self.task.build_model()
+            self._eval = (model, torch.from_numpy(test.x), torch.from_numpy(test.y))
+        model, x, y = self._eval
+        return evaluate(self.task, model, to_torch(params, copy=True), x, y)
+
+    @classmethod
+    def create(
+        cls, spec: m.JobSpec, artifacts: ArtifactStore, fleet_size: int
+    ) -> tuple[JobRuntime, bytes, bytes]:
+        """A new job and the payloads of its initial model and optimizer state (to store)."""
+        task, strategy, privacy = validate_spec(spec)
+        state = strategy.init(cls.initial_params(task, spec.seed))
+        rt = cls(spec, task, strategy, privacy, state, "", fleet_size)
+        model = rt.model_payload(state.params)
+        rt.model_sha256 = artifacts.put(model)
+        opt = encode_opt_state(state.opt_state)
+        artifacts.put(opt)
+        return rt, model, opt
+
+    @classmethod
+    def restore(
+        cls,
+        spec: m.JobSpec,
+        artifacts: ArtifactStore,
+        params_sha256: str,
+        opt_sha256: str,
+        step: int,
+        fleet_size: int,
+    ) -> JobRuntime:
+        """Rebuild a job from its latest checkpoint."""
+        task, strategy, privacy = validate_spec(spec)
+        payload = artifacts.get(params_sha256)
+        params, _ = decode_params(payload, max_bytes=len(payload))
+        state = ServerState(params, step, decode_opt_state(artifacts.get(opt_sha256)))
+        return cls(spec, task, strategy, privacy, state, params_sha256, fleet_size)

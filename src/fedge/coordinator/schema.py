@@ -1,0 +1,144 @@
+"""The coordinator's tables (SQLAlchemy 2.0 typed ORM); the same schema on SQLite and PostgreSQL.
+
+Times are unix seconds (float). Round numbers count attempts: a round abandoned and re-run gets
+a new number, so every (job, round) names exactly one attempt; ``jobs.committed_rounds`` counts
+the model updates that made it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "Base",
+    "CheckpointRow",
+    "DeviceRow",
+    "GatewayRow",
+    "JobRow",
+    "ModelVersionRow",
+    "PartialReceiptRow",
+    "ParticipantRow",
+    "RoundRow",
+]
+
+_ID = 64
+_SHA = 64
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the coordinator schema."""
+
+
+class JobRow(Base):
+    """A training job: its spec (JobSpec JSON), state and progress."""
+
+    __tablename__ = "jobs"
+    id: Mapped[str] = mapped_column(String(_ID), primary_key=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16))  # running | paused | completed | failed
+    committed_rounds: Mapped[int] = mapped_column(Integer, default=0)
+    model_sha256: Mapped[str | None] = mapped_column(String(_SHA))  # current global model
+    fleet_size: Mapped[int] = mapped_column(Integer, default=0)  # N for privacy accounting
+    created_at: Mapped[float] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class RoundRow(Base):
+    """One round attempt of a job."""
+
+    __tablename__ = "rounds"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    base_sha256: Mapped[str] = mapped_column(String(_SHA))  # the model devices train from
+    model_sha256: Mapped[str | None] = mapped_column(String(_SHA))  # what it published
+    quotas: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    participants: Mapped[int] = mapped_column(Integer, default=0)
+    gateways_reported: Mapped[int] = mapped_column(Integer, default=0)
+    accuracy: Mapped[float | None] = mapped_column(Float)
+    loss: Mapped[float | None] = mapped_column(Float)
+    epsilon: Mapped[float | None] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    started_at: Mapped[float | None] = mapped_column(Float)
+    training_deadline: Mapped[float | None] = mapped_column(Float)
+    report_deadline: Mapped[float | None] = mapped_column(Float)
+    ended_at: Mapped[float | None] = mapped_column(Float)
+
+
+class ParticipantRow(Base):
+    """A device counted in a round, and through which gateway (None: directly)."""
+
+    __tablename__ = "participants"
+    job_id: Mapped[str] = mapped_column(String(_ID), primary_key=True)
+    round: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(_ID), primary_key=True)
+    gateway_id: Mapped[str | None] = mapped_column(String(_ID))
+    nonce: Mapped[str | None] = mapped_column(String(32), unique=True)  # direct updates only
+    received_at: Mapped[float] = mapped_column(Float)
+
+
+class GatewayRow(Base):
+    """An edge gateway, as of its last check-in."""
+
+    __tablename__ = "gateways"
+    id: Mapped[str] = mapped_column(String(_ID), primary_key=True)
+    site: Mapped[str] = mapped_column(String(_ID))
+    last_seen: Mapped[float] = mapped_column(Float)
+    online_devices: Mapped[int] = mapped_column(Integer, default=0)
+    eligible_devices: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class DeviceRow(Base):
+    """A device the coordinator has heard of (checked in directly or counted in a partial)."""
+
+    __tablename__ = "devices"
+    id: Mapped[str] = mapped_column(String(_ID), primary_key=True)
+    site: Mapped[str | None] = mapped_column(String(_ID))
+    gateway_id: Mapped[str | None] = mapped_column(String(_ID))  # None: talks to us directly
+    last_seen: Mapped[float | None] = mapped_column(Float)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    labels: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+
+
+class ModelVersionRow(Base):
+    """A published (or initial) model: its content hash and where it came from."""
+
+    __tablename__ = "model_versions"
+    sha256: Mapped[str] = mapped_column(String(_SHA), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"))
+    round: Mapped[int | None] = mapped_column(Integer)  # None: the initial model
+    parent_sha256: Mapped[str | None] = mapped_column(String(_SHA))
+    size: Mapped[int] = mapped_column(Integer)
+    metrics: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class CheckpointRow(Base):
+    """Server state after ``step`` committed rounds: params and optimizer state artifacts."""
+
+    __tablename__ = "checkpoints"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)  # committed rounds so far
+    round: Mapped[int | None] = mapped_column(Integer)  # the round attempt that produced it
+    params_sha256: Mapped[str] = mapped_column(String(_SHA))
+    opt_state_sha256: Mapped[str] = mapped_column(String(_SHA))
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class PartialReceiptRow(Base):
+    """A gateway's partial aggregate, accepted once: (job, round, gateway) is unique."""
+
+    __tablename__ = "partial_receipts"
+    __table_args__ = (UniqueConstraint("job_id", "round", "gateway_id", name="uq_partial_once"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(_ID))
+    round: Mapped[int] = mapped_column(Integer)
+    gateway_id: Mapped[str] = mapped_column(String(_ID))
+    site: Mapped[str] = mapped_column(String(_ID))
+    nonce: Mapped[str] = mapped_column(String(32), unique=True)
+    num_accepted: Mapped[int] = mapped_column(Integer)
+    total_weight: Mapped[float] = mapped_column(Float)
+    received_at: Mapped[float] = mapped_column(Float)

@@ -1,0 +1,322 @@
+"""``CoordinatorService``: the coordinator's logic behind the HTTP layer, testable without it.
+
+It implements :class:`~fedge.transport.services.UplinkService` (gateways),
+:class:`~fedge.transport.services.DeviceService` (devices connected directly: the coordinator is
+their site's gateway) and :class:`~fedge.transport.services.AdminService`. Time moves only in
+:meth:`CoordinatorService.tick` (see :mod:`fedge.coordinator.driver`).
+
+A partial aggregate is checked (:mod:`fedge.coordinator.payloads`) and then, under the lock: a
+partial this gateway already delivered for this round is acknowledged as a duplicate and not
+counted again (also after a restart: receipts are in the database); otherwise the round must be
+the job's current one and still accepting, the gateway must hold a quota in it, its contributors
+must belong to its site, be unrevoked and number no more than its quota, the nonce must be new,
+and under central DP the sum must respect the clipping bound. Only then is the receipt recorded
+(exactly once: a unique constraint) and the partial folded into the round's running sum.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from fedge.aggregation import Update
+from fedge.coordinator import admin
+from fedge.coordinator.artifacts import ArtifactStore
+from fedge.coordinator.driver import LiveRound, RoundDriver
+from fedge.coordinator.payloads import (
+    check_clipped,
+    decode_partial,
+    decode_update,
+    partial_limit,
+)
+from fedge.coordinator.selection import DIRECT, matches_selector
+from fedge.coordinator.settings import CoordinatorSettings
+from fedge.coordinator.store import Store
+from fedge.errors import AuthorizationError, ProtocolError, UnknownNameError, ValidationError
+from fedge.identity import Identity, Role, authorize
+from fedge.transport import messages as m
+
+__all__ = ["CoordinatorService"]
+
+_FLEET = (Role.DEVICE, Role.GATEWAY, Role.COORDINATOR, Role.ADMIN)
+
+
+class CoordinatorService:
+    """Jobs, rounds, streaming aggregation and the admin API of one coordinator."""
+
+    def __init__(
+        self,
+        store: Store,
+        artifacts: ArtifactStore,
+        settings: CoordinatorSettings | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store, self.artifacts = store, artifacts
+        self.settings = settings or CoordinatorSettings()
+        self.clock = clock
+        self.driver = RoundDriver(store, artifacts, self.settings, clock)
+        self.driver.recover(clock())
+
+    def tick(self, now: float | None = None) -> None:
+        """Drive deadlines: open, close, aggregate, commit or abandon rounds as ``now`` says."""
+        self.driver.tick(now)
+
+    def live_round(self, job_id: str) -> LiveRound | None:
+        """The round of ``job_id`` in flight, if any (for inspection)."""
+        return self.driver.live.get(job_id)
+
+    # -- models -------------------------------------------------------------------------------
+    def model(self, peer: Identity, sha256: str) -> bytes:
+        """A published (or initial) model payload by content hash."""
+        authorize(peer, roles=_FLEET)
+        if self.store.get_model_version(sha256) is None:
+            raise UnknownNameError(f"no model version {sha256}")
+        return self.artifacts.get(sha256)
+
+    # -- gateways -----------------------------------------------------------------------------
+    def gateway_checkin(self, peer: Identity, request: m.GatewayCheckIn) -> m.GatewayAssignments:
+        """Record the gateway; hand it the quotas it holds in the rounds now open."""
+        authorize(peer, roles={Role.GATEWAY}, site=request.site, name=request.gateway_id)
+        now = self.clock()
+        self.store.upsert_gateway(
+            peer.name, request.site, request.online_devices, request.eligible_devices, now
+        )
+        out: list[m.RoundAssignment] = []
+        with self.driver.lock:
+            for job_id, live in list(self.driver.live.items()):
+                rt = self.driver.jobs[job_id]
+                rnd = live.machine
+                quota = rnd.quotas.get(peer.name, 0)
+                if not rnd.accepting or quota == 0 or peer.name in rnd.reported:
+                    continue
+                if rt.job_state != "running" and peer.name not in live.handed:
+                    continue  # paused: no new hand-outs; work already handed out goes on
+                self.driver.start_training(rt, live)
+                live.handed.add(peer.name)
+                assert rnd.training_deadline is not None and rnd.report_deadline is not None
+                out.append(
+                    m.RoundAssignment(
+                        job_id=job_id,
+                        round=rnd.number,
+                        task_name=rt.task.name,
+                        model_sha256=live.base_sha256,
+                        quota=quota,
+                        training_deadline=rnd.training_deadline,
+                        report_deadline=rnd.report_deadline,
+                        plan=rt.training_plan(),
+                        privacy=rt.device_privacy(),
+                        selector=rt.spec.selector,
+                    )
+                )
+        return m.GatewayAssignments(assignments=out, retry_after_s=self.settings.poll_interval_s)
+
+    def submit_partial(
+        self, peer: Identity, job_id: str, round_number: int, payload: bytes
+    ) -> m.Receipt:
+        """Check a gateway's partial aggregate and fold it in, exactly once."""
+        authorize(peer, roles={Role.GATEWAY})
+        rt = self.driver.runtime(job_id)
+        limit = partial_limit(rt.param_spec, self.settings.max_contributors)
+        partial = decode_partial(
+            payload,
+            rt.param_spec,
+            job_id=job_id,
+            round_number=round_number,
+            peer=peer,
+            max_bytes=limit,
+        )
+        with self.driver.lock:
+            if self.store.has_partial(job_id, round_number, peer.name):
+                return m.Receipt(accepted=True, duplicate=True, reason="already counted")
+            live = self._accepting(job_id, round_number)
+            quota = live.machine.quotas.get(peer.name, 0)
+            if quota == 0:
+                raise ProtocolError(f"gateway {peer.name!r} has no quota in round {round_number}")
+            if partial.num_accepted > quota:
+                raise ProtocolError(
+                    f"partial counts {partial.num_accepted} devices but {peer.name!r} was given "
+                    f"a quota of {quota}"
+                )
+            self._check_contributors(peer, partial.contributors)
+            self._check_weights(
+                rt.privacy_plan is not None, partial.total_weight, partial.num_accepted
+            )
+            if rt.privacy_plan is not None and rt.privacy_plan.mode == "central":
+                check_clipped(partial.sums, partial.num_accepted, rt.privacy_plan.clip_norm)
+            if not self.store.record_partial(
+                job_id,
+                round_number,
+                peer.name,
+                str(peer.site),
+                partial.nonce,
+                partial.num_accepted,
+                partial.total_weight,
+                partial.contributors,
+                self.clock(),
+            ):
+                return m.Receipt(accepted=True, duplicate=True, reason="already counted")
+            ok = live.acc.add_partial(
+                peer.name,
+                partial.sums,
+                partial.total_weight,
+                partial.num_accepted,
+                partial.contributors,
+            )
+            assert ok, live.acc.rejected[-1]  # every condition was checked above
+            live.machine.mark_reported(peer.name)
+            self.store.update_round(
+                job_id,
+                round_number,
+                participants=live.acc.num_accepted,
+                gateways_reported=len(live.machine.reported),
+            )
+        return m.Receipt(accepted=True)
+
+    def _accepting(self, job_id: str, round_number: int) -> LiveRound:
+        live = self.driver.live.get(job_id)
+        if live is None or live.number != round_number or not live.machine.accepting:
+            current = f"round {live.number} ({live.machine.state})" if live else "no open round"
+            raise ProtocolError(
+                f"round {round_number} of job {job_id!r} is not accepting contributions (the job "
+                f"has {current}): stale round, refused"
+            )
+        return live
+
+    def _check_contributors(self, peer: Identity, contributors: tuple[str, ...]) -> None:
+        for device_id in contributors:
+            row = self.store.get_device(device_id)
+            if row is None:
+                continue
+            if row.revoked:
+                raise AuthorizationError(
+                    f"device {device_id!r} is revoked; the gateway must refuse its updates"
+                )
+            if row.site is not None and row.site != peer.site:
+                raise AuthorizationError(
+                    f"device {device_id!r} belongs to site {row.site!r}, not {peer.site!r}: a "
+                    "gateway reports only for its own site's devices"
+                )
+
+    @staticmethod
+    def _check_weights(dp: bool, total_weight: float, count: int) -> None:
+        if dp and abs(total_weight - count) > 1e-6 * count:
+            raise ValidationError(
+                f"total_weight {total_weight:g} must equal the {count} contributors: under "
+                "differential privacy every update weighs 1 (never its example count)"
+            )
+        if not dp and total_weight < count:
+            raise ValidationError(
+                f"total_weight {total_weight:g} is below the {count} contributors: each update "
+                "weighs its number of examples (>= 1)"
+            )
+
+    # -- devices connected directly -----------------------------------------------------------
+    def checkin(self, peer: Identity, request: m.CheckInRequest) -> m.TaskAssignment | m.Wait:
+        """A directly connected device asks for work: a task within the direct quota, or wait."""
+        authorize(peer, roles={Role.DEVICE}, name=request.device_id)
+        row = self.store.get_device(peer.name)
+        if row is not None and row.revoked:
+            raise AuthorizationError(f"device {peer.name!r} is revoked; it may not take part")
+        now = self.clock()
+        self.store.touch_device(peer.name, peer.site, None, now, labels=request.labels)
+        wait = m.Wait(retry_after_s=self.settings.poll_interval_s, reason="no round needs you now")
+        if request.eligibility.num_examples == 0:
+            return wait.model_copy(update={"reason": "no local examples to train on"})
+        with self.driver.lock:
+            for job_id, live in self.driver.live.items():
+                rt = self.driver.jobs[job_id]
+                rnd = live.machine
+                fresh = peer.name not in live.direct_assigned
+                if not rnd.accepting or peer.name in live.direct_submitted:
+                    continue
+                if fresh and (
+                    rt.job_state != "running"
+                    or len(live.direct_assigned) >= rnd.quotas.get(DIRECT, 0)
+                    or not matches_selector(request.labels, rt.spec.selector)
+                ):
+                    continue
+                self.driver.start_training(rt, live)
+                live.direct_assigned.add(peer.name)
+                assert rnd.training_deadline is not None
+                return m.TaskAssignment(
+                    job_id=job_id,
+                    round=rnd.number,
+                    task_name=rt.task.name,
+                    model_sha256=live.base_sha256,
+                    deadline=rnd.training_deadline,
+                    plan=rt.training_plan(),
+                    privacy=rt.device_privacy(),
+                    nonce=request.nonce,
+                )
+        return wait
+
+    def submit_update(
+        self, peer: Identity, job_id: str, round_number: int, payload: bytes
+    ) -> m.Receipt:
+        """A direct device's update: checked, then summed like a gateway would."""
+        authorize(peer, roles={Role.DEVICE})
+        rt = self.driver.runtime(job_id)
+        update = decode_update(
+            payload, rt.param_spec, job_id=job_id, round_number=round_number, peer=peer
+        )
+        with self.driver.lock:
+            live = self.driver.live.get(job_id)
+            if (
+                live is not None
+                and live.number == round_number
+                and peer.name in live.direct_submitted
+            ):
+                return m.Receipt(accepted=True, duplicate=True, reason="already counted")
+            live = self._accepting(job_id, round_number)
+            if peer.name not in live.direct_assigned:
+                raise AuthorizationError(
+                    f"device {peer.name!r} was not assigned round {round_number}; check in first"
+                )
+            if rt.privacy_plan is not None and rt.privacy_plan.mode == "central":
+                check_clipped(update.delta, 1, rt.privacy_plan.clip_norm)
+            if not self.store.record_update(
+                job_id, round_number, peer.name, peer.site, update.nonce, self.clock()
+            ):
+                return m.Receipt(accepted=True, duplicate=True, reason="already counted")
+            weight = rt.update_weight(update.num_examples)
+            if not live.direct.add(Update(peer.name, update.delta, weight)):
+                raise ValidationError(live.direct.rejected[-1][1])
+            live.direct_submitted.add(peer.name)
+        return m.Receipt(accepted=True)
+
+    # -- admin --------------------------------------------------------------------------------
+    def create_job(self, peer: Identity, spec: m.JobSpec) -> m.JobView:
+        """Validate and start a job; its first round opens at the next tick."""
+        authorize(peer, roles={Role.ADMIN})
+        return admin.create_job(self.driver, spec, self.clock())
+
+    def list_jobs(self, peer: Identity) -> list[m.JobView]:
+        """Every job with its rounds."""
+        authorize(peer, roles={Role.ADMIN})
+        return [admin.job_view(self.store, j.id) for j in self.store.list_jobs()]
+
+    def get_job(self, peer: Identity, job_id: str) -> m.JobView:
+        """One job with its rounds."""
+        authorize(peer, roles={Role.ADMIN})
+        return admin.job_view(self.store, job_id)
+
+    def pause_job(self, peer: Identity, job_id: str) -> m.JobView:
+        """Stop handing out work (rounds already training finish); no new round opens."""
+        authorize(peer, roles={Role.ADMIN})
+        return admin.set_job_state(self.driver, job_id, "running", "paused")
+
+    def resume_job(self, peer: Identity, job_id: str) -> m.JobView:
+        """Let a paused job go on."""
+        authorize(peer, roles={Role.ADMIN})
+        return admin.set_job_state(self.driver, job_id, "paused", "running")
+
+    def list_devices(self, peer: Identity) -> list[m.DeviceView]:
+        """Every device the coordinator has heard of."""
+        authorize(peer, roles={Role.ADMIN})
+        return admin.device_views(self.store)
+
+    def revoke_device(self, peer: Identity, device_id: str) -> m.DeviceView:
+        """Refuse a device from now on (direct check-ins, and partials that count it)."""
+        authorize(peer, roles={Role.ADMIN})
+        self.store.set_revoked(device_id)
+        return admin.device_views(self.store, device_id)[0]

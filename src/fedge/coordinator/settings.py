@@ -1,0 +1,18 @@
+"""Tunables of the coordinator's service logic (the process config wraps these)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["CoordinatorSettings"]
+
+
+@dataclass(frozen=True)
+class CoordinatorSettings:
+    """How the coordinator paces rounds; defaults suit a small fleet."""
+
+    gateway_ttl_s: float = 60.0  # a gateway silent for longer gets no quota in new rounds
+    device_ttl_s: float = 300.0  # a direct device silent for longer is not counted eligible
+    poll_interval_s: float = 2.0  # retry_after told to gateways and waiting devices
+    max_consecutive_abandoned: int = 10  # then the job fails instead of retrying forever
+    max_contributors: int = 100_000  # per partial; bounds the partial payload's header
