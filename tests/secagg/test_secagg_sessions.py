@@ -356,3 +356,39 @@ def test_relay_transcript_holds_no_secret(make_round):
             assert s.hex() not in transcript.decode("latin-1")
             assert __import__("base64").b64encode(s)[:40] not in transcript
     assert r.coord.phase is CoordinatorPhase.DONE
+
+
+def test_unmask_reply_with_unrequested_shares_is_refused(make_round):
+    from fedge.secagg import UnmaskResponse
+    from fedge.secagg.crypto import seal
+    from fedge.secagg.device import (
+        KEY_SHARE,
+        SEED_SHARE,
+        decode_unmask_records,
+        encode_unmask_record,
+        unmask_aad,
+        unmask_key,
+    )
+
+    r = make_round(n=5)
+    for m in r.run_until_masking():
+        r.devices[m.device_id].receive(m)
+    r.mask_all(grid_vectors(5, 16))
+    req = r.coord.close_phase()[0]
+    assert isinstance(req, UnmaskRequest)
+    dev = r.devices[req.device_id]
+    peer = req.survivors[0]
+    share = dev._held[peer][1]
+    # a key share for a survivor: exactly what a curious server must never obtain
+    record = encode_unmask_record(KEY_SHARE, r.coord.index[peer], share)
+    key = unmask_key(dev._enc_sk, r.coord.public_key, r.coord.session_id, dev.device_id)
+    blob = seal(key, record, unmask_aad(r.coord.session_id, dev.device_id))
+    with pytest.raises(SecAggIntegrityError, match="not asked"):
+        r.coord.receive(UnmaskResponse(r.coord.session_id, dev.device_id, blob))
+    with pytest.raises(SecAggIntegrityError, match="whole number"):
+        decode_unmask_records(record[:-1])
+    with pytest.raises(SecAggIntegrityError, match="kind"):
+        decode_unmask_records(b"\x07" + record[1:])
+    assert decode_unmask_records(record)[0][0] == KEY_SHARE != SEED_SHARE
+    reply = dev.receive(req)[0]
+    r.coord.receive(reply)  # the honest reply is still accepted

@@ -20,7 +20,6 @@ from __future__ import annotations
 import enum
 import hashlib
 import itertools
-import json
 import os
 import random
 import secrets
@@ -45,7 +44,13 @@ from fedge.secagg.crypto import (
     x25519_keypair,
     x25519_public,
 )
-from fedge.secagg.device import seed_commitment, unmask_aad, unmask_key
+from fedge.secagg.device import (
+    SEED_SHARE,
+    decode_unmask_records,
+    seed_commitment,
+    unmask_aad,
+    unmask_key,
+)
 from fedge.secagg.graph import harary_graph
 from fedge.secagg.masking import MaskExpander, pairwise_seeds, pairwise_sign
 from fedge.secagg.messages import (
@@ -121,6 +126,9 @@ class CoordinatorSession:
         ).digest()
         self.graph = harary_graph(device_ids, params.neighbours, rng or secrets.SystemRandom())
         self.index = {d: i + 1 for i, d in enumerate(sorted(device_ids))}
+        self._id_of = {i: d for d, i in self.index.items()}
+        self._nbr_sets = {d: frozenset(nbrs) for d, nbrs in self.graph.items()}
+        self._request_sets: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
         self._enc_sk, self.public_key = x25519_keypair(randbytes)
         self.phase = CoordinatorPhase.SETUP
         self.reason = ""
@@ -261,20 +269,17 @@ class CoordinatorSession:
             raise SecAggProtocolError(f"duplicate unmask response from {d!r}")
         key = unmask_key(self._enc_sk, self._adverts[d].enc_key, self.session_id, d)
         plain = open_sealed(key, msg.ciphertext, unmask_aad(self.session_id, d))
-        try:
-            body = json.loads(plain)
-            seeds = {
-                str(p): shamir.share_from_bytes(bytes.fromhex(s)) for p, s in body["seed"].items()
-            }
-            keys = {
-                str(p): shamir.share_from_bytes(bytes.fromhex(s)) for p, s in body["key"].items()
-            }
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise SecAggIntegrityError(f"malformed unmask response from {d!r}: {exc}") from None
-        request = self._requests[d]
-        if not set(seeds) <= set(request.survivors) or not set(keys) <= set(request.dropped):
-            raise SecAggIntegrityError(f"{d!r} answered shares that were not asked for")
+        records = decode_unmask_records(plain)
+        request = self._request_sets[d]
         x = self.index[d]
+        seeds: dict[str, int] = {}
+        keys: dict[str, int] = {}
+        for kind, owner_index, share in records:
+            owner = self._id_of.get(owner_index, "")
+            allowed, into = (request[0], seeds) if kind == SEED_SHARE else (request[1], keys)
+            if owner not in allowed or owner in into:
+                raise SecAggIntegrityError(f"{d!r} answered shares that were not asked for")
+            into[owner] = share
         for peer, value in seeds.items():
             self._seed_shares.setdefault(peer, {})[x] = value
         for peer, value in keys.items():
@@ -321,11 +326,13 @@ class CoordinatorSession:
             self.phase = CoordinatorPhase.UNMASK
             for u in sorted(u3):
                 nbrs = self.graph[u]
-                self._requests[u] = UnmaskRequest(
+                request = UnmaskRequest(
                     self.session_id, u,
                     survivors=tuple(v for v in nbrs if v in u3),
                     dropped=tuple(v for v in nbrs if v in dropped),
                 )  # fmt: skip
+                self._requests[u] = request
+                self._request_sets[u] = (frozenset(request.survivors), frozenset(request.dropped))
             return list(self._requests.values())
         if self.phase is CoordinatorPhase.UNMASK:
             try:
@@ -345,36 +352,72 @@ class CoordinatorSession:
     ) -> str:
         t = self.params.threshold
         for u in sorted(owners):
-            count = sum(1 for v in self.graph[u] if v in alive)
+            count = len(self._nbr_sets[u] & alive)
             if count < t:
                 return f"{u!r} has {count} live neighbours, below threshold t={t}"
         return ""
 
     def _unmask(self) -> NDArray[np.unsignedinteger]:
         assert self._sum is not None
-        dropped = sorted(self._u2 - self._u3)
-        seeds: list[bytes] = []
-        for u in sorted(self._u3):
-            shares = self._seed_shares.get(u, {})
-            value = self._reconstruct(u, shares, "self-mask seed", self._seed_ok(u))
-            seeds.append(value.to_bytes(32, "big"))
+        ring = list(self.graph)  # ring order: neighbouring owners share most holders
+        survivors = [u for u in ring if u in self._u3]
+        dropped = [d for d in ring if d in self._u2 and d not in self._u3]
+        dropped = [d for d in dropped if self._nbr_sets[d] & self._u3]
+        seeds = self._reconstruct_all(survivors, self._seed_shares, "self-mask seed", self._seed_ok)
+        keys = self._reconstruct_all(dropped, self._key_shares, "mask key", self._key_ok)
         plus: list[bytes] = []
-        minus: list[bytes] = list(seeds)
+        minus: list[bytes] = [seeds[u].to_bytes(32, "big") for u in survivors]
         for d in dropped:
             live = [v for v in self.graph[d] if v in self._u3]
-            if not live:
-                continue
-            shares = self._key_shares.get(d, {})
-            sk = self._reconstruct(d, shares, "mask key", self._key_ok(d))
-            sk_bytes = sk.to_bytes(32, "big")
             peers = {v: self._adverts[v].mask_key for v in live}
-            pair_seeds = pairwise_seeds(sk_bytes, peers, self.session_id, d)
+            pair_seeds = pairwise_seeds(keys[d].to_bytes(32, "big"), peers, self.session_id, d)
             for v, seed in zip(live, pair_seeds, strict=True):
                 # v added sign(v, d) * PRG(s_vd); take it back out.
                 (minus if pairwise_sign(v, d) > 0 else plus).append(seed)
         total = self._sum.copy()
         MaskExpander(self.params.length, self.params.bits).accumulate(total, plus, minus)
         return total
+
+    def _reconstruct_all(
+        self,
+        owners: list[str],
+        store: Mapping[str, Mapping[int, int]],
+        what: str,
+        check_of: Callable[[str], Callable[[int], bool]],
+    ) -> dict[str, int]:
+        """Reconstruct every owner's secret, sharing Lagrange weights between owners.
+
+        Owners are taken in ring order and grouped greedily while ``t`` holders answered for
+        all of them, so one set of weights (one O(t^2) computation) serves a whole run of
+        neighbours; each secret then costs ``t`` multiplications. A value that fails its
+        commitment check falls back to :meth:`_reconstruct`, which outvotes tampered shares.
+        """
+        t = self.params.threshold
+        out: dict[str, int] = {}
+        i = 0
+        while i < len(owners):
+            common = set(store.get(owners[i], {}))
+            j = i + 1
+            if len(common) >= t:
+                while j < len(owners):
+                    narrower = common.intersection(store.get(owners[j], {}))
+                    if len(narrower) < t:
+                        break
+                    common, j = narrower, j + 1
+            xs = tuple(sorted(common)[:t])
+            weights = shamir.lagrange_weights(xs) if len(xs) == t else ()
+            for owner in owners[i:j]:
+                shares = store.get(owner, {})
+                check = check_of(owner)
+                value = -1
+                if weights:
+                    value = sum(w * shares[x] for w, x in zip(weights, xs, strict=True))
+                    value %= shamir.PRIME
+                if value < 0 or not check(value):  # too few holders, or tampered: slow path
+                    value = self._reconstruct(owner, shares, what, check)
+                out[owner] = value
+            i = j
+        return out
 
     def _seed_ok(self, owner: str) -> Callable[[int], bool]:
         def check(value: int) -> bool:

@@ -18,6 +18,7 @@ Randomness always comes from an injected ``randbytes(n) -> bytes`` (``os.urandom
 
 from __future__ import annotations
 
+import functools
 import hmac
 import os
 from collections.abc import Callable, Sequence
@@ -84,6 +85,12 @@ def hkdf_sha256_reference(
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt or None, info=info).derive(ikm)
 
 
+@functools.lru_cache(maxsize=8)
+def _zeros(nbytes: int) -> bytes:
+    """Shared read-only zero input for CTR encryption (its ciphertext is the keystream)."""
+    return bytes(nbytes)
+
+
 class Keystream:
     """The mask PRG: AES-128-CTR keystreams of a fixed length, reusing one buffer.
 
@@ -95,7 +102,7 @@ class Keystream:
 
     def __init__(self, nbytes: int) -> None:
         self.nbytes = int(nbytes)
-        self._zeros = bytes(self.nbytes)
+        self._zeros = _zeros(self.nbytes)
         self._buf = bytearray(self.nbytes + 15)  # update_into wants one spare block
 
     def fill(self, seed: bytes) -> memoryview:

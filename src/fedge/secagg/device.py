@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import json
 import os
 from collections.abc import Mapping
 
@@ -42,6 +41,7 @@ from fedge.secagg.crypto import (
     seal,
     x25519_keypair,
     x25519_shared,
+    x25519_shared_many,
 )
 from fedge.secagg.masking import MaskExpander, pairwise_seeds, pairwise_sign
 from fedge.secagg.messages import (
@@ -59,8 +59,12 @@ from fedge.secagg.messages import (
 from fedge.secagg.quantize import quantize
 
 __all__ = [
+    "KEY_SHARE",
+    "SEED_SHARE",
     "DevicePhase",
     "DeviceSession",
+    "decode_unmask_records",
+    "encode_unmask_record",
     "seed_commitment",
     "share_key",
     "unmask_key",
@@ -85,10 +89,13 @@ def seed_commitment(session_id: bytes, device_id: str, seed: bytes) -> bytes:
     ).digest()
 
 
-def share_key(private: bytes, peer_public: bytes, session_id: bytes, sender: str, to: str) -> bytes:
-    """AES-GCM key for the shares ``sender`` seals to ``to`` (HKDF of their X25519 secret)."""
+def share_key(shared: bytes, session_id: bytes, sender: str, to: str) -> bytes:
+    """AES-GCM key for the shares ``sender`` seals to ``to``, from their X25519 secret.
+
+    One agreement serves both directions; HKDF's ``info`` names the direction.
+    """
     info = b"fedge/secagg/v1/share|" + sender.encode() + b"|" + to.encode()
-    return hkdf_sha256(x25519_shared(private, peer_public), salt=session_id, info=info)
+    return hkdf_sha256(shared, salt=session_id, info=info)
 
 
 def unmask_key(private: bytes, peer_public: bytes, session_id: bytes, device_id: str) -> bytes:
@@ -129,6 +136,7 @@ class DeviceSession:
         self._enc_sk = self._mask_sk = self._seed = b""
         self._adverts: dict[str, KeyAdvertisement] = {}
         self._index_of: dict[str, int] = {}
+        self._enc_shared: dict[str, bytes] = {}  # peer -> X25519 secret of the share keys
         self._held: dict[str, tuple[bytes, bytes]] = {}  # peer -> (seed share, key share)
         self._senders: tuple[str, ...] = ()  # neighbours in U2 (they sent us shares)
 
@@ -243,11 +251,11 @@ class DeviceSession:
         xs = [self._index_of[p] for p in peers]
         seed_shares = shamir.split(int.from_bytes(self._seed, "big"), xs, t, self._randbytes)
         key_shares = shamir.split(int.from_bytes(self._mask_sk, "big"), xs, t, self._randbytes)
+        agreed = x25519_shared_many(self._enc_sk, [adverts[p].enc_key for p in peers])
+        self._enc_shared = dict(zip(peers, agreed, strict=True))
         ciphertexts = []
         for peer, s_b, s_k in zip(peers, seed_shares, key_shares, strict=True):
-            key = share_key(
-                self._enc_sk, adverts[peer].enc_key, setup.session_id, self.device_id, peer
-            )
+            key = share_key(self._enc_shared[peer], setup.session_id, self.device_id, peer)
             plaintext = shamir.share_to_bytes(s_b) + shamir.share_to_bytes(s_k)
             aad = share_aad(setup.session_id, self.device_id, peer)
             ciphertexts.append((peer, seal(key, plaintext, aad, self._randbytes)))
@@ -271,13 +279,7 @@ class DeviceSession:
         held: dict[str, tuple[bytes, bytes]] = {}
         rejected: dict[str, str] = {}
         for sender, blob in msg.ciphertexts:
-            key = share_key(
-                self._enc_sk,
-                self._adverts[sender].enc_key,
-                setup.session_id,
-                sender,
-                self.device_id,
-            )
+            key = share_key(self._enc_shared[sender], setup.session_id, sender, self.device_id)
             try:
                 plain = open_sealed(key, blob, share_aad(setup.session_id, sender, self.device_id))
                 if len(plain) != 2 * shamir.SHARE_BYTES:
@@ -331,19 +333,41 @@ class DeviceSession:
                 f"{self.device_id}: only {len(survivors)} surviving neighbours; below threshold "
                 f"{setup.params.threshold}, unmasking could expose a small group's sum"
             )
-        body = {
-            "seed": {p: self._held[p][0].hex() for p in sorted(survivors) if p in self._held},
-            "key": {p: self._held[p][1].hex() for p in sorted(dropped) if p in self._held},
-        }
+        records = [
+            encode_unmask_record(kind, self._index_of[p], self._held[p][kind])
+            for kind, peers in ((SEED_SHARE, survivors), (KEY_SHARE, dropped))
+            for p in sorted(peers)
+            if p in self._held
+        ]
         key = unmask_key(self._enc_sk, setup.coordinator_key, setup.session_id, self.device_id)
-        blob = seal(
-            key,
-            json.dumps(body).encode(),
-            unmask_aad(setup.session_id, self.device_id),
-            self._randbytes,
-        )
+        aad = unmask_aad(setup.session_id, self.device_id)
+        blob = seal(key, b"".join(records), aad, self._randbytes)
         self.phase = DevicePhase.DONE
         return UnmaskResponse(setup.session_id, self.device_id, blob)
+
+
+SEED_SHARE, KEY_SHARE = 0, 1
+UNMASK_RECORD_BYTES = 1 + 4 + shamir.SHARE_BYTES
+
+
+def encode_unmask_record(kind: int, owner_index: int, share: bytes) -> bytes:
+    """One revealed share: kind (0 seed, 1 mask key), the owner's index, the 33-byte share."""
+    return bytes([kind]) + owner_index.to_bytes(4, "big") + share
+
+
+def decode_unmask_records(plain: bytes) -> list[tuple[int, int, int]]:
+    """Parse concatenated :func:`encode_unmask_record` records into (kind, owner index, share)."""
+    if len(plain) % UNMASK_RECORD_BYTES:
+        raise SecAggIntegrityError("unmask reply is not a whole number of share records")
+    out = []
+    for off in range(0, len(plain), UNMASK_RECORD_BYTES):
+        kind = plain[off]
+        if kind not in (SEED_SHARE, KEY_SHARE):
+            raise SecAggIntegrityError(f"unknown share kind {kind} in unmask reply")
+        owner = int.from_bytes(plain[off + 1 : off + 5], "big")
+        share = shamir.share_from_bytes(plain[off + 5 : off + UNMASK_RECORD_BYTES])
+        out.append((kind, owner, share))
+    return out
 
 
 def unmask_aad(session_id: bytes, device_id: str) -> bytes:

@@ -35,7 +35,7 @@ def quantize(
         raise ShapeMismatchError(f"expected a vector of {params.length} values, got {x.shape}")
     if not np.issubdtype(x.dtype, np.floating):
         raise ShapeMismatchError(f"expected floating-point values, got {x.dtype}")
-    x = x.astype(np.float64)
+    x = x.astype(np.float64)  # a private copy
     if not np.isfinite(x).all():
         raise NonFiniteError("update contains NaN or Inf; it cannot be securely aggregated")
     lo, hi = params.clip_lo, params.clip_hi
@@ -46,13 +46,18 @@ def quantize(
             f"update has values in [{x.min():g}, {x.max():g}] outside the clip range "
             f"[{lo:g}, {hi:g}]; clip it first or enable clip_inputs"
         )
-    scaled = (x - lo) * (params.levels / (hi - lo))
-    floor = np.floor(scaled)
-    stream = Keystream(8 * params.length).fill(seed)
-    uniform = np.frombuffer(stream, dtype="<u8", count=params.length) >> np.uint64(11)
-    rounded = floor + (uniform * 2.0**-53 < scaled - floor)
+    scaled = x  # reuse the buffer: scaled = (x - lo) * levels / (hi - lo)
+    np.subtract(scaled, lo, out=scaled)
+    np.multiply(scaled, params.levels / (hi - lo), out=scaled)
+    rounded = np.floor(scaled)
+    np.subtract(scaled, rounded, out=scaled)  # the fractional part, in [0, 1)
+    np.multiply(scaled, 2.0**32, out=scaled)
+    stream = Keystream(4 * params.length).fill(seed)
+    uniform = np.frombuffer(stream, dtype="<u4", count=params.length)
+    np.add(rounded, uniform < scaled, out=rounded)  # round up with probability = fraction
     np.clip(rounded, 0, params.levels, out=rounded)
-    return rounded.astype(dtype_for_bits(params.bits))
+    out: NDArray[np.unsignedinteger] = rounded.astype(dtype_for_bits(params.bits))
+    return out
 
 
 def dequantize_sum(
