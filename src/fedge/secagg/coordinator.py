@@ -11,15 +11,13 @@ Refused, with nothing changed: messages for another session (replays from other 
 phase, from devices not eligible in this phase, duplicates, bad signatures, malformed vectors
 and relay sums that repeat a contributor. A round whose survivors or any neighbourhood fall
 below ``t`` is abandoned and reveals nothing. Reconstructed secrets are checked against the
-signed commitments (seed hash, mask public key); a tampered share is outvoted when more than
-``t`` shares are available, otherwise the round is abandoned.
+signed commitments (seed hash, mask public key) by :mod:`fedge.secagg.recovery`.
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
-import itertools
 import os
 import random
 import secrets
@@ -66,11 +64,11 @@ from fedge.secagg.messages import (
     signed_bytes,
 )
 from fedge.secagg.quantize import dtype_for_bits
+from fedge.secagg.recovery import reconstruct_owners
 
 __all__ = ["CoordinatorPhase", "CoordinatorSession", "SecAggOutcome"]
 
 _SEALED_SHARE_BYTES = 12 + 2 * shamir.SHARE_BYTES + 16
-_MAX_ROBUST_TRIES = 64
 
 
 class CoordinatorPhase(enum.Enum):
@@ -363,8 +361,9 @@ class CoordinatorSession:
         survivors = [u for u in ring if u in self._u3]
         dropped = [d for d in ring if d in self._u2 and d not in self._u3]
         dropped = [d for d in dropped if self._nbr_sets[d] & self._u3]
-        seeds = self._reconstruct_all(survivors, self._seed_shares, "self-mask seed", self._seed_ok)
-        keys = self._reconstruct_all(dropped, self._key_shares, "mask key", self._key_ok)
+        t = self.params.threshold
+        seeds = reconstruct_owners(survivors, self._seed_shares, t, "self-mask seed", self._seed_ok)
+        keys = reconstruct_owners(dropped, self._key_shares, t, "mask key", self._key_ok)
         plus: list[bytes] = []
         minus: list[bytes] = [seeds[u].to_bytes(32, "big") for u in survivors]
         for d in dropped:
@@ -377,47 +376,6 @@ class CoordinatorSession:
         total = self._sum.copy()
         MaskExpander(self.params.length, self.params.bits).accumulate(total, plus, minus)
         return total
-
-    def _reconstruct_all(
-        self,
-        owners: list[str],
-        store: Mapping[str, Mapping[int, int]],
-        what: str,
-        check_of: Callable[[str], Callable[[int], bool]],
-    ) -> dict[str, int]:
-        """Reconstruct every owner's secret, sharing Lagrange weights between owners.
-
-        Owners are taken in ring order and grouped greedily while ``t`` holders answered for
-        all of them, so one set of weights (one O(t^2) computation) serves a whole run of
-        neighbours; each secret then costs ``t`` multiplications. A value that fails its
-        commitment check falls back to :meth:`_reconstruct`, which outvotes tampered shares.
-        """
-        t = self.params.threshold
-        out: dict[str, int] = {}
-        i = 0
-        while i < len(owners):
-            common = set(store.get(owners[i], {}))
-            j = i + 1
-            if len(common) >= t:
-                while j < len(owners):
-                    narrower = common.intersection(store.get(owners[j], {}))
-                    if len(narrower) < t:
-                        break
-                    common, j = narrower, j + 1
-            xs = tuple(sorted(common)[:t])
-            weights = shamir.lagrange_weights(xs) if len(xs) == t else ()
-            for owner in owners[i:j]:
-                shares = store.get(owner, {})
-                check = check_of(owner)
-                value = -1
-                if weights:
-                    value = sum(w * shares[x] for w, x in zip(weights, xs, strict=True))
-                    value %= shamir.PRIME
-                if value < 0 or not check(value):  # too few holders, or tampered: slow path
-                    value = self._reconstruct(owner, shares, what, check)
-                out[owner] = value
-            i = j
-        return out
 
     def _seed_ok(self, owner: str) -> Callable[[int], bool]:
         def check(value: int) -> bool:
@@ -434,35 +392,6 @@ class CoordinatorSession:
             return x25519_public(value.to_bytes(32, "big")) == self._adverts[owner].mask_key
 
         return check
-
-    def _reconstruct(
-        self,
-        owner: str,
-        shares: Mapping[int, int],
-        what: str,
-        check: Callable[[int], bool],
-    ) -> int:
-        t = self.params.threshold
-        points = sorted(shares.items())  # only accepted unmask replies are stored
-        if len(points) < t:
-            raise RoundAbandonedError(
-                f"only {len(points)} shares of the {what} of {owner!r} arrived; threshold {t}"
-            )
-        for subset in itertools.islice(_subsets(points, t), _MAX_ROBUST_TRIES):
-            xs, ys = zip(*subset, strict=True)
-            value = shamir.reconstruct(xs, ys)
-            if check(value):
-                return value
-        raise RoundAbandonedError(
-            f"the shares of the {what} of {owner!r} do not match its signed commitment "
-            "(tampered shares); the round is abandoned"
-        )
-
-
-def _subsets(points: list[tuple[int, int]], t: int) -> itertools.chain[tuple[tuple[int, int], ...]]:
-    """The first ``t`` points, then sliding windows, then all combinations (lazily)."""
-    windows = (tuple(points[i : i + t]) for i in range(1, len(points) - t + 1))
-    return itertools.chain([tuple(points[:t])], windows, itertools.combinations(points, t))
 
 
 def _check_vector(vector: NDArray[np.unsignedinteger], params: SessionParams) -> None:
