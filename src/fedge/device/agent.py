@@ -1,0 +1,228 @@
+"""The device agent: check in when eligible, train on a task, deliver the update durably.
+
+One :meth:`DeviceAgent.step` is one pass of the loop; :meth:`DeviceAgent.run` repeats it until
+stopped, sleeping what each step returns:
+
+1. deliver what the outbox still holds (after a restart or a lost link), until each round's deadline;
+2. ask the eligibility policy; not eligible → look again after ``idle_poll_s``;
+3. check in (a long poll); ``Wait`` or an error → exponential backoff with full jitter
+   (never sooner than the server's ``retry_after_s``);
+4. on a task: decline it if the privacy ledger's limit would be passed or the privacy mode is not
+   supported; download the model and refuse it unless its SHA-256 is the task's; train on the
+   local store with the same trainer as the simulator; clip / noise; record the ε in the ledger;
+   put the encoded update in the outbox; deliver it.
+
+The gateway is reached through a :class:`GatewayLink` (:class:`~fedge.transport.client.FedgeClient`
+in production, an in-process service in tests). Only encoded updates travel through it.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from fedge.device.backoff import Backoff
+from fedge.device.eligibility import EligibilityPolicy
+from fedge.device.store import LocalStore
+from fedge.device.work import check_privacy_plan, load_model, make_update
+from fedge.errors import FedgeError, PrivacyError, UnavailableError, ValidationError
+from fedge.privacy import PrivacyLedger, secure_generator
+from fedge.storage.outbox import Outbox
+from fedge.transport.client import retry_with_backoff
+from fedge.transport.messages import CheckInRequest, Receipt, TaskAssignment, Wait, new_nonce
+
+__all__ = ["AgentStats", "DeviceAgent", "GatewayLink", "update_key"]
+
+log = logging.getLogger(__name__)
+
+
+class GatewayLink(Protocol):
+    """The device API as the device sees it (the client side of ``DeviceService``)."""
+
+    def checkin(self, request: CheckInRequest) -> TaskAssignment | Wait:
+        """Ask for work."""
+        ...
+
+    def model(self, sha256: str) -> bytes:
+        """Download a model payload."""
+        ...
+
+    def submit_update(self, job_id: str, round_number: int, payload: bytes) -> Receipt:
+        """Upload an update payload."""
+        ...
+
+
+def update_key(job_id: str, round_number: int) -> str:
+    """The outbox key of this device's update for a round (one per round)."""
+    return f"update/{job_id}/{round_number}"
+
+
+@dataclass
+class AgentStats:
+    """Counters for logs, tests and the demo's progress display."""
+
+    checkins: int = 0
+    tasks: int = 0
+    declined: int = 0
+    refused_models: int = 0
+    delivered: int = 0
+    expired: int = 0
+    errors: int = 0
+    last_reason: str = ""
+
+
+@dataclass
+class DeviceAgent:
+    """A device's federated-learning loop over its local store."""
+
+    device_id: str
+    link: GatewayLink
+    store: LocalStore
+    policy: EligibilityPolicy
+    ledger: PrivacyLedger
+    outbox: Outbox
+    labels: dict[str, str] = field(default_factory=dict)
+    idle_poll_s: float = 5.0
+    backoff: Backoff = field(default_factory=Backoff)
+    clock: Callable[[], float] = time.time
+    train_rng: Callable[[], np.random.Generator] = lambda: np.random.default_rng(
+        secrets.randbits(128)
+    )
+    noise_rng: Callable[[], np.random.Generator] = secure_generator
+    stats: AgentStats = field(default_factory=AgentStats)
+
+    def run(self, stop: threading.Event) -> None:
+        """Loop until ``stop`` is set."""
+        while not stop.is_set():
+            try:
+                delay = self.step()
+            except FedgeError as exc:  # a bug in one step must not end the device's loop
+                self.stats.errors += 1
+                log.error("device %s: step failed: %s", self.device_id, exc)
+                delay = self.backoff.next_delay()
+            stop.wait(delay)
+
+    def step(self) -> float:
+        """One pass of the loop; returns how long to sleep before the next."""
+        self.deliver_pending()
+        decision = self.policy.evaluate(self.store.count())
+        if not decision.eligible:
+            self.stats.last_reason = "; ".join(decision.reasons)
+            return self.idle_poll_s
+        request = CheckInRequest(
+            device_id=self.device_id,
+            nonce=new_nonce(),
+            eligibility=decision.report,
+            labels=self.labels,
+            privacy_remaining=self._privacy_remaining(),
+        )
+        self.stats.checkins += 1
+        try:
+            answer = self.link.checkin(request)
+        except FedgeError as exc:
+            self.stats.errors += 1
+            self.stats.last_reason = str(exc)
+            log.warning("device %s: check-in failed: %s", self.device_id, exc)
+            return self.backoff.next_delay()
+        if isinstance(answer, Wait):
+            self.stats.last_reason = answer.reason
+            return self.backoff.next_delay(at_least=answer.retry_after_s)
+        self.backoff.reset()
+        self.handle_task(answer)
+        return 0.0 if self.deliver_pending() else self.backoff.next_delay()
+
+    def _privacy_remaining(self) -> float | None:
+        if self.ledger.limit == float("inf"):
+            return None
+        return max(0.0, self.ledger.limit - self.ledger.total_spent())
+
+    def handle_task(self, task: TaskAssignment) -> bool:
+        """Train on ``task`` and queue the update; False when the task is declined or refused."""
+        self.stats.tasks += 1
+        job, rnd = task.job_id, task.round
+        key = update_key(job, rnd)
+        if self.outbox.get(key) is not None or self.outbox.is_delivered(key):
+            return True  # already trained for this round (the answer was repeated)
+        epsilon_after = self.ledger.spent(job) + task.privacy.epsilon_cost
+        try:
+            self.ledger.require(job, epsilon_after)
+            check_privacy_plan(task.privacy)
+        except PrivacyError as exc:
+            self.stats.declined += 1
+            self.stats.last_reason = str(exc)
+            log.warning("device %s declines %s/%d: %s", self.device_id, job, rnd, exc)
+            return False
+        try:
+            payload = retry_with_backoff(
+                lambda: self.link.model(task.model_sha256), deadline=task.deadline
+            )
+            params = load_model(payload, task.model_sha256)
+        except UnavailableError as exc:
+            self.stats.errors += 1
+            log.warning("device %s: no model for %s/%d: %s", self.device_id, job, rnd, exc)
+            return False
+        except ValidationError as exc:
+            self.stats.refused_models += 1
+            self.stats.last_reason = str(exc)
+            log.error("device %s refuses model for %s/%d: %s", self.device_id, job, rnd, exc)
+            return False
+        x, y = self.store.examples()
+        if len(y) == 0 or self.clock() >= task.deadline:
+            return False
+        trained = make_update(
+            task,
+            params,
+            x,
+            y,
+            self.device_id,
+            train_rng=self.train_rng(),
+            noise_rng=self.noise_rng(),
+        )
+        del x, y
+        self.ledger.record(job, epsilon_after)
+        destination = f"/v1/jobs/{job}/rounds/{rnd}/updates"
+        self.outbox.put(key, destination, trained.payload, deadline=task.deadline)
+        log.info(
+            "device %s trained %s/%d on %d examples (loss %.4f)",
+            self.device_id,
+            job,
+            rnd,
+            trained.num_examples,
+            trained.train_loss,
+        )
+        return True
+
+    def deliver_pending(self) -> bool:
+        """Try to deliver every due update (until its round's deadline); True when none is left."""
+        now = self.clock()
+        for item in self.outbox.expire(now):
+            self.stats.expired += 1
+            log.warning(
+                "device %s: update %s missed its deadline; dropped", self.device_id, item.key
+            )
+        for item in self.outbox.due(now):
+            _, job, rnd = item.key.split("/", 2)
+            try:
+                receipt = self.link.submit_update(job, int(rnd), item.payload)
+            except UnavailableError as exc:
+                self.outbox.mark_failed(item.key, now + self.backoff.next_delay(), str(exc))
+                log.info("device %s: gateway unavailable, will retry: %s", self.device_id, exc)
+                continue
+            except FedgeError as exc:  # refused for good (stale round, bad payload, ...)
+                self.outbox.mark_delivered(item.key)  # a tombstone: never sent again
+                self.stats.last_reason = str(exc)
+                log.warning("device %s: update %s refused: %s", self.device_id, item.key, exc)
+                continue
+            self.outbox.mark_delivered(item.key)
+            if receipt.accepted:
+                self.stats.delivered += 1
+            else:
+                self.stats.last_reason = receipt.reason
+        return self.outbox.pending() == 0

@@ -1,0 +1,82 @@
+"""``fedge device --config device.toml``: collect local data, train when eligible, report."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+import click
+
+__all__ = ["device_command"]
+
+log = logging.getLogger(__name__)
+
+
+@click.command("device")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False),
+    required=True,
+    help="The device's TOML file (see examples/device.toml).",
+)
+def device_command(config_path: str) -> None:
+    """Run one edge device until SIGTERM/SIGINT."""
+    from fedge.device.agent import DeviceAgent
+    from fedge.device.backoff import Backoff
+    from fedge.device.collector import DemoCollector, device_share
+    from fedge.device.config import load_device_config
+    from fedge.device.store import LocalStore
+    from fedge.privacy import PrivacyLedger
+    from fedge.storage.outbox import Outbox
+    from fedge.transport.client import FedgeClient
+
+    cfg = load_device_config(config_path)
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    store = LocalStore(cfg.state_dir / "data.sqlite", cfg.data.retention_s)
+    d = cfg.data
+    x, y = device_share(d.task, d.num_devices, d.index, partitioner=d.partitioner, seed=d.seed)
+    collector = DemoCollector(store, x, y, rows_per_tick=d.rows_per_tick, interval_s=d.interval_s)
+    client = FedgeClient(
+        cfg.gateway_url,
+        ca=cfg.pki.ca,
+        cert=cfg.pki.cert,
+        key=cfg.pki.key,
+        timeout=cfg.request_timeout_s,
+    )
+    ledger = PrivacyLedger(cfg.state_dir / "privacy.sqlite", cfg.privacy_limit)
+    outbox = Outbox(cfg.state_dir / "outbox.sqlite")
+    agent = DeviceAgent(
+        device_id=cfg.id,
+        link=client,
+        store=store,
+        policy=cfg.eligibility.policy(),
+        ledger=ledger,
+        outbox=outbox,
+        labels=dict(cfg.labels),
+        idle_poll_s=cfg.idle_poll_s,
+        backoff=Backoff(base_s=cfg.backoff_base_s, cap_s=cfg.backoff_cap_s),
+    )
+    stop = threading.Event()
+
+    def on_signal(sig: int, frame: FrameType | None) -> None:
+        log.info("device %s: %s, stopping", cfg.id, signal.Signals(sig).name)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    collecting = threading.Thread(target=collector.run, args=(stop,), daemon=True)
+    collecting.start()
+    click.echo(f"device {cfg.id} (site {cfg.site}) → {cfg.gateway_url}")
+    try:
+        agent.run(stop)
+    finally:
+        stop.set()
+        collecting.join(timeout=5)
+        client.close()
+        outbox.close()
+        ledger.close()
+        store.close()
+        log.info("device %s stopped: %s", cfg.id, agent.stats)

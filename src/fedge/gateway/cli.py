@@ -1,0 +1,91 @@
+"""``fedge gateway --config gateway.toml``: serve a site's devices, report to the coordinator."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import click
+
+__all__ = ["gateway_command"]
+
+log = logging.getLogger(__name__)
+
+
+@click.command("gateway")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False),
+    required=True,
+    help="The gateway's TOML file (see examples/gateway.toml).",
+)
+def gateway_command(config_path: str) -> None:
+    """Run one site's edge gateway until SIGTERM/SIGINT."""
+    from fedge.gateway.cache import ModelCache
+    from fedge.gateway.config import load_gateway_config
+    from fedge.gateway.service import GatewayService
+    from fedge.gateway.uplink import Uplink
+    from fedge.identity import PeerVerifier
+    from fedge.storage.outbox import Outbox
+    from fedge.transport.api import build_app
+    from fedge.transport.client import FedgeClient
+    from fedge.transport.server import ServerTls, run_server
+
+    cfg = load_gateway_config(config_path)
+    if cfg.pki.crl is None:
+        raise click.UsageError("a gateway needs pki.crl: revocations must take effect at once")
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    client = FedgeClient(
+        cfg.coordinator_url,
+        ca=cfg.pki.ca,
+        cert=cfg.pki.cert,
+        key=cfg.pki.key,
+        timeout=cfg.request_timeout_s,
+    )
+    outbox = Outbox(cfg.state_dir / "outbox.sqlite")
+    service = GatewayService(
+        gateway_id=cfg.id,
+        site=cfg.site,
+        cache=ModelCache(cfg.state_dir / "models", client.model),
+        outbox=outbox,
+        device_retry_s=cfg.device_retry_s,
+    )
+    uplink = Uplink(
+        service,
+        client,
+        checkin_interval_s=cfg.checkin_interval_s,
+        send_interval_s=cfg.send_interval_s,
+    )
+    app = build_app(
+        device=service,
+        uplink=None,
+        admin=None,
+        verifier=PeerVerifier(cfg.pki.ca, cfg.pki.crl),
+        title=f"fedge gateway {cfg.id}",
+    )
+    stop = threading.Event()
+    threads = uplink.start(stop)
+
+    def started(port: int) -> None:
+        click.echo(
+            f"gateway {cfg.id} (site {cfg.site}) listening on https://{cfg.listen_host}:{port}"
+        )
+
+    try:
+        run_server(
+            app,
+            cfg.listen_host,
+            cfg.listen_port,
+            ServerTls(cfg.pki.ca, cfg.pki.cert, cfg.pki.key, cfg.pki.crl),
+            access_log=False,
+            on_started=started,
+        )
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=10)
+        uplink.send_once()  # one last try: anything still pending stays in the outbox
+        client.close()
+        outbox.close()
+        log.info("gateway %s stopped", cfg.id)

@@ -1,0 +1,141 @@
+"""One round's running sum at a gateway: validate device updates, fold them in, form the partial.
+
+Memory is O(model) per round: a :class:`~fedge.aggregation.WeightedMeanAccumulator` keeps one
+float64 sum per tensor; each update is decoded, checked and added, then dropped. An update is
+checked before it can touch the sum, in this order: size (against the model's own size), wire
+format and dtype (float32 only, never pickle), names and shapes against the model's
+:class:`~fedge.core.ParamSpec`, finiteness, and the binding metadata (``UPDATE_KEYS``: kind, job,
+round, device = the certificate's subject, a well-formed nonce, num_examples > 0, a finite
+train_loss). :func:`encode_partial` turns the sum into the payload of ``PARTIAL_KEYS``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedge.aggregation import WeightedMeanAccumulator
+from fedge.aggregation.base import Update
+from fedge.core.params import ParamSpec
+from fedge.core.serde import decode_params, encode_arrays
+from fedge.errors import ValidationError, WireFormatError
+from fedge.transport.messages import UPDATE_KEYS
+
+__all__ = ["Cohort", "DecodedUpdate", "decode_update", "encode_partial", "update_size_limit"]
+
+_NONCE = re.compile(r"^[0-9a-f]{32}$")
+_HEADER_ALLOWANCE = 64 * 1024  # safetensors header + binding metadata
+
+
+@dataclass(frozen=True)
+class DecodedUpdate:
+    """A checked update: the delta as an :class:`Update` plus its nonce and training loss."""
+
+    update: Update
+    nonce: str
+    train_loss: float
+
+
+def update_size_limit(spec: ParamSpec) -> int:
+    """The largest update payload a model of this spec can need (float32 + header allowance)."""
+    return spec.nbytes + _HEADER_ALLOWANCE
+
+
+def decode_update(
+    payload: bytes, spec: ParamSpec, *, job_id: str, round_number: int, device: str
+) -> DecodedUpdate:
+    """Parse and check one device's update payload; raise a :class:`ValidationError` if bad."""
+    params, meta = decode_params(payload, spec, max_bytes=update_size_limit(spec))
+    missing = [k for k in UPDATE_KEYS if k not in meta]
+    if missing:
+        raise WireFormatError(f"update payload lacks binding metadata {missing}")
+    expected = {"kind": "update", "job": job_id, "round": str(round_number), "device": device}
+    for key, want in expected.items():
+        if meta[key] != want:
+            raise ValidationError(
+                f"update is bound to {key}={meta[key]!r}, but was sent as {want!r}: an update "
+                "is valid only for the job, round and device it was made for"
+            )
+    if not _NONCE.match(meta["nonce"]):
+        raise WireFormatError("update nonce must be 32 lower-case hex digits")
+    try:
+        num_examples = int(meta["num_examples"])
+        train_loss = float(meta["train_loss"])
+    except ValueError:
+        raise WireFormatError("num_examples must be an integer and train_loss a number") from None
+    if num_examples <= 0:
+        raise ValidationError(f"num_examples must be > 0, got {num_examples}")
+    if not math.isfinite(train_loss):
+        raise ValidationError("train_loss must be a finite number")
+    update = Update(device, params, num_examples, {"train_loss": train_loss})
+    return DecodedUpdate(update, meta["nonce"], train_loss)
+
+
+class Cohort:
+    """The running weighted sum of one round's accepted updates at one gateway."""
+
+    def __init__(self, spec: ParamSpec) -> None:
+        self.spec = spec
+        self._acc = WeightedMeanAccumulator(spec)
+        self._nonces: dict[str, str] = {}  # device -> nonce of its accepted update
+        self._refused: dict[str, str] = {}  # device -> why its (latest) payload was refused
+
+    @property
+    def num_accepted(self) -> int:
+        """Updates folded into the sum."""
+        return self._acc.num_accepted
+
+    @property
+    def total_weight(self) -> float:
+        """Σ num_examples over accepted updates."""
+        return self._acc.total_weight
+
+    def nonce_of(self, device: str) -> str | None:
+        """The nonce of ``device``'s accepted update, if it has one."""
+        return self._nonces.get(device)
+
+    def add(self, decoded: DecodedUpdate) -> bool:
+        """Fold a checked update in; False (recorded in ``rejected``) if the accumulator refuses."""
+        if not self._acc.add(decoded.update):
+            return False
+        self._nonces[decoded.update.device_id] = decoded.nonce
+        return True
+
+    def reject(self, device: str, reason: str) -> None:
+        """Record a refused update so the coordinator sees why (the sum is untouched)."""
+        self._refused[device] = reason
+
+    def rejected(self) -> tuple[tuple[str, str], ...]:
+        """(device, reason) for every refused update."""
+        return tuple(self._refused.items()) + self._acc.rejected
+
+    def contributors(self) -> list[str]:
+        """Devices whose update is in the sum, sorted."""
+        return sorted(self._nonces)
+
+    def weighted_sum(self) -> dict[str, np.ndarray]:
+        """Σ num_examples·Δ per tensor, float64."""
+        return dict(self._acc.weighted_sum)
+
+
+def encode_partial(
+    cohort: Cohort, *, job_id: str, round_number: int, gateway: str, site: str, nonce: str
+) -> bytes:
+    """The partial-sum payload (``PARTIAL_KEYS`` metadata, float64 weighted sums)."""
+    meta = {
+        "kind": "partial",
+        "job": job_id,
+        "round": str(round_number),
+        "gateway": gateway,
+        "site": site,
+        "nonce": nonce,
+        "total_weight": repr(float(cohort.total_weight)),
+        "num_accepted": str(cohort.num_accepted),
+        "contributors": json.dumps(cohort.contributors()),
+        "rejected": json.dumps([[d, r] for d, r in cohort.rejected()]),
+    }
+    return encode_arrays(cohort.weighted_sum(), meta)

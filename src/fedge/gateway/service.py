@@ -1,0 +1,266 @@
+"""The gateway's device API: :class:`GatewayService` implements ``DeviceService`` for one site.
+
+It admits only devices certified for its own site, acting as the subject of their certificate;
+hands out the rounds the coordinator assigned (within quota and label selector, else ``Wait``);
+serves models from the site's :class:`~fedge.gateway.cache.ModelCache`; and streams each
+accepted update into the round's :class:`~fedge.gateway.cohort.Cohort`. When a round's cohort is
+complete or its time is up, :meth:`GatewayService.close_due_rounds` forms ONE partial payload and
+puts it in the durable outbox, keyed ``partial/<job>/<round>``: a round already in the outbox
+(say, before a restart) is never reported twice. The uplink and sender loops
+(:mod:`fedge.gateway.uplink`) drive the upstream side; everything here is synchronous and
+thread-safe (FastAPI calls it from its thread pool), and the clock is injectable for tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fedge.core.params import ParamSpec
+from fedge.core.serde import decode_params
+from fedge.errors import AuthorizationError, ProtocolError, UnknownNameError, ValidationError
+from fedge.gateway.cache import ModelCache
+from fedge.gateway.cohort import Cohort, decode_update, encode_partial
+from fedge.gateway.rounds import RoundBook, RoundKey, RoundState
+from fedge.identity import Identity, Role, authorize
+from fedge.storage.outbox import Outbox
+from fedge.transport.messages import (
+    CheckInRequest,
+    GatewayAssignments,
+    GatewayCheckIn,
+    Receipt,
+    RoundAssignment,
+    TaskAssignment,
+    Wait,
+    new_nonce,
+)
+from fedge.transport.replay import ReplayGuard
+
+__all__ = ["PARTIAL_RETENTION_S", "GatewayService", "partial_key"]
+
+log = logging.getLogger(__name__)
+
+PARTIAL_RETENTION_S = 7 * 24 * 3600.0  # a partial is retried this long; the coordinator dedups
+
+
+def partial_key(job_id: str, round_number: int) -> str:
+    """The outbox key of a round's partial: one per (job, round) at this gateway."""
+    return f"partial/{job_id}/{round_number}"
+
+
+@dataclass
+class _Seen:
+    at: float
+    eligible: bool
+
+
+class GatewayService:
+    """Serves a site's devices; sums their updates per round into one partial for the coordinator."""
+
+    def __init__(
+        self,
+        *,
+        gateway_id: str,
+        site: str,
+        cache: ModelCache,
+        outbox: Outbox,
+        replay: ReplayGuard | None = None,
+        clock: Callable[[], float] = time.time,
+        device_retry_s: float = 5.0,
+        online_window_s: float = 120.0,
+    ) -> None:
+        self.gateway_id = gateway_id
+        self.site = site
+        self.cache = cache
+        self.outbox = outbox
+        self.replay = replay if replay is not None else ReplayGuard()
+        self.clock = clock
+        self.device_retry_s = device_retry_s
+        self.online_window_s = online_window_s
+        self._lock = threading.Lock()
+        self._book = RoundBook()
+        self._cohorts: dict[RoundKey, Cohort] = {}
+        self._specs: dict[str, ParamSpec] = {}
+        self._seen: dict[str, _Seen] = {}
+
+    # -- DeviceService ----------------------------------------------------------------------
+    def _admit(self, peer: Identity) -> str:
+        authorize(peer, roles={Role.DEVICE}, site=self.site)
+        return peer.name
+
+    def checkin(self, peer: Identity, request: CheckInRequest) -> TaskAssignment | Wait:
+        """Hand the device an open round within quota and selector, or tell it when to return."""
+        device = self._admit(peer)
+        authorize(peer, roles={Role.DEVICE}, name=request.device_id)
+        self.replay.check(device, request.nonce)
+        now = self.clock()
+        with self._lock:
+            self._seen[device] = _Seen(now, request.eligibility.num_examples > 0)
+            if request.eligibility.num_examples <= 0:
+                return Wait(retry_after_s=self.device_retry_s, reason="no local examples yet")
+            state = self._book.assign(device, request.labels, now, request.privacy_remaining)
+        if state is None:
+            return Wait(retry_after_s=self.device_retry_s, reason="no task for this device now")
+        a = state.assignment
+        log.info("handed %s round %d to %s", a.job_id, a.round, device)
+        return TaskAssignment(
+            job_id=a.job_id,
+            round=a.round,
+            task_name=a.task_name,
+            model_sha256=a.model_sha256,
+            deadline=a.training_deadline,
+            plan=a.plan,
+            privacy=a.privacy,
+            secagg=a.secagg,
+            nonce=request.nonce,
+        )
+
+    def model(self, peer: Identity, sha256: str) -> bytes:
+        """A model version from the site cache (fetched once from the coordinator)."""
+        authorize(peer, roles={Role.DEVICE, Role.GATEWAY}, site=self.site)
+        with self._lock:
+            wanted = any(s.assignment.model_sha256 == sha256 for s in self._book.states())
+        if not wanted and not self.cache.has(sha256):
+            raise UnknownNameError(f"model {sha256} is not served by gateway {self.gateway_id!r}")
+        return self.cache.get(sha256)
+
+    def submit_update(
+        self, peer: Identity, job_id: str, round_number: int, payload: bytes
+    ) -> Receipt:
+        """Check the update and fold it into the round's running sum (idempotent per device)."""
+        device = self._admit(peer)
+        key = (job_id, round_number)
+        with self._lock:
+            state = self._check_round(key, device)
+        spec = self._spec(state.assignment.model_sha256)
+        try:
+            decoded = decode_update(
+                payload, spec, job_id=job_id, round_number=round_number, device=device
+            )
+        except ValidationError as exc:
+            with self._lock:
+                self._cohort(key, spec).reject(device, str(exc))
+            log.warning("refused update of %s for %s/%d: %s", device, job_id, round_number, exc)
+            raise
+        with self._lock:
+            state = self._check_round(key, device)
+            cohort = self._cohort(key, spec)
+            if cohort.nonce_of(device) == decoded.nonce:
+                return Receipt(accepted=True, duplicate=True, reason="already received")
+            if device in state.reported:
+                raise ProtocolError(
+                    f"device {device!r} already reported for {job_id}/{round_number}"
+                )
+            self.replay.check(device, decoded.nonce)
+            if not cohort.add(decoded):
+                raise ValidationError(f"update refused: {cohort.rejected()[-1][1]}")
+            state.reported.add(device)
+        return Receipt(accepted=True)
+
+    def _check_round(self, key: RoundKey, device: str) -> RoundState:
+        state = self._book.get(key)
+        if state is None:
+            raise ProtocolError(
+                f"round {key[0]}/{key[1]} is not open at this gateway (unknown or stale); "
+                "check in for a current task"
+            )
+        if device not in state.handed:
+            raise AuthorizationError(
+                f"device {device!r} was not handed round {key[0]}/{key[1]}; check in first"
+            )
+        if not state.open_at(self.clock()):
+            raise ProtocolError(f"round {key[0]}/{key[1]} is closed: its deadline has passed")
+        return state
+
+    def _cohort(self, key: RoundKey, spec: ParamSpec) -> Cohort:
+        cohort = self._cohorts.get(key)
+        if cohort is None:
+            cohort = self._cohorts[key] = Cohort(spec)
+        return cohort
+
+    def _spec(self, sha256: str) -> ParamSpec:
+        spec = self._specs.get(sha256)
+        if spec is None:
+            params, _ = decode_params(self.cache.get(sha256))
+            spec = self._specs[sha256] = ParamSpec.of(params)
+        return spec
+
+    # -- uplink side ------------------------------------------------------------------------
+    def checkin_request(self) -> GatewayCheckIn:
+        """What the uplink loop tells the coordinator about this site."""
+        now = self.clock()
+        with self._lock:
+            online = [s for s in self._seen.values() if now - s.at <= self.online_window_s]
+        return GatewayCheckIn(
+            gateway_id=self.gateway_id,
+            site=self.site,
+            nonce=new_nonce(),
+            online_devices=len(online),
+            eligible_devices=sum(s.eligible for s in online),
+        )
+
+    def apply_assignments(self, answer: GatewayAssignments) -> list[RoundAssignment]:
+        """Take the coordinator's current assignments; returns the rounds new to this gateway."""
+        closed = [
+            (a.job_id, a.round)
+            for a in answer.assignments
+            if self._reported(partial_key(a.job_id, a.round))
+        ]
+        with self._lock:
+            new = self._book.update(answer.assignments, closed)
+        return [s.assignment for s in new if not s.closed]
+
+    def _reported(self, key: str) -> bool:
+        return self.outbox.get(key) is not None or self.outbox.is_delivered(key)
+
+    def next_close_at(self) -> float | None:
+        """When the earliest open round must be reported (for the uplink loop's sleep)."""
+        with self._lock:
+            times = [s.close_at for s in self._book.states() if not s.closed]
+        return min(times) if times else None
+
+    def close_due_rounds(self) -> list[str]:
+        """Form the partial of every round that is complete or out of time; returns outbox keys."""
+        now = self.clock()
+        with self._lock:
+            due = self._book.due(now)
+            for state in due:
+                state.closed = True
+            closing = [(s, self._cohorts.pop(s.key, None)) for s in due]
+            self._book.forget_before(now, keep_s=600.0)
+        keys = []
+        for state, held in closing:
+            a = state.assignment
+            key = partial_key(a.job_id, a.round)
+            cohort = held
+            if cohort is None:
+                try:
+                    cohort = Cohort(self._spec(a.model_sha256))
+                except (
+                    Exception
+                ) as exc:  # no model, no report: the coordinator's deadline covers it
+                    log.warning("cannot report empty round %s: %s", key, exc)
+                    continue
+            payload = encode_partial(
+                cohort,
+                job_id=a.job_id,
+                round_number=a.round,
+                gateway=self.gateway_id,
+                site=self.site,
+                nonce=new_nonce(),
+            )
+            destination = f"/v1/jobs/{a.job_id}/rounds/{a.round}/partials"
+            if self.outbox.put(key, destination, payload, deadline=now + PARTIAL_RETENTION_S):
+                log.info(
+                    "round %s/%d closed: %d accepted, weight %g, %d refused",
+                    a.job_id,
+                    a.round,
+                    cohort.num_accepted,
+                    cohort.total_weight,
+                    len(cohort.rejected()),
+                )
+                keys.append(key)
+        return keys

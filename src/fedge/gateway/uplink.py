@@ -1,0 +1,148 @@
+"""The gateway's two upstream loops: check in for assignments, and deliver the outbox.
+
+- :meth:`Uplink.checkin_once` sends a ``GatewayCheckIn``, merges the answer into the service,
+  pre-fetches the models of new rounds into the site cache (once for the whole site), and closes
+  rounds that are complete or out of time (their partials go into the outbox).
+- :meth:`Uplink.send_once` delivers every pending partial. A ``Receipt`` (accepted or duplicate)
+  marks it delivered; a refusal that retrying cannot fix (stale round, bad payload) discards it
+  with the reason; an unreachable or failing coordinator leaves it for the next try, with
+  exponential backoff and full jitter. The outbox dedups by key and the coordinator by
+  (job, round, gateway), so a partial is counted exactly once however often the link drops.
+
+:meth:`Uplink.start` runs both loops in daemon threads until the given event is set.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Protocol
+
+from fedge.device.backoff import Backoff
+from fedge.errors import FedgeError, UnavailableError
+from fedge.gateway.service import GatewayService
+from fedge.transport.messages import GatewayAssignments, GatewayCheckIn, Receipt
+
+__all__ = ["CoordinatorLink", "Uplink"]
+
+log = logging.getLogger(__name__)
+
+
+class CoordinatorLink(Protocol):
+    """The coordinator's uplink API as a gateway sees it (client side of ``UplinkService``)."""
+
+    def gateway_checkin(self, request: GatewayCheckIn) -> GatewayAssignments:
+        """Report the site; receive the quotas of the open rounds."""
+        ...
+
+    def model(self, sha256: str) -> bytes:
+        """Download a model payload."""
+        ...
+
+    def submit_partial(self, job_id: str, round_number: int, payload: bytes) -> Receipt:
+        """Upload one round's partial sum."""
+        ...
+
+
+class Uplink:
+    """Drives a :class:`GatewayService` against the coordinator."""
+
+    def __init__(
+        self,
+        service: GatewayService,
+        link: CoordinatorLink,
+        *,
+        checkin_interval_s: float = 5.0,
+        send_interval_s: float = 1.0,
+        backoff_cap_s: float = 30.0,
+    ) -> None:
+        self.service = service
+        self.link = link
+        self.checkin_interval_s = checkin_interval_s
+        self.send_interval_s = send_interval_s
+        self._checkin_backoff = Backoff(base_s=0.5, cap_s=backoff_cap_s)
+        self._send_backoff = Backoff(base_s=0.5, cap_s=backoff_cap_s)
+        self.delivered = 0
+        self.discarded = 0
+
+    def checkin_once(self) -> float:
+        """One check-in; returns the seconds until the next one."""
+        try:
+            answer = self.link.gateway_checkin(self.service.checkin_request())
+        except FedgeError as exc:
+            log.warning("gateway check-in failed: %s", exc)
+            self.service.close_due_rounds()  # deadlines pass whether the uplink is up or not
+            return self._checkin_backoff.next_delay()
+        self._checkin_backoff.reset()
+        for a in self.service.apply_assignments(answer):
+            log.info("new round %s/%d, quota %d", a.job_id, a.round, a.quota)
+            try:
+                self.service.cache.get(a.model_sha256)
+            except FedgeError as exc:
+                log.warning("could not pre-fetch model %s: %s", a.model_sha256, exc)
+        self.service.close_due_rounds()
+        return self._next_wake(min(self.checkin_interval_s, max(answer.retry_after_s, 0.2)))
+
+    def _next_wake(self, interval: float) -> float:
+        close_at = self.service.next_close_at()
+        if close_at is None:
+            return interval
+        return max(0.05, min(interval, close_at - self.service.clock() + 0.01))
+
+    def send_once(self) -> bool:
+        """Try to deliver every due partial; False if some are left for a later retry."""
+        self.service.close_due_rounds()
+        outbox = self.service.outbox
+        now = self.service.clock()
+        for item in outbox.due(now):
+            _, job, rnd = item.key.split("/", 2)
+            try:
+                receipt = self.link.submit_partial(job, int(rnd), item.payload)
+            except UnavailableError as exc:
+                retry_at = now + self._send_backoff.next_delay()
+                outbox.mark_failed(item.key, retry_at, str(exc))
+                log.info("coordinator unavailable, partial %s kept for retry: %s", item.key, exc)
+                break  # the link is down: the others would fail the same way
+            except FedgeError as exc:
+                log.error("coordinator refused partial %s for good: %s", item.key, exc)
+                outbox.mark_delivered(item.key)  # a tombstone: never sent again
+                self.discarded += 1
+                continue
+            outbox.mark_delivered(item.key)
+            if receipt.accepted:
+                self.delivered += 1
+                self._send_backoff.reset()
+                log.info(
+                    "partial %s delivered%s", item.key, " (duplicate)" if receipt.duplicate else ""
+                )
+            else:
+                log.error("coordinator declined partial %s: %s", item.key, receipt.reason)
+                self.discarded += 1
+        for item in outbox.expire(now):
+            log.error("partial %s was never acknowledged; dropped after its retention", item.key)
+        return outbox.pending() == 0
+
+    def _loop(self, stop: threading.Event, once: str) -> None:
+        while not stop.is_set():
+            try:
+                if once == "checkin":
+                    delay = self.checkin_once()
+                else:
+                    self.send_once()
+                    delay = self.send_interval_s
+            except Exception:  # keep the loop alive; the error is logged with its traceback
+                log.exception("gateway %s loop failed; retrying", once)
+                delay = self.send_interval_s
+            stop.wait(delay)
+
+    def start(self, stop: threading.Event) -> list[threading.Thread]:
+        """Run the check-in and sender loops in daemon threads until ``stop`` is set."""
+        threads = [
+            threading.Thread(
+                target=self._loop, args=(stop, name), name=f"uplink-{name}", daemon=True
+            )
+            for name in ("checkin", "sender")
+        ]
+        for t in threads:
+            t.start()
+        return threads

@@ -1,0 +1,230 @@
+"""The device agent against a real GatewayService in process: rounds, refusals, retries, privacy."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tests.gateway.conftest import identity
+
+from fedge.core.params import from_module
+from fedge.core.serde import decode_arrays, encode_params
+from fedge.device.agent import DeviceAgent, update_key
+from fedge.device.backoff import Backoff
+from fedge.device.collector import DemoCollector, device_share
+from fedge.device.eligibility import AlwaysEligible
+from fedge.device.store import LocalStore
+from fedge.errors import UnavailableError
+from fedge.gateway.cache import ModelCache
+from fedge.gateway.service import GatewayService
+from fedge.identity import Identity
+from fedge.privacy import PrivacyLedger
+from fedge.storage.outbox import Outbox
+from fedge.tasks import get_task
+from fedge.transport.messages import (
+    CheckInRequest,
+    GatewayAssignments,
+    PrivacyPlan,
+    Receipt,
+    RoundAssignment,
+    TaskAssignment,
+    TrainingPlan,
+    Wait,
+    new_nonce,
+)
+from fedge.transport.replay import ReplayGuard
+
+TASK = "digits_mlp"
+
+
+@pytest.fixture(scope="module")
+def model() -> tuple[bytes, str]:
+    import torch
+
+    torch.manual_seed(1)
+    payload = encode_params(from_module(get_task(TASK).build_model()), {"kind": "model"})
+    return payload, hashlib.sha256(payload).hexdigest()
+
+
+class RecordingLink:
+    """The device's side of the wire, in process: records every byte the device sends."""
+
+    def __init__(self, service: GatewayService, peer: Identity) -> None:
+        self.service, self.peer = service, peer
+        self.sent: list[bytes] = []
+        self.down = False
+        self.tamper = False
+
+    def checkin(self, request: CheckInRequest) -> TaskAssignment | Wait:
+        self.sent.append(request.model_dump_json().encode())
+        if self.down:
+            raise UnavailableError("gateway unreachable")
+        return self.service.checkin(self.peer, request)
+
+    def model(self, sha256: str) -> bytes:
+        self.sent.append(f"GET /v1/models/{sha256}".encode())
+        data = self.service.model(self.peer, sha256)
+        return data[:-4] + b"\x00\x00\x80\x7f" if self.tamper else data
+
+    def submit_update(self, job_id: str, round_number: int, payload: bytes) -> Receipt:
+        self.sent.append(f"POST /v1/jobs/{job_id}/rounds/{round_number}/updates".encode())
+        self.sent.append(payload)
+        if self.down:
+            raise UnavailableError("gateway unreachable")
+        return self.service.submit_update(self.peer, job_id, round_number, payload)
+
+
+def gateway(tmp_path: Path, model: tuple[bytes, str], **kw: object) -> GatewayService:
+    payload, sha = model
+    service = GatewayService(
+        gateway_id="gw-a",
+        site="site-a",
+        cache=ModelCache(tmp_path / "models", {sha: payload}.__getitem__),
+        outbox=Outbox(tmp_path / "gw-outbox.sqlite"),
+        replay=ReplayGuard(),
+    )
+    now = time.time()
+    a = RoundAssignment(
+        job_id="job1",
+        round=1,
+        task_name=TASK,
+        model_sha256=sha,
+        quota=int(kw.get("quota", 2)),  # type: ignore[call-overload]
+        training_deadline=now + 120,
+        report_deadline=now + 150,
+        plan=TrainingPlan(epochs=1, batch_size=10, lr=0.1),
+        privacy=kw.get("privacy", PrivacyPlan()),  # type: ignore[arg-type]
+    )
+    service.apply_assignments(GatewayAssignments(assignments=[a], retry_after_s=1))
+    return service
+
+
+def agent(
+    tmp_path: Path, service: GatewayService, index: int, *, limit: float = 10.0
+) -> tuple[DeviceAgent, RecordingLink]:
+    name = f"dev{index}"
+    store = LocalStore(tmp_path / f"{name}-data.sqlite", retention_s=3600)
+    x, y = device_share(TASK, 8, index, seed=0)
+    DemoCollector(store, x, y, rows_per_tick=len(y)).tick()
+    link = RecordingLink(service, identity(name))
+    return (
+        DeviceAgent(
+            device_id=name,
+            link=link,
+            store=store,
+            policy=AlwaysEligible(),
+            ledger=PrivacyLedger(tmp_path / f"{name}-privacy.sqlite", limit),
+            outbox=Outbox(tmp_path / f"{name}-outbox.sqlite"),
+            backoff=Backoff(rng=random.Random(0)),
+        ),
+        link,
+    )
+
+
+def test_round_through_the_gateway(tmp_path: Path, model: tuple[bytes, str]) -> None:
+    service = gateway(tmp_path, model, privacy=PrivacyPlan(mode="central", clip_norm=0.5))
+    agents = [agent(tmp_path, service, i)[0] for i in (0, 1)]
+    for a in agents:
+        assert a.step() == 0.0
+        assert a.stats.delivered == 1
+        assert a.outbox.pending() == 0
+        assert isinstance(a.step(), float)  # the round is held: Wait (quota used) → backoff
+    assert service.close_due_rounds() == ["partial/job1/1"]
+    (item,) = service.outbox.due(time.time())
+    arrays, meta = decode_arrays(item.payload, allowed_dtypes=frozenset({"F64"}))
+    assert meta["num_accepted"] == "2"
+    n = sum(len(a.store.examples()[1]) for a in agents)
+    assert float(meta["total_weight"]) == n
+    norm = np.sqrt(sum(float((v**2).sum()) for v in arrays.values()))
+    assert norm <= 0.5 * n + 1e-6  # every update was clipped to 0.5 before it was weighted
+
+
+def test_raw_data_never_leaves_the_device(tmp_path: Path, model: tuple[bytes, str]) -> None:
+    """Every byte the device sends in a real round, searched for every local row and window.
+
+    A window is searched when it holds at least two whole non-zero pixels (4-byte aligned, as
+    in the row): all-blank stretches are the same bytes as any zero in a model delta and carry
+    no information about the data.
+    """
+    service = gateway(tmp_path, model, quota=1)
+    device, link = agent(tmp_path, service, 3)
+    device.step()
+    assert device.stats.delivered == 1
+    assert sum(len(m) for m in link.sent) > 8_000  # the update went out
+    windows_sent = {m[i : i + 16] for m in link.sent for i in range(len(m) - 15)}
+    x, _ = device.store.examples()
+    rows = np.ascontiguousarray(x, dtype="<f4")
+    checked = 0
+    for row in rows:
+        raw = row.tobytes()
+        assert not any(raw in m for m in link.sent)
+        for i in range(len(raw) - 15):
+            first = -(-i // 4)  # first whole float inside the window
+            whole = row[first : (i + 16) // 4]
+            if np.count_nonzero(whole) < 2:
+                continue
+            checked += 1
+            assert raw[i : i + 16] not in windows_sent, f"16 bytes of a local row were sent ({i})"
+    assert checked > 10_000
+
+
+def test_ledger_refuses_a_task_over_the_limit(tmp_path: Path, model: tuple[bytes, str]) -> None:
+    service = gateway(tmp_path, model, privacy=PrivacyPlan(epsilon_cost=2.0))
+    device, _ = agent(tmp_path, service, 0, limit=1.0)
+    device.step()  # the gateway sees privacy_remaining=1.0 < 2.0 and hands nothing out
+    assert device.stats.tasks == 0
+    task = TaskAssignment(
+        job_id="job1",
+        round=1,
+        task_name=TASK,
+        model_sha256=model[1],
+        deadline=time.time() + 60,
+        plan=TrainingPlan(),
+        privacy=PrivacyPlan(epsilon_cost=2.0),
+        nonce=new_nonce(),
+    )
+    assert not device.handle_task(task)  # a coordinator that asks anyway is declined
+    assert device.stats.declined == 1
+    assert device.outbox.pending() == 0 and device.ledger.spent("job1") == 0.0
+    ok = device.handle_task(task.model_copy(update={"privacy": PrivacyPlan(epsilon_cost=0.4)}))
+    assert ok and device.ledger.spent("job1") == pytest.approx(0.4)
+
+
+def test_model_hash_mismatch_refused(tmp_path: Path, model: tuple[bytes, str]) -> None:
+    service = gateway(tmp_path, model)
+    device, link = agent(tmp_path, service, 0)
+    link.tamper = True
+    device.step()
+    assert device.stats.refused_models == 1
+    assert device.outbox.pending() == 0
+    assert device.outbox.get(update_key("job1", 1)) is None
+
+
+def test_update_survives_an_outage_until_the_deadline(
+    tmp_path: Path, model: tuple[bytes, str]
+) -> None:
+    service = gateway(tmp_path, model)
+    device, link = agent(tmp_path, service, 0)
+    original: Callable[..., Receipt] = link.submit_update
+
+    def flaky(job_id: str, round_number: int, payload: bytes) -> Receipt:
+        link.down = True
+        try:
+            return original(job_id, round_number, payload)
+        finally:
+            link.down = False
+
+    link.submit_update = flaky  # type: ignore[method-assign]
+    delay = device.step()
+    assert delay > 0 and device.outbox.pending() == 1
+    link.submit_update = original  # type: ignore[method-assign]
+    device.clock = lambda: time.time() + 31  # past the retry backoff, before the deadline
+    device.step()
+    assert device.stats.delivered == 1 and device.outbox.pending() == 0
+    device.clock = lambda: time.time() + 1000  # past the deadline: nothing is left to send
+    assert device.deliver_pending()
