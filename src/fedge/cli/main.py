@@ -19,6 +19,9 @@ __all__ = ["cli", "main"]
 _OPTIONAL_GROUPS = (
     ("fedge.privacy.cli", "privacy_group"),
     ("fedge.identity.cli", "pki_group"),
+    ("fedge.coordinator.cli", "coordinator_command"),
+    ("fedge.coordinator.cli", "jobs_group"),
+    ("fedge.coordinator.cli", "devices_group"),
     ("fedge.gateway.cli", "gateway_command"),
     ("fedge.device.cli", "device_command"),
 )

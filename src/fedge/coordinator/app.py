@@ -1,0 +1,80 @@
+"""The ``fedge coordinator`` process: service + HTTP app + a ticking thread, until SIGTERM.
+
+:func:`build_coordinator` makes the service from a :class:`CoordinatorConfig` (database, artifact
+store; restart recovery happens here). :func:`run_coordinator` serves it over mutual TLS with
+:func:`fedge.transport.server.run_server` and runs :meth:`CoordinatorService.tick` every
+``tick_interval_s`` in a background thread; SIGTERM or SIGINT stops the server gracefully, then
+the ticker, then closes the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from fedge.coordinator.artifacts import ArtifactStore
+from fedge.coordinator.config import CoordinatorConfig
+from fedge.coordinator.service import CoordinatorService
+from fedge.coordinator.store import Store
+
+__all__ = ["Ticker", "build_coordinator", "run_coordinator"]
+
+log = logging.getLogger(__name__)
+
+
+def build_coordinator(config: CoordinatorConfig) -> CoordinatorService:
+    """The service for ``config`` (creates the schema; resumes jobs from their checkpoints)."""
+    store = Store(config.resolved_database_url())
+    return CoordinatorService(store, ArtifactStore(config.artifacts_path()), config.settings())
+
+
+class Ticker:
+    """Calls ``tick()`` every ``interval`` seconds in a daemon thread until :meth:`stop`."""
+
+    def __init__(self, tick: Callable[[], None], interval: float) -> None:
+        self._tick, self._interval = tick, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fedge-tick", daemon=True)
+
+    def start(self) -> Ticker:
+        """Start ticking."""
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._tick()
+            except Exception:  # keep ticking: one bad round must not stop the coordinator
+                log.exception("tick failed")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop and wait for the current tick to finish."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+
+def run_coordinator(
+    config: CoordinatorConfig, on_started: Callable[[int], None] | None = None
+) -> None:
+    """Serve the coordinator until SIGTERM/SIGINT, then shut down cleanly."""
+    from fedge.identity import PeerVerifier
+    from fedge.transport.api import build_app
+    from fedge.transport.server import run_server
+
+    service = build_coordinator(config)
+    tls = config.tls()
+    assert tls.crl is not None  # PkiFiles.resolve always names one
+    verifier = PeerVerifier(tls.ca_cert, tls.crl)
+    app = build_app(
+        device=service, uplink=service, admin=service, verifier=verifier, title="fedge coordinator"
+    )
+    ticker = Ticker(service.tick, config.tick_interval_s).start()
+    try:
+        run_server(app, config.host, config.port, tls, on_started=on_started)
+    finally:
+        ticker.stop()
+        service.store.close()
+        log.info("coordinator stopped")

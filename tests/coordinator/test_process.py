@@ -1,0 +1,167 @@
+"""The real thing: `fedge coordinator` as a process, mutual TLS on loopback, admin CLI, a gateway."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from fedge.cli.main import cli
+from fedge.core.params import ParamSpec
+from fedge.core.serde import decode_params, encode_arrays
+from fedge.errors import AuthorizationError
+from fedge.identity import Role, init_pki, issue
+from fedge.transport import messages as m
+from fedge.transport.client import FedgeClient
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Path:
+    pki = tmp_path / "pki"
+    init_pki(pki, "acme", validity_days=30)
+    issue(pki, Role.COORDINATOR, "coordinator")
+    issue(pki, Role.ADMIN, "admin")
+    issue(pki, Role.GATEWAY, "gw-a", site="s1")
+    (tmp_path / "coordinator.toml").write_text(
+        'host = "127.0.0.1"\nport = 0\ndatabase_url = "sqlite:///coord.db"\n'
+        'artifacts_dir = "artifacts"\ntick_interval_s = 0.2\npoll_interval_s = 0.2\n'
+        '[pki]\ndir = "pki"\nname = "coordinator"\n'
+    )
+    return tmp_path
+
+
+def _start(root: Path) -> tuple[subprocess.Popen[str], str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedge", "coordinator", "--config", str(root / "coordinator.toml")],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        found = re.search(r"listening on (https://\S+)", line)
+        if found:
+            return proc, found.group(1)
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise AssertionError(f"coordinator did not start: {proc.stderr.read()}")
+
+
+def _stop(proc: subprocess.Popen[str]) -> int:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _admin(fleet: Path, url: str, *args: str) -> str:
+    result = CliRunner().invoke(cli, [*args, "--url", url, "--pki", str(fleet / "pki")])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result.output
+
+
+def _wait(pred: object, what: str, timeout: float = 30.0) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()  # type: ignore[operator]
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_coordinator_process_runs_a_round_over_mtls(fleet: Path) -> None:
+    proc, url = _start(fleet)
+    try:
+        out = _admin(
+            fleet,
+            url,
+            "jobs",
+            "create",
+            "--job-name",
+            "digits",
+            "--task",
+            "digits_mlp",
+            "--rounds",
+            "1",
+            "--devices-per-round",
+            "2",
+            "--min-devices",
+            "2",
+            "--over-selection",
+            "1.0",
+        )
+        assert "created job digits" in out
+        pki = fleet / "pki"
+        gw = FedgeClient(
+            url, ca=pki / "ca.crt", cert=pki / "issued/gw-a.crt", key=pki / "issued/gw-a.key"
+        )
+        with gw:
+            with pytest.raises(AuthorizationError):
+                gw.list_jobs()  # a gateway is no admin
+
+            def assigned() -> list[m.RoundAssignment]:
+                req = m.GatewayCheckIn(
+                    gateway_id="gw-a",
+                    site="s1",
+                    nonce=m.new_nonce(),
+                    online_devices=2,
+                    eligible_devices=2,
+                )
+                return gw.gateway_checkin(req).assignments
+
+            a = _wait(assigned, "an assignment")[0]  # type: ignore[index]
+            model = gw.model(a.model_sha256)
+            assert hashlib.sha256(model).hexdigest() == a.model_sha256
+            params, _ = decode_params(model)
+            spec = ParamSpec.of(params)
+            sums = {
+                n: np.full(s, 0.01, np.float64)
+                for n, s in zip(spec.names, spec.shapes, strict=True)
+            }
+            meta = {
+                "kind": "partial",
+                "job": "digits",
+                "round": str(a.round),
+                "gateway": "gw-a",
+                "site": "s1",
+                "nonce": m.new_nonce(),
+                "total_weight": "20.0",
+                "num_accepted": "2",
+                "contributors": json.dumps(["d1", "d2"]),
+                "rejected": "[]",
+            }
+            payload = encode_arrays(sums, meta)
+            assert gw.submit_partial("digits", a.round, payload).accepted
+            assert gw.submit_partial("digits", a.round, payload).duplicate
+        _wait(lambda: "completed" in _admin(fleet, url, "jobs", "list"), "the job to complete")
+        shown = _admin(fleet, url, "jobs", "show", "digits")
+        assert "committed" in shown
+        devices = _admin(fleet, url, "devices", "list")
+        assert "d1" in devices and "gw-a" in devices
+        assert "revoked=True" in _admin(fleet, url, "devices", "revoke", "d2")
+    finally:
+        assert _stop(proc) == 0  # SIGTERM: graceful shutdown, exit status 0
+    proc, url = _start(fleet)  # restarted: the state is in the database
+    try:
+        assert "completed" in _admin(fleet, url, "jobs", "list")
+    finally:
+        assert _stop(proc) == 0
