@@ -208,7 +208,7 @@ def decode_update(
     num = _int(meta, "num_examples")
     if num < 1:
         raise ValidationError(f"num_examples must be >= 1, got {num}")
-    loss = float(meta["train_loss"]) if meta.get("train_loss") not in (None, "") else None
+    loss = _float(meta, "train_loss") if meta.get("train_loss") not in (None, "") else None
     return DeviceUpdate(peer.name, nonce, delta, num, loss)
 
 
