@@ -10,7 +10,7 @@ arXiv:2009.00727, §3):
 - X25519 key agreement (RFC 7748) for pairwise mask seeds and share encryption;
 - HKDF-SHA256 (RFC 5869) to turn agreed secrets into keys, bound to the session;
 - AES-256-GCM for the encrypted Shamir shares and unmask replies;
-- AES-128-CTR (key and initial counter from a 32-byte seed) as the mask PRG;
+- AES-128 in counter mode (key and counter block from a 32-byte seed) as the mask PRG;
 - Ed25519 (RFC 8032) for signed key advertisements and signed round setups.
 
 Randomness always comes from an injected ``randbytes(n) -> bytes`` (``os.urandom`` by default).
@@ -39,6 +39,7 @@ __all__ = [
     "NONCE_BYTES",
     "Keystream",
     "RandBytes",
+    "aes_ctr_keystream",
     "ed25519_keypair",
     "ed25519_sign",
     "ed25519_verify",
@@ -92,26 +93,36 @@ def _zeros(nbytes: int) -> bytes:
 
 
 class Keystream:
-    """The mask PRG: AES-128-CTR keystreams of a fixed length, reusing one buffer.
+    """The mask PRG: AES-128 in counter mode, expanding a 32-byte seed into ``nbytes``.
 
-    A 32-byte seed is split into the AES-128 key (bytes 0–15) and the initial counter block
-    (bytes 16–31), so all 256 bits are used. ``Keystream(n).fill(seed)`` returns the first
-    ``n`` keystream bytes as a read-only view valid until the next call. Each seed drives one
-    stream only (seeds are fresh per round and per purpose).
+    The key is ``seed[0:16]`` and the counter block starts at ``seed[16:28] || 00000002``,
+    incremented in its low 32 bits (SP 800-38A counter mode with the standard ``inc32``
+    function of SP 800-38D; a stream of ``nbytes`` < 64 GiB never wraps it). The stream is
+    produced by AES-GCM encryption of zeros with ``seed[16:28]`` as the nonce — GCM's
+    ciphertext *is* that counter-mode keystream — because OpenSSL's stitched (VAES) GCM path
+    is about twice as fast as its plain CTR path; the tag is discarded.
+    :func:`aes_ctr_keystream` computes the same stream with the plain CTR mode, and the tests
+    check both against each other and the CTR mode against NIST SP 800-38A F.5.1.
+    ``Keystream(n).fill(seed)`` returns a read-only view. Each seed drives one stream only
+    (seeds are fresh per round and per purpose).
     """
 
     def __init__(self, nbytes: int) -> None:
         self.nbytes = int(nbytes)
         self._zeros = _zeros(self.nbytes)
-        self._buf = bytearray(self.nbytes + 15)  # update_into wants one spare block
 
     def fill(self, seed: bytes) -> memoryview:
-        """The keystream of ``seed`` (encrypting zeros yields the raw keystream)."""
+        """The keystream of ``seed``."""
         if len(seed) != KEY_BYTES:
             raise SecAggIntegrityError(f"stream seed must be {KEY_BYTES} bytes, got {len(seed)}")
-        encryptor = Cipher(algorithms.AES(seed[:16]), modes.CTR(seed[16:])).encryptor()
-        written = encryptor.update_into(self._zeros, self._buf)
-        return memoryview(self._buf)[:written].toreadonly()
+        out = AESGCM(seed[:16]).encrypt(seed[16:28], self._zeros, None)
+        return memoryview(out)[: self.nbytes]
+
+
+def aes_ctr_keystream(key: bytes, counter_block: bytes, nbytes: int) -> bytes:
+    """Reference AES counter mode keystream (full 128-bit counter increment)."""
+    encryptor = Cipher(algorithms.AES(key), modes.CTR(counter_block)).encryptor()
+    return encryptor.update(bytes(nbytes)) + encryptor.finalize()
 
 
 def x25519_keypair(randbytes: RandBytes = os.urandom) -> tuple[bytes, bytes]:
