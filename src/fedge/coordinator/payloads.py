@@ -149,13 +149,16 @@ def decode_partial(
         raise ValidationError("contributors must be a JSON list of device ids")
     ids = tuple(str(d) for d in contributors)
     num = _int(meta, "num_accepted")
-    if num < 1 or num != len(ids) or len(set(ids)) != len(ids):
+    if num < 0 or num != len(ids) or len(set(ids)) != len(ids):
         raise ValidationError(
-            f"num_accepted = {num} must be >= 1 and equal the {len(set(ids))} distinct "
-            "contributors listed"
+            f"num_accepted = {num} must equal the {len(set(ids))} distinct contributors listed"
         )
     total = _float(meta, "total_weight")
-    if total <= 0:
+    if num == 0 and total != 0:
+        raise ValidationError(
+            f"an empty partial (no contributors) must have total_weight 0, got {total}"
+        )
+    if num > 0 and total <= 0:
         raise ValidationError(f"total_weight must be > 0, got {total}")
     rejected = tuple(
         (str(r[0]), str(r[1]))

@@ -155,14 +155,15 @@ class CoordinatorService:
                 self.clock(),
             ):
                 return m.Receipt(accepted=True, duplicate=True, reason="already counted")
-            ok = live.acc.add_partial(
-                peer.name,
-                partial.sums,
-                partial.total_weight,
-                partial.num_accepted,
-                partial.contributors,
-            )
-            assert ok, live.acc.rejected[-1]  # every condition was checked above
+            if partial.num_accepted:  # an empty partial only says "my site is done"
+                ok = live.acc.add_partial(
+                    peer.name,
+                    partial.sums,
+                    partial.total_weight,
+                    partial.num_accepted,
+                    partial.contributors,
+                )
+                assert ok, live.acc.rejected[-1]  # every condition was checked above
             live.machine.mark_reported(peer.name)
             self.store.update_round(
                 job_id,

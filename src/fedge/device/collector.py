@@ -46,7 +46,11 @@ def device_share(
 
 @dataclass
 class DemoCollector:
-    """Appends ``rows_per_tick`` rows of (x, y) to ``store`` per :meth:`tick`, cycling."""
+    """Appends ``rows_per_tick`` rows of (x, y) to ``store`` per :meth:`tick`.
+
+    Each row is played back once (as a sensor would record it); with ``cycle`` the slice is
+    replayed forever, and the store's retention window bounds how much is kept.
+    """
 
     store: LocalStore
     x: NDArray[np.float32]
@@ -54,6 +58,7 @@ class DemoCollector:
     rows_per_tick: int = 10
     interval_s: float = 1.0
     position: int = 0
+    cycle: bool = False
 
     def __post_init__(self) -> None:
         if len(self.y) == 0 or len(self.x) != len(self.y):
@@ -61,15 +66,26 @@ class DemoCollector:
         if self.rows_per_tick < 1:
             raise DataError(f"rows_per_tick must be >= 1, got {self.rows_per_tick}")
 
+    @property
+    def exhausted(self) -> bool:
+        """True once every row was appended (never when cycling)."""
+        return not self.cycle and self.position >= len(self.y)
+
     def tick(self) -> int:
         """Append the next rows; returns how many."""
         n = len(self.y)
-        idx = (self.position + np.arange(min(self.rows_per_tick, n))) % n
-        self.position = int((self.position + len(idx)) % n)
+        if self.cycle:
+            idx = (self.position + np.arange(min(self.rows_per_tick, n))) % n
+            self.position = int((self.position + len(idx)) % n)
+        else:
+            idx = np.arange(self.position, min(self.position + self.rows_per_tick, n))
+            self.position += len(idx)
+            if len(idx) == 0:
+                return 0
         return self.store.append(self.x[idx], self.y[idx])
 
     def run(self, stop: threading.Event) -> None:
         """Tick every ``interval_s`` until ``stop`` is set."""
-        while not stop.is_set():
+        while not stop.is_set() and not self.exhausted:
             self.tick()
             stop.wait(self.interval_s)

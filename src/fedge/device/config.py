@@ -32,6 +32,7 @@ class DataConfig(_Section):
     seed: int = 0  # the partition's seed (the same on every device of a demo)
     rows_per_tick: int = Field(50, ge=1)  # rows appended per collector tick
     interval_s: float = Field(1.0, gt=0)  # seconds between ticks
+    cycle: bool = False  # replay the slice forever (else each row once, resuming after a restart)
     retention_s: float = Field(3600.0, gt=0)  # rows older than this are dropped
 
 

@@ -1,0 +1,271 @@
+"""A whole federation on this machine: throwaway PKI, coordinator, gateways and devices.
+
+:class:`LocalFederation` creates a fleet PKI in a work directory, writes each role's TOML config,
+starts the coordinator, one gateway per site and the devices as separate processes on loopback
+(each on a free port it reports when listening), and gives an admin client to drive jobs. It is
+what ``fedge demo`` runs and what the failure-injection tests start; everything is stopped, and
+no process is left behind, when it exits.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from fedge.demo.supervisor import ManagedProcess, Supervisor, fedge_argv
+from fedge.errors import FedgeError
+from fedge.identity import init_pki, issue
+
+__all__ = ["FederationPlan", "LocalFederation", "device_name", "gateway_name"]
+
+_LISTENING = re.compile(r"listening on https://[^\s:]+:(\d+)")
+
+
+def gateway_name(site: str) -> str:
+    """The gateway id of a site."""
+    return f"gw-{site}"
+
+
+def device_name(site: str, index: int) -> str:
+    """The id of device ``index`` at ``site``."""
+    return f"dev-{site}-{index}"
+
+
+@dataclass(frozen=True)
+class FederationPlan:
+    """The shape of the federation and where each device's data comes from."""
+
+    sites: tuple[str, ...] = ("site-a", "site-b")
+    devices_per_site: int = 4
+    task: str = "mnist_2nn"  # devices collect their share of this task's training set
+    partitioner: str = "iid"
+    data_seed: int = 0
+    rows_per_tick: int = 250  # the demo collector streams this many rows per tick
+    tick_s: float = 0.5
+    device_labels: dict[str, str] = field(default_factory=lambda: {"kind": "demo"})
+    privacy_limit: float = 100.0  # each device owner's ε limit
+
+    @property
+    def num_devices(self) -> int:
+        """Devices in the whole fleet."""
+        return len(self.sites) * self.devices_per_site
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _write_toml(path: Path, top: dict[str, Any], sections: dict[str, dict[str, Any]]) -> Path:
+    lines = [f"{k} = {_toml_value(v)}" for k, v in top.items()]
+    for name, values in sections.items():
+        lines.append(f"\n[{name}]")
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in values.items())
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+class LocalFederation:
+    """Coordinator + gateways + devices as processes under one :class:`Supervisor`."""
+
+    def __init__(self, workdir: str | Path, plan: FederationPlan | None = None) -> None:
+        self.workdir = Path(workdir)
+        self.plan = plan or FederationPlan()
+        self.pki = self.workdir / "pki"
+        self.supervisor = Supervisor(self.workdir / "logs")
+        self.coordinator_url: str | None = None
+        self.gateway_urls: dict[str, str] = {}
+        self._uplink_override: dict[str, str] = {}
+
+    # -- set-up ---------------------------------------------------------------------------
+    def create_pki(self) -> None:
+        """A fresh fleet CA and one certificate per process (and the admin)."""
+        init_pki(self.pki, "fedge-demo")
+        issue(self.pki, "coordinator", "coordinator")
+        issue(self.pki, "admin", "admin")
+        for site in self.plan.sites:
+            issue(self.pki, "gateway", gateway_name(site), site=site)
+            for i in range(self.plan.devices_per_site):
+                issue(self.pki, "device", device_name(site, i), site=site)
+
+    def _pki_section(self, name: str, *, crl: bool) -> dict[str, Any]:
+        section = {
+            "ca": str(self.pki / "ca.crt"),
+            "cert": str(self.pki / "issued" / f"{name}.crt"),
+            "key": str(self.pki / "issued" / f"{name}.key"),
+        }
+        if crl:
+            section["crl"] = str(self.pki / "crl.pem")
+        return section
+
+    def _wait_listening(self, proc: ManagedProcess, timeout: float = 120.0) -> int:
+        port: list[int] = []
+
+        def found() -> bool:
+            match = _LISTENING.search(proc.tail(200))
+            if match:
+                port.append(int(match.group(1)))
+            return bool(match)
+
+        self.supervisor.wait_until(found, timeout=timeout, what=f"{proc.name} to listen")
+        return port[0]
+
+    def start_coordinator(self, *, database_url: str | None = None) -> str:
+        """Start (or restart) the coordinator; returns its URL."""
+        state = self.workdir / "coordinator"
+        state.mkdir(parents=True, exist_ok=True)
+        port = 0
+        if self.coordinator_url is not None:  # a restart keeps its address
+            port = int(self.coordinator_url.rsplit(":", 1)[1])
+        config = _write_toml(
+            state / "coordinator.toml",
+            {
+                "host": "127.0.0.1",
+                "port": port,
+                "database_url": database_url or f"sqlite:///{state / 'coordinator.db'}",
+                "artifacts_dir": str(state / "artifacts"),
+                "tick_interval_s": 0.25,
+                "poll_interval_s": 0.5,
+            },
+            {"pki": self._pki_section("coordinator", crl=True)},
+        )
+        proc = self.supervisor.start(
+            "coordinator", fedge_argv("--log-level", "info", "coordinator", "--config", str(config))
+        )
+        self.coordinator_url = f"https://127.0.0.1:{self._wait_listening(proc)}"
+        return self.coordinator_url
+
+    def start_gateway(self, site: str, *, coordinator_url: str | None = None) -> str:
+        """Start (or restart) the gateway of ``site``; returns its URL."""
+        name = gateway_name(site)
+        state = self.workdir / name
+        state.mkdir(parents=True, exist_ok=True)
+        uplink = coordinator_url or self._uplink_override.get(site) or self.coordinator_url
+        if uplink is None:
+            raise FedgeError("start the coordinator before the gateways")
+        self._uplink_override[site] = uplink
+        previous = self.gateway_urls.get(site)
+        config = _write_toml(
+            state / "gateway.toml",
+            {
+                "id": name,
+                "site": site,
+                "listen_host": "127.0.0.1",
+                "listen_port": int(previous.rsplit(":", 1)[1]) if previous else 0,
+                "coordinator_url": uplink,
+                "state_dir": str(state / "state"),
+                "checkin_interval_s": 0.5,
+                "send_interval_s": 0.5,
+                "device_retry_s": 0.5,
+            },
+            {"pki": self._pki_section(name, crl=True)},
+        )
+        proc = self.supervisor.start(
+            name, fedge_argv("--log-level", "info", "gateway", "--config", str(config))
+        )
+        self.gateway_urls[site] = f"https://127.0.0.1:{self._wait_listening(proc)}"
+        return self.gateway_urls[site]
+
+    def start_device(self, site: str, index: int) -> ManagedProcess:
+        """Start one device; its data share is streamed into its local store by a collector."""
+        name = device_name(site, index)
+        state = self.workdir / name
+        state.mkdir(parents=True, exist_ok=True)
+        global_index = self.plan.sites.index(site) * self.plan.devices_per_site + index
+        config = _write_toml(
+            state / "device.toml",
+            {
+                "id": name,
+                "site": site,
+                "gateway_url": self.gateway_urls[site],
+                "state_dir": str(state / "state"),
+                "privacy_limit": self.plan.privacy_limit,
+                "idle_poll_s": 0.5,
+                "backoff_base_s": 0.25,
+                "backoff_cap_s": 2.0,
+                "labels": self.plan.device_labels,
+            },
+            {
+                "pki": self._pki_section(name, crl=False),
+                "data": {
+                    "task": self.plan.task,
+                    "partitioner": self.plan.partitioner,
+                    "num_devices": self.plan.num_devices,
+                    "index": global_index,
+                    "seed": self.plan.data_seed,
+                    "rows_per_tick": self.plan.rows_per_tick,
+                    "interval_s": self.plan.tick_s,
+                },
+                "eligibility": {"min_examples": 10, "require_charging": False},
+            },
+        )
+        return self.supervisor.start(
+            name, fedge_argv("--log-level", "info", "device", "--config", str(config))
+        )
+
+    def start(self) -> None:
+        """PKI, coordinator, every gateway, every device — in that order."""
+        self.create_pki()
+        self.start_coordinator()
+        for site in self.plan.sites:
+            self.start_gateway(site)
+        for site in self.plan.sites:
+            for i in range(self.plan.devices_per_site):
+                self.start_device(site, i)
+
+    # -- driving it -----------------------------------------------------------------------
+    def admin_client(self) -> Any:
+        """A :class:`~fedge.transport.client.FedgeClient` with the admin certificate."""
+        from fedge.transport.client import FedgeClient
+
+        if self.coordinator_url is None:
+            raise FedgeError("the coordinator is not running")
+        issued = self.pki / "issued"
+        return FedgeClient(
+            self.coordinator_url,
+            ca=self.pki / "ca.crt",
+            cert=issued / "admin.crt",
+            key=issued / "admin.key",
+            timeout=30.0,
+        )
+
+    def wait_for_job(self, job_id: str, *, timeout: float, on_poll: Any = None) -> Any:
+        """Poll the job until completed/failed; returns its JobView."""
+        deadline = time.monotonic() + timeout
+        with self.admin_client() as client:
+            while True:
+                view = client.get_job(job_id)
+                if on_poll is not None:
+                    on_poll(view)
+                if view.state in ("completed", "failed"):
+                    return view
+                if time.monotonic() > deadline:
+                    raise FedgeError(
+                        f"job {job_id} did not finish in {timeout:.0f} s (state {view.state})"
+                    )
+                self.supervisor.wait_until(lambda: True, timeout=1, what="poll")
+                time.sleep(0.5)
+
+    def stop(self) -> None:
+        """Stop every process."""
+        self.supervisor.stop_all()
+
+    def __enter__(self) -> LocalFederation:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
