@@ -78,3 +78,16 @@ def digits_mlp() -> Task:
         num_features=64,
         num_classes=10,
     )
+
+
+@register_task("mnist_mlp128")
+def mnist_mlp128() -> Task:
+    """A one-hidden-layer MLP (784-128-10, 101,770 params ≈ 10⁵) on MNIST-5000: load tests."""
+    return Task(
+        name="mnist_mlp128",
+        description="MNIST-5000, MLP 784-128-10 (~1e5 parameters, for load tests)",
+        build_model=functools.partial(mlp, (784, 128, 10)),
+        load_data=mnist_data,
+        num_features=784,
+        num_classes=10,
+    )
