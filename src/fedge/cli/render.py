@@ -10,9 +10,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from fedge.privacy.plan import PrivacyPlan
 from fedge.simulation.history import RoundRecord
 
-__all__ = ["round_progress", "summary_table"]
+__all__ = ["privacy_line", "round_progress", "summary_table"]
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -81,3 +82,26 @@ def summary_table(records: Sequence[RoundRecord], title: str, max_rows: int = 25
             row.append(_fmt(r.epsilon, 3))
         table.add_row(*row)
     return table
+
+
+def privacy_line(plan: PrivacyPlan) -> str:
+    """One line on the job's differential privacy: mode, noise, clip, δ, sampling and budget."""
+    what = {
+        "central": "central DP (DP-FedAvg)",
+        "local": "local DP",
+        "distributed": "distributed DP",
+    }
+    z = f"z={plan.noise_multiplier:.4g}"
+    if plan.update_noise_multiplier != plan.noise_multiplier and plan.mode != "local":
+        z += f" (update z={plan.update_noise_multiplier:.4g}, adaptive clipping)"
+    budget = "" if plan.max_epsilon is None else f" · stops before ε > {plan.max_epsilon:g}"
+    planned = ""
+    if plan.accountant is not None:
+        planned = (
+            f" · ε after {plan.rounds} rounds = {plan.accountant.epsilon_after(plan.rounds):.3g}"
+        )
+    return (
+        f"[bold]privacy[/] {what.get(plan.mode, plan.mode)} · {z} · C={plan.clip_norm:g} · "
+        f"δ={plan.delta:.3g} · {plan.sampling} sampling, {plan.accountant.kind if plan.accountant else ''} "
+        f"accountant{planned}{budget} · simulation noise is seeded: NOT secure"
+    )

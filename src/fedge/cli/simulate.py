@@ -1,8 +1,9 @@
-"""``fedge simulate`` and (until the networked federation lands) ``fedge demo``."""
+"""``fedge simulate``: federated learning over virtual devices in this process."""
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -10,9 +11,9 @@ from typing import Any
 import click
 from rich.console import Console
 
-from fedge.cli.render import round_progress, summary_table
+from fedge.cli.render import privacy_line, round_progress, summary_table
 
-__all__ = ["demo_command", "simulate_command"]
+__all__ = ["run_simulation", "simulate_command"]
 
 # flag name -> dotted config path
 _FLAG_PATHS = {
@@ -63,7 +64,12 @@ def run_simulation(
         f"partition={config.partition.name} devices={config.partition.devices} "
         f"per round={config.simulation.devices_per_round} rounds={config.rounds} seed={config.seed}"
     )
+    if config.privacy.mode != "none":
+        # dp_accounting logs (via absl) each RDP order it drops as non-convergent: expected.
+        logging.getLogger("absl").setLevel(logging.ERROR)
     sim = Simulation(config)
+    if sim.privacy is not None:
+        console.print(privacy_line(sim.privacy.plan))
     with round_progress(config.rounds, console, enabled=not quiet) as advance:
         history = sim.run(on_round=advance)
     total = time.perf_counter() - started
@@ -133,17 +139,3 @@ def simulate_command(
     defaults are the MNIST 2NN FedAvg setting of examples/mnist_fedavg.toml.
     """
     run_simulation(config, _overrides(flags, settings), out, quiet=quiet, as_json=as_json)
-
-
-@click.command("demo")
-@click.option("--rounds", type=int, default=20, show_default=True, help="Rounds to run.")
-@click.option(
-    "--out", type=click.Path(), default="runs/demo", show_default=True, help="Output directory."
-)
-def demo_command(rounds: int, out: str) -> None:
-    """The main demo: MNIST 2NN with FedAvg over 100 virtual devices.
-
-    Writes history.json, history.csv and a plot to --out.
-    """
-    run_simulation(None, {"rounds": rounds}, out)
-    click.echo(f"plot: {Path(out) / 'history.png'}")

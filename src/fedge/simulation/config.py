@@ -21,6 +21,11 @@ Example (``examples/mnist_fedavg.toml``)::
     [simulation]
     devices_per_round = 10
 
+    [privacy]             # optional: differential privacy (fedge.privacy.config.PrivacyConfig)
+    mode = "central"      # none | central | local (distributed: with secure aggregation)
+    clip_norm = 1.0
+    target_epsilon = 4.0
+
 Unknown keys are refused with the list of valid ones; overrides use dotted paths
 (``client.lr=0.05``) and are validated like the file.
 """
@@ -34,6 +39,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
 from fedge.errors import ConfigError
+from fedge.privacy.config import PrivacyConfig
 from fedge.training.plan import LocalTrainingConfig
 
 __all__ = ["ClientSection", "PartitionSection", "SimulationConfig", "load_config"]
@@ -93,6 +99,10 @@ class SimulationSection(_Section):
     threads: PositiveInt | Literal["auto"] = (
         "auto"  # torch threads; auto: 1 unless the model is big
     )
+    # How devices are chosen each round. fixed: exactly devices_per_round of the fleet, uniformly;
+    # poisson: each device independently with probability devices_per_round / devices (what
+    # DP-FedAvg's accounting assumes); auto: poisson when privacy is on, fixed otherwise.
+    sampling: Literal["auto", "poisson", "fixed"] = "auto"
 
 
 class SimulationConfig(_Section):
@@ -103,6 +113,15 @@ class SimulationConfig(_Section):
     client: ClientSection = ClientSection()
     strategy: StrategySection = StrategySection()
     simulation: SimulationSection = SimulationSection()
+    privacy: PrivacyConfig = PrivacyConfig()  # mode "none": no clipping, no noise, no accounting
+
+    @property
+    def sampling(self) -> Literal["poisson", "fixed"]:
+        """The device selection in force (``simulation.sampling`` with ``auto`` resolved)."""
+        chosen = self.simulation.sampling
+        if chosen == "auto":
+            return "fixed" if self.privacy.mode == "none" else "poisson"
+        return chosen
 
     @model_validator(mode="after")
     def _check(self) -> SimulationConfig:

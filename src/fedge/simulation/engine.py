@@ -4,6 +4,11 @@ Each round (McMahan et al. 2017, Algorithm 1): choose ``devices_per_round`` devi
 without replacement, train them from the current global model (in chunks, vectorised), stream
 their updates into the strategy's aggregator, apply the server optimizer, evaluate. The maths is
 the same code a networked round uses; only the transport is missing.
+
+With a ``[privacy]`` section the round is DP-FedAvg (:mod:`fedge.simulation.privacy`): devices are
+Poisson-sampled, their updates clipped and summed by a private aggregator that adds the noise, the
+accountant reports ε after every round, and the run stops before a round that would pass
+``max_epsilon``.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from fedge.errors import AggregationError
 from fedge.simulation.config import SimulationConfig
 from fedge.simulation.evaluate import Evaluation, evaluate
 from fedge.simulation.history import History, RoundRecord
+from fedge.simulation.privacy import PrivateRoundAggregator, SimulationPrivacy
 from fedge.simulation.vectorized import VectorizedTrainer
 from fedge.tasks import get_task
 from fedge.training import LocalTrainingConfig, device_rng, train_local
@@ -51,7 +57,7 @@ def auto_chunk_size(num_params: int, batch_size: int | None, num_features: int) 
 
 @dataclass(frozen=True)
 class _RoundUpdates:
-    accumulator: WeightedMeanAccumulator
+    accumulator: WeightedMeanAccumulator | PrivateRoundAggregator
     train_loss: float
 
 
@@ -81,7 +87,8 @@ class Simulation:
         initial = from_module(self.model)
         self.spec = ParamSpec.of(initial)
         self.state: ServerState = self.strategy.init(initial)
-        self.train_x = torch.from_numpy(np.ascontiguousarray(train.x))
+        # A copy: tasks cache their datasets per process, and no Simulation may alter the cache.
+        self.train_x = torch.from_numpy(np.array(train.x, order="C", copy=True))
         self.train_y = torch.from_numpy(np.ascontiguousarray(train.y))
         self._train_np = train
         self.test_x = torch.from_numpy(np.ascontiguousarray(test.x))
@@ -99,13 +106,27 @@ class Simulation:
         else:
             threads = sim.threads
         torch.set_num_threads(threads)
+        self.privacy: SimulationPrivacy | None = None
+        if config.privacy.mode != "none":
+            self.privacy = SimulationPrivacy(
+                config.privacy,
+                rounds=config.rounds,
+                devices_per_round=sim.devices_per_round,
+                fleet_size=self.partition.num_devices,
+                sampling="poisson" if config.sampling == "poisson" else "fixed_size",
+                spec=self.spec,
+                seed=config.seed,
+            )
 
     # -- one round ------------------------------------------------------------------------
     def select(self, round_number: int) -> np.ndarray:
-        """The devices taking part in a round: uniform without replacement, sorted."""
+        """The devices taking part in a round, sorted: K of N uniformly, or Poisson with q = K/N."""
+        n, k = self.partition.num_devices, self.config.simulation.devices_per_round
+        if self.config.sampling == "poisson":
+            rng = np.random.default_rng([self.config.seed, round_number, 0x9015])
+            return np.flatnonzero(rng.random(n) < k / n)
         rng = np.random.default_rng([self.config.seed, round_number, 0x5E1EC7])
-        k = self.config.simulation.devices_per_round
-        return np.sort(rng.choice(self.partition.num_devices, size=k, replace=False))
+        return np.sort(rng.choice(n, size=k, replace=False))
 
     def _chunks(self, devices: np.ndarray) -> Iterator[np.ndarray]:
         for start in range(0, len(devices), self.chunk_size):
@@ -116,7 +137,9 @@ class Simulation:
         cfg = self.client_config.with_plan(
             proximal_mu=plan.proximal_mu, single_full_batch_step=plan.single_full_batch_step
         )
-        acc = WeightedMeanAccumulator(self.spec)
+        acc: WeightedMeanAccumulator | PrivateRoundAggregator = (
+            WeightedMeanAccumulator(self.spec) if self.privacy is None else self.privacy.new_round()
+        )
         losses: list[float] = []
         weights: list[float] = []
         global_t = to_torch(self.state.params)
@@ -146,7 +169,9 @@ class Simulation:
         train_loss = float(np.average(losses, weights=weights)) if losses else float("nan")
         return _RoundUpdates(acc, train_loss)
 
-    def _evaluate_devices(self, devices: np.ndarray) -> Evaluation:
+    def _evaluate_devices(self, devices: np.ndarray) -> Evaluation | None:
+        if len(devices) == 0:
+            return None
         index = torch.from_numpy(np.concatenate([self.partition[int(d)] for d in devices]))
         params = to_torch(self.state.params)
         return evaluate(self.task, self.model, params, self.train_x[index], self.train_y[index])
@@ -170,6 +195,11 @@ class Simulation:
             params = to_torch(self.state.params)
             central = evaluate(self.task, self.model, params, self.test_x, self.test_y)
         fed = self._evaluate_devices(devices) if sim.federated_eval else None
+        epsilon, extra = None, {}
+        if self.privacy is not None:
+            assert isinstance(acc, PrivateRoundAggregator)
+            extra = {"clip_norm": acc.clip_norm, "noise_stddev": acc.noise_stddev}
+            epsilon = self.privacy.finish_round(acc)
         return RoundRecord(
             round=round_number,
             accuracy=None if central is None else central.accuracy,
@@ -180,14 +210,21 @@ class Simulation:
             participants=acc.num_accepted,
             rejected=len(acc.rejected),
             seconds=time.perf_counter() - start,
+            epsilon=epsilon,
+            extra=extra,
         )
 
     # -- a whole run ----------------------------------------------------------------------
     def run(self, on_round: Callable[[RoundRecord], None] | None = None) -> History:
-        """Run every round; call ``on_round`` after each; stop early at the target accuracy."""
+        """Run every round; call ``on_round`` after each; stop at the target accuracy or budget."""
         history = History(config=self.config.to_dict())
         target = self.config.simulation.target_accuracy
         for r in range(1, self.config.rounds + 1):
+            check = None if self.privacy is None else self.privacy.check_budget()
+            if check is not None and not check.allowed:
+                history.stopped_reason = check.message
+                log.warning("%s", check.message)
+                break
             record = self.run_round(r)
             history.records.append(record)
             if on_round is not None:
