@@ -10,7 +10,8 @@ import sys
 import click
 
 from fedge import __version__
-from fedge.cli.simulate import demo_command, simulate_command
+from fedge.cli.demo import demo_command
+from fedge.cli.simulate import simulate_command
 from fedge.errors import FedgeError
 
 __all__ = ["cli", "main"]
