@@ -11,16 +11,20 @@ First the cost tables. Baselines are measured in the same run:
   fixed-size selection each need for ε = 4.
 
 Then the utility-versus-privacy figure of issue 4 (``--skip-utility`` to leave it out): MNIST 2NN
-(MNIST-5000: 4,000 training digits, 4 per device) on 1,000 simulated devices, K = 100 Poisson-
-sampled per round, E = 5, B = 10, client lr 0.1, clip C = 0.5 (about the median update norm),
-50 rounds, δ = 1/1000^1.1, central DP (DP-FedAvg) calibrated to ε ∈ {1, 2, 4, 8} with the RDP
-accountant, against the same run without DP, for three server optimizers (``--strategies``):
-FedAvg (server lr 1), FedAvgM (server lr 0.3, momentum 0.9) and FedAdam (server lr 0.01), whose
-learning rates were picked from a small sweep at ε = 2 and 8. Distributed DP is planned, not
-run: the simulator refuses it until secure aggregation is wired in, so its table gives the
-per-device discrete Gaussian σ and the effective noise multiplier the accountant would use for the
-same ε. Writes ``benchmarks/results/privacy_utility.png`` and ``.json``; two worker processes,
-about 5 minutes on two cores (``--skip-costs``, ``--strategies fedavg`` and ``--rounds`` trim it).
+(MNIST-5000: 4,000 training digits, 4 per device) on 1,000 simulated devices, K = 100 per round,
+E = 5, B = 10, client lr 0.1, clip C = 0.5 (about the median update norm), 50 rounds,
+δ = 1/1000^1.1, RDP accountant, ε ∈ {1, 2, 4, 8}, against the same run without DP:
+
+* central DP (DP-FedAvg, Poisson selection) for the server optimizers of ``--strategies``: FedAvg
+  (server lr 1) and FedAdam (server lr 0.01) by default, FedAvgM (server lr 0.3, momentum 0.9) on
+  request; the learning rates were picked from a small sweep at ε = 2 and 8;
+* distributed DP (Kairouz et al. 2021) with the first strategy: discrete Gaussian noise on each
+  device, summed by real SecAgg+ sessions (``fedge.secagg.run_secure_sum``); exactly K devices per
+  round (fixed-size selection, accounted without replacement), so it needs a larger z for the same
+  ε. The slow part (the secure sum and the discrete Gaussian sampler on 100 × 199,210 values per
+  round); ``--skip-distributed`` leaves it out.
+
+Writes ``benchmarks/results/privacy_utility.png`` and ``.json``; two worker processes.
 """
 
 from __future__ import annotations
@@ -44,7 +48,6 @@ from fedge.privacy import (
     clip_update,
     default_delta,
     discrete_gaussian,
-    plan_distributed_noise,
     secure_generator,
 )
 
@@ -119,12 +122,16 @@ FLEET, PER_ROUND, ROUNDS, CLIP = 1000, 100, 50, 0.5
 EPSILONS = (1.0, 2.0, 4.0, 8.0)
 STRATEGIES = {  # name -> config overrides of the server optimizer
     "fedavg": {"strategy.name": "fedavg"},
-    "fedavgm": {"strategy.name": "fedavgm", "strategy.server_lr": 0.3},
     "fedadam": {"strategy.name": "fedadam", "strategy.server_lr": 0.01},
+    "fedavgm": {"strategy.name": "fedavgm", "strategy.server_lr": 0.3},
 }
+DEFAULT_STRATEGIES = "fedavg,fedadam"  # fedavgm (worst at ε = 1) with --strategies
 
 
-def _overrides(strategy: str, epsilon: float | None, rounds: int) -> dict[str, Any]:
+Job = tuple[str, float | None, int, str]  # strategy, target ε (None: no DP), rounds, DP mode
+
+
+def _overrides(strategy: str, epsilon: float | None, rounds: int, mode: str) -> dict[str, Any]:
     out: dict[str, Any] = {
         "task": "mnist_2nn",
         "rounds": rounds,
@@ -139,28 +146,37 @@ def _overrides(strategy: str, epsilon: float | None, rounds: int) -> dict[str, A
     }
     if epsilon is not None:
         out |= {
-            "privacy.mode": "central",
+            "privacy.mode": mode,
             "privacy.target_epsilon": epsilon,
             "privacy.clip_norm": CLIP,
         }
+        if mode == "distributed":  # noise planned for exactly K devices in each secure sum
+            out["simulation.sampling"] = "fixed"
     return out
 
 
-def run_one(job: tuple[str, float | None, int]) -> dict[str, Any]:
+def run_one(job: Job) -> dict[str, Any]:
     """One simulation (in a worker process): accuracy per round, z, ε, time."""
-    strategy, epsilon, rounds = job
+    strategy, epsilon, rounds, mode = job
     logging.getLogger("absl").setLevel(logging.ERROR)
     logging.getLogger("fedge").setLevel(logging.ERROR)
     from fedge.simulation import Simulation, load_config
 
     start = time.perf_counter()
-    sim = Simulation(load_config(None, _overrides(strategy, epsilon, rounds)))
+    sim = Simulation(load_config(None, _overrides(strategy, epsilon, rounds, mode)))
     history = sim.run()
     accs = [r.accuracy for r in history.records if r.accuracy is not None]
     plan = sim.privacy.plan if sim.privacy is not None else None
     return {
         "strategy": strategy,
+        "mode": "none" if epsilon is None else mode,
         "target_epsilon": epsilon,
+        "effective_noise_multiplier": plan.accountant.noise_multiplier
+        if plan and plan.accountant
+        else 0.0,
+        "per_device_stddev": plan.distributed.per_device_stddev
+        if plan and plan.distributed
+        else None,
         "noise_multiplier": plan.noise_multiplier if plan else 0.0,
         "delta": plan.delta if plan else None,
         "epsilon": history.records[-1].epsilon,
@@ -172,7 +188,7 @@ def run_one(job: tuple[str, float | None, int]) -> dict[str, Any]:
     }
 
 
-def _run_all(jobs: list[tuple[str, float | None, int]]) -> list[dict[str, Any]]:
+def _run_all(jobs: list[Job]) -> list[dict[str, Any]]:
     with ProcessPoolExecutor(max_workers=2) as pool:
         return list(pool.map(run_one, jobs))
 
@@ -184,18 +200,24 @@ def _plot(runs: list[dict[str, Any]], path: Path, show: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax_e, ax_r) = plt.subplots(1, 2, figsize=(11.5, 4.4), constrained_layout=True)
-    for i, name in enumerate(dict.fromkeys(r["strategy"] for r in runs)):
-        mine = [r for r in runs if r["strategy"] == name]
+    central = [r for r in runs if r["mode"] != "distributed"]
+    for i, name in enumerate(dict.fromkeys(r["strategy"] for r in central)):
+        mine = [r for r in central if r["strategy"] == name]
         base = next(r for r in mine if r["target_epsilon"] is None)
         private = [r for r in mine if r["target_epsilon"] is not None]
         color = f"C{i}"
         ax_e.plot([r["target_epsilon"] for r in private], [r["last5"] for r in private], "o-",
                   color=color, label=f"{name}: central DP")  # fmt: skip
         ax_e.axhline(base["last5"], color=color, ls="--", lw=1, label=f"{name}: no DP")
+    dist = [r for r in runs if r["mode"] == "distributed"]
+    if dist:
+        ax_e.plot([r["target_epsilon"] for r in dist], [r["last5"] for r in dist], "s:",
+                  color="C0", label=f"{dist[0]['strategy']}: distributed DP (SecAgg+)")  # fmt: skip
     ax_e.set(xscale="log", xlabel="ε  (δ = 1/n^1.1, n = 1,000)",
              ylabel="test accuracy (mean of last 5 rounds)", title="Utility against privacy")  # fmt: skip
     ax_e.set_xticks(list(EPSILONS), [f"{e:g}" for e in EPSILONS])
-    for run in (r for r in runs if r["strategy"] == show):
+    ax_e.minorticks_off()
+    for run in (r for r in central if r["strategy"] == show):
         eps = run["target_epsilon"]
         label = "no DP" if eps is None else f"ε = {eps:g} (z = {run['noise_multiplier']:.2f})"
         ax_r.plot(range(1, len(run["accuracy"]) + 1), run["accuracy"], label=label)
@@ -204,16 +226,19 @@ def _plot(runs: list[dict[str, Any]], path: Path, show: str) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(
-        f"MNIST 2NN · {FLEET} devices, {PER_ROUND}/round (Poisson) · E=5, B=10 · C = {CLIP:g} · "
-        "DP-FedAvg"
+        f"MNIST 2NN · {FLEET} devices, {PER_ROUND}/round · E=5, B=10 · C = {CLIP:g} · central DP: "
+        "DP-FedAvg, Poisson selection; distributed DP: fixed-size selection"
     )
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def utility_vs_privacy(strategies: list[str], rounds: int) -> dict[str, Any]:
+def utility_vs_privacy(strategies: list[str], rounds: int, distributed: bool) -> dict[str, Any]:
     """No DP and ε ∈ EPSILONS per server optimizer; print the tables, save plot and numbers."""
-    jobs = [(s, e, rounds) for s in strategies for e in (None, *EPSILONS)]
+    jobs: list[Job] = (
+        [(strategies[0], e, rounds, "distributed") for e in EPSILONS] if distributed else []
+    )  # the slowest jobs first, so the two workers finish together
+    jobs += [(s, e, rounds, "central") for s in strategies for e in (None, *EPSILONS)]
     started = time.perf_counter()
     runs = _run_all(jobs)
     delta = next(r["delta"] for r in runs if r["delta"] is not None)
@@ -224,7 +249,7 @@ def utility_vs_privacy(strategies: list[str], rounds: int) -> dict[str, Any]:
     )
     rows = []
     for name in strategies:
-        mine = [r for r in runs if r["strategy"] == name]
+        mine = [r for r in runs if r["strategy"] == name and r["mode"] != "distributed"]
         base = mine[0]
         label = name + "".join(f" {k.split('.')[-1]}={v}" for k, v in STRATEGIES[name].items()
                                if k != "strategy.name")  # fmt: skip
@@ -244,25 +269,26 @@ def utility_vs_privacy(strategies: list[str], rounds: int) -> dict[str, Any]:
         ["server optimizer", "ε target", "z", "noise sd of mean", "ε reached", "accuracy",
          "cost vs no DP", "s"], rows,
     ))  # fmt: skip
-    dist_rows = []
-    for run in (r for r in runs if r["strategy"] == strategies[0] and r["target_epsilon"]):
-        plan = plan_distributed_noise(
-            run["noise_multiplier"], PER_ROUND // 2, CLIP, CLIP / 1000, PARAMS_2NN
+    dist = [r for r in runs if r["mode"] == "distributed"]
+    if dist:
+        base = next(r for r in runs if r["strategy"] == strategies[0] and r["mode"] == "none")
+        central = {r["target_epsilon"]: r for r in runs
+                   if r["strategy"] == strategies[0] and r["mode"] == "central"}  # fmt: skip
+        print(
+            f"\ndistributed DP (Kairouz et al. 2021) through SecAgg+ (run_secure_sum), "
+            f"{strategies[0]}: exactly {PER_ROUND} devices per round (fixed-size selection, "
+            "accounted without replacement), discrete Gaussian per device on a grid of C/1000"
         )
-        dist_rows.append([
-            f"{run['target_epsilon']:g}", f"{run['noise_multiplier']:.3f}",
-            f"{plan.per_device_stddev:.1f}", f"{plan.effective_noise_multiplier:.3f}",
-            f"{plan.per_device_stddev * math.sqrt(PER_ROUND) * plan.granularity / (run['noise_multiplier'] * CLIP):.2f}x",
-        ])  # fmt: skip
-    print(
-        "\ndistributed DP (planned, not run: the simulator refuses it until secure aggregation is "
-        f"wired in): discrete Gaussian per device, grid C/1000, guarantee for ≥ {PER_ROUND // 2} "
-        "devices per round"
-    )
-    print(table(
-        ["ε target", "central z", "σ per device (grid steps)", "effective z",
-         f"noise on a sum of {PER_ROUND} / central"], dist_rows,
-    ))  # fmt: skip
+        print(table(
+            ["ε target", "z (fixed-size)", "σ per device (grid steps)", "effective z",
+             "ε reached", "accuracy", "cost vs no DP", "central at same ε", "s"],
+            [[f"{r['target_epsilon']:g}", f"{r['noise_multiplier']:.3f}",
+              f"{r['per_device_stddev']:.1f}", f"{r['effective_noise_multiplier']:.3f}",
+              f"{r['epsilon']:.3f}", f"{r['last5']:.4f} ({r['final']:.4f})",
+              f"{(r['last5'] - base['last5']) * 100:+.1f} pts",
+              f"{central[r['target_epsilon']]['last5']:.4f}", f"{r['seconds']:.0f}"]
+             for r in dist],
+        ))  # fmt: skip
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     _plot(runs, out / "privacy_utility.png", strategies[0])
@@ -279,9 +305,12 @@ def main() -> None:
     parser.add_argument("--skip-costs", action="store_true", help="skip the cost tables")
     parser.add_argument("--skip-utility", action="store_true", help="skip the utility figure")
     parser.add_argument(
-        "--strategies", default=",".join(STRATEGIES), help="server optimizers, comma-separated"
+        "--strategies", default=DEFAULT_STRATEGIES, help="server optimizers, comma-separated"
     )
     parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument(
+        "--skip-distributed", action="store_true", help="no distributed-DP runs (the slow part)"
+    )
     args = parser.parse_args()
     if not args.skip_costs:
         cost_tables()
@@ -290,7 +319,7 @@ def main() -> None:
         unknown = sorted(set(names) - set(STRATEGIES))
         if unknown:
             parser.error(f"unknown strategies {unknown}; choose from {sorted(STRATEGIES)}")
-        utility_vs_privacy(names, args.rounds)
+        utility_vs_privacy(names, args.rounds, not args.skip_distributed)
 
 
 if __name__ == "__main__":

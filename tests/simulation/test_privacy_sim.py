@@ -20,11 +20,13 @@ from fedge.errors import CalibrationError, ConfigError, PrivacyBudgetExceeded
 from fedge.privacy import (
     PrivacyAccountant,
     PrivacyConfig,
+    clip_rows,
     local_epsilon,
     plan_privacy,
     rounds_within_budget,
 )
 from fedge.simulation import Simulation, load_config
+from fedge.simulation.distributed import DistributedRoundAggregator, conditional_rounding
 from fedge.simulation.privacy import PrivateRoundAggregator, SimulationPrivacy
 
 logging.getLogger("absl").setLevel(logging.ERROR)
@@ -191,9 +193,62 @@ def test_local_dp_runs_and_reports_local_epsilon() -> None:
     assert all(r.accuracy is not None and math.isfinite(r.loss or math.nan) for r in records)
 
 
-def test_distributed_is_refused_until_secure_aggregation_lands() -> None:
-    with pytest.raises(ConfigError, match="needs secure_aggregation; lands with it"):
-        _sim(**{"privacy.mode": "distributed", "privacy.noise_multiplier": 1.0})
+DISTRIBUTED: dict[str, Any] = {
+    "privacy.mode": "distributed",
+    "privacy.noise_multiplier": 0.8,
+    "simulation.sampling": "fixed",
+}
+
+
+def test_distributed_dp_runs_through_secure_aggregation() -> None:
+    sim = _sim(**DISTRIBUTED)
+    assert sim.privacy is not None and sim.privacy.plan.distributed is not None
+    noise = sim.privacy.plan.distributed
+    records = sim.run().records
+    assert [r.participants for r in records] == [K] * 3
+    ref = PrivacyAccountant(
+        noise.effective_noise_multiplier, K / N, DELTA, sampling="fixed_size", fleet_size=N
+    )
+    assert [r.epsilon for r in records] == pytest.approx([ref.epsilon_after(t) for t in (1, 2, 3)])
+    assert records[-1].accuracy is not None and records[-1].accuracy > 0.2
+
+
+def test_distributed_secure_sum_equals_the_plain_sum_of_noised_vectors() -> None:
+    sim = _sim(**DISTRIBUTED)
+    assert sim.privacy is not None
+    agg = sim.privacy.new_round(1)
+    assert isinstance(agg, DistributedRoundAggregator)
+    rng = np.random.default_rng(3)
+    deltas = {n: rng.normal(0, 0.05, (K, *s)).astype(np.float32)
+              for n, s in zip(sim.spec.names, sim.spec.shapes, strict=True)}  # fmt: skip
+    agg.add_stacked([f"d{i}" for i in range(K)], deltas)
+    plain = np.sum(agg._rows, axis=0) * agg.noise.granularity / K
+    secure = sim.spec.flatten(agg.result().mean_delta)
+    np.testing.assert_allclose(secure, plain.astype(np.float32), rtol=1e-6, atol=1e-9)
+    clipped_mean = clip_rows(
+        np.concatenate([deltas[n].reshape(K, -1) for n in sim.spec.names], axis=1), 1.0
+    )[0].mean(axis=0)
+    # The noise on the mean has sd σ_dev·γ·√K / K: the error is noise, not bias.
+    sd = agg.noise_stddev / K
+    assert np.std(secure - clipped_mean) == pytest.approx(sd, rel=0.1)
+
+
+def test_conditional_rounding_is_unbiased_and_bounded() -> None:
+    rng = np.random.default_rng(0)
+    scaled = rng.normal(0, 3.0, (4, 500))
+    bound = float(np.linalg.norm(scaled, axis=1).max()) + 8.0
+    draws = np.stack([conditional_rounding(scaled, bound, rng) for _ in range(400)])
+    assert draws.dtype == np.int64
+    assert np.all(np.linalg.norm(draws, axis=2) <= bound)
+    assert np.all(np.abs(draws - scaled) < 1.0)
+    assert np.abs(draws.mean(axis=0) - scaled).max() < 0.15  # 400 draws: s.e. ≤ 0.025
+
+
+def test_distributed_needs_fixed_selection_and_no_adaptive_clipping() -> None:
+    with pytest.raises(ConfigError, match="simulation.sampling = 'fixed'"):
+        _sim(**{**DISTRIBUTED, "simulation.sampling": "poisson"})
+    with pytest.raises(ConfigError, match="remove adaptive_clipping"):
+        _sim(**DISTRIBUTED, **{"privacy.adaptive_clipping.target_quantile": 0.5})
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ Example (``examples/mnist_fedavg.toml``)::
     devices_per_round = 10
 
     [privacy]             # optional: differential privacy (fedge.privacy.config.PrivacyConfig)
-    mode = "central"      # none | central | local (distributed: with secure aggregation)
+    mode = "central"      # none | central | local | distributed (needs sampling = "fixed")
     clip_norm = 1.0
     target_epsilon = 4.0
 

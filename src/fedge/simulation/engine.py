@@ -5,8 +5,9 @@ without replacement, train them from the current global model (in chunks, vector
 their updates into the strategy's aggregator, apply the server optimizer, evaluate. The maths is
 the same code a networked round uses; only the transport is missing.
 
-With a ``[privacy]`` section the round is DP-FedAvg (:mod:`fedge.simulation.privacy`): devices are
-Poisson-sampled, their updates clipped and summed by a private aggregator that adds the noise, the
+With a ``[privacy]`` section (:mod:`fedge.simulation.privacy`) devices are Poisson-sampled (unless
+``sampling = "fixed"``) and a private aggregator replaces the weighted mean: clipped, unweighted
+and noised (central DP-FedAvg; local DP; or distributed DP under secure aggregation). The
 accountant reports ε after every round, and the run stops before a round that would pass
 ``max_epsilon``.
 """
@@ -30,7 +31,7 @@ from fedge.errors import AggregationError
 from fedge.simulation.config import SimulationConfig
 from fedge.simulation.evaluate import Evaluation, evaluate
 from fedge.simulation.history import History, RoundRecord
-from fedge.simulation.privacy import PrivateRoundAggregator, SimulationPrivacy
+from fedge.simulation.privacy import RoundAggregator, SimulationPrivacy
 from fedge.simulation.vectorized import VectorizedTrainer
 from fedge.tasks import get_task
 from fedge.training import LocalTrainingConfig, device_rng, train_local
@@ -57,7 +58,7 @@ def auto_chunk_size(num_params: int, batch_size: int | None, num_features: int) 
 
 @dataclass(frozen=True)
 class _RoundUpdates:
-    accumulator: WeightedMeanAccumulator | PrivateRoundAggregator
+    accumulator: WeightedMeanAccumulator | RoundAggregator
     train_loss: float
 
 
@@ -137,8 +138,10 @@ class Simulation:
         cfg = self.client_config.with_plan(
             proximal_mu=plan.proximal_mu, single_full_batch_step=plan.single_full_batch_step
         )
-        acc: WeightedMeanAccumulator | PrivateRoundAggregator = (
-            WeightedMeanAccumulator(self.spec) if self.privacy is None else self.privacy.new_round()
+        acc: WeightedMeanAccumulator | RoundAggregator = (
+            WeightedMeanAccumulator(self.spec)
+            if self.privacy is None
+            else self.privacy.new_round(round_number)
         )
         losses: list[float] = []
         weights: list[float] = []
@@ -197,7 +200,7 @@ class Simulation:
         fed = self._evaluate_devices(devices) if sim.federated_eval else None
         epsilon, extra = None, {}
         if self.privacy is not None:
-            assert isinstance(acc, PrivateRoundAggregator)
+            assert not isinstance(acc, WeightedMeanAccumulator)
             extra = {"clip_norm": acc.clip_norm, "noise_stddev": acc.noise_stddev}
             epsilon = self.privacy.finish_round(acc)
         return RoundRecord(

@@ -13,6 +13,8 @@ engine uses from :class:`~fedge.aggregation.WeightedMeanAccumulator` (``add_stac
 - **local**: each device adds its own N(0, (z_local·C)²) to its clipped update
   (:func:`local_dp_update`) before it is summed; the server only post-processes, so it may divide
   by the number of updates received.
+- **distributed**: discrete Gaussian noise on each device, summed by real secure aggregation
+  (:mod:`fedge.simulation.distributed`).
 
 Adaptive clipping (Andrew et al. 2021, arXiv:1905.03871): the round also collects the participants'
 unclipped norms; :meth:`SimulationPrivacy.finish_round` turns them into the noisy unclipped
@@ -50,8 +52,9 @@ from fedge.privacy import (
     simulation_generator,
     update_clip,
 )
+from fedge.simulation.distributed import DistributedRoundAggregator
 
-__all__ = ["PrivateRoundAggregator", "SimulationPrivacy"]
+__all__ = ["PrivateRoundAggregator", "RoundAggregator", "SimulationPrivacy"]
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +165,9 @@ class PrivateRoundAggregator:
         )
 
 
+RoundAggregator = PrivateRoundAggregator | DistributedRoundAggregator
+
+
 class SimulationPrivacy:
     """A job's privacy across rounds: plan and accountant, clip norm, seeded noise generator."""
 
@@ -176,11 +182,16 @@ class SimulationPrivacy:
         spec: ParamSpec,
         seed: int,
     ) -> None:
-        if config.mode == "distributed":
+        if config.mode == "distributed" and sampling != "fixed_size":
             raise ConfigError(
-                "privacy.mode = 'distributed' needs secure_aggregation; lands with it (the "
-                "discrete Gaussian is added under the secure-aggregation masks, so the simulator "
-                "runs it only once secure aggregation is wired in). Use mode = 'central' for now"
+                "privacy.mode = 'distributed' plans each device's noise for a known number of "
+                "devices in the secure sum: set simulation.sampling = 'fixed' (accounted as "
+                "fixed-size sampling with the RDP accountant), or use mode = 'central'"
+            )
+        if config.mode == "distributed" and config.adaptive_clipping is not None:
+            raise ConfigError(
+                "adaptive_clipping with mode = 'distributed' would need a secure sum of the clip "
+                "counts too, which the simulator does not run: remove adaptive_clipping"
             )
         if config.mode == "none":
             raise ConfigError("SimulationPrivacy is for privacy modes other than 'none'")
@@ -192,8 +203,10 @@ class SimulationPrivacy:
             fleet_size=fleet_size,
             sampling=sampling,
             dim=spec.size,
+            min_devices=devices_per_round,
         )
         self.clip_state = self.plan.adaptive_clip
+        self.seed = seed
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", InsecureRandomnessWarning)
             self.rng = simulation_generator(seed * 256 + _NOISE_STREAM)
@@ -231,11 +244,15 @@ class SimulationPrivacy:
         assert self.plan.accountant is not None
         return check_next_round(self.plan.accountant, self.plan.max_epsilon)
 
-    def new_round(self) -> PrivateRoundAggregator:
-        """An aggregator for the next round, clipping at the current C."""
+    def new_round(self, round_number: int) -> RoundAggregator:
+        """An aggregator for round ``round_number``, clipping at the current C."""
+        if self.plan.mode == "distributed":
+            return DistributedRoundAggregator(
+                self.spec, self.plan, self.rng, self.seed, round_number
+            )
         return PrivateRoundAggregator(self.spec, self.plan, self.clip_norm, self.rng)
 
-    def finish_round(self, aggregator: PrivateRoundAggregator) -> float:
+    def finish_round(self, aggregator: RoundAggregator) -> float:
         """Account for the round, move an adaptive C; returns ε spent so far."""
         if self.clip_state is not None:
             assert self.plan.clip_count_stddev is not None
