@@ -356,6 +356,11 @@ def test_central_dp_needs_unit_weights_and_clipped_sums(svc: CoordinatorService)
         svc.submit_partial(GW_A, "digits", 1, partial_payload(GW_A, "digits", 1, ups))
     assign = checkin(svc, GW_A).assignments[0]
     assert assign.privacy.mode == "central" and assign.privacy.clip_norm == 1.0
+    # the device ledger is charged the round's ε increment of the job's accountant
+    rt = svc.driver.runtime("digits")
+    assert rt.privacy_plan is not None and rt.privacy_plan.accountant is not None
+    assert assign.privacy.epsilon_cost == pytest.approx(rt.privacy_plan.accountant.epsilon_after(1))
+    assert assign.privacy.epsilon_cost > 0
     big = [type(u)(u.device_id, {k: v * 1000 for k, v in u.delta.items()}, 1) for u in ups]
     with pytest.raises(ValidationError, match="not clipped"):
         svc.submit_partial(GW_A, "digits", 1, partial_payload(GW_A, "digits", 1, big))

@@ -105,3 +105,29 @@ def test_refusals_leave_the_partial_unchanged(spec: ParamSpec) -> None:
         np.testing.assert_array_equal(before[name], after[name])
     assert cohort.total_weight == 4.0
     assert {d for d, _ in cohort.rejected()} == {"d0", "d1"}
+
+
+def test_under_dp_every_update_weighs_one(spec: ParamSpec) -> None:
+    from fedge.aggregation.base import Update
+    from fedge.gateway.cohort import DecodedUpdate
+
+    rng = np.random.default_rng(0)
+    deltas = [
+        {
+            n: rng.standard_normal(s).astype(np.float32)
+            for n, s in zip(spec.names, spec.shapes, strict=True)
+        }
+        for _ in range(2)
+    ]
+    plain, private = Cohort(spec), Cohort(spec, uniform=True)
+    for i, (delta, n) in enumerate(zip(deltas, (10, 30), strict=True)):
+        decoded = DecodedUpdate(Update(f"dev-{i}", delta, n), new_nonce(), 0.1)
+        assert plain.add(decoded) and private.add(decoded)
+    assert plain.total_weight == 40 and private.total_weight == 2
+    name = spec.names[0]
+    np.testing.assert_allclose(
+        private.weighted_sum()[name], deltas[0][name] + deltas[1][name], atol=1e-5
+    )
+    np.testing.assert_allclose(
+        plain.weighted_sum()[name], 10 * deltas[0][name] + 30 * deltas[1][name], atol=1e-4
+    )

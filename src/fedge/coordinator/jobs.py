@@ -104,6 +104,7 @@ class JobRuntime:
     fleet_size: int
     job_state: str = "running"
     privacy_plan: PrivacyPlan | None = None
+    _epsilon_cost_cache: tuple[int, float] | None = None
     consecutive_abandoned: int = 0
     _eval: Any = field(default=None, repr=False)
 
@@ -173,7 +174,30 @@ class JobRuntime:
         if p is None:
             return m.PrivacyPlan()
         local = p.noise_multiplier if p.mode == "local" else None
-        return m.PrivacyPlan(mode=p.mode, clip_norm=p.clip_norm, local_noise_multiplier=local)
+        return m.PrivacyPlan(
+            mode=p.mode,
+            clip_norm=p.clip_norm,
+            local_noise_multiplier=local,
+            epsilon_cost=self.round_epsilon_cost(),
+        )
+
+    def round_epsilon_cost(self) -> float:
+        """ε the next round adds to the job's total: what a device's ledger is charged.
+
+        The increments over all rounds add up to the job's ε, so a device that took part in
+        every round has spent exactly the job's guarantee in its own ledger.
+        """
+        p = self.privacy_plan
+        if p is None or p.accountant is None:
+            return 0.0
+        done = p.accountant.rounds
+        cached = self._epsilon_cost_cache
+        if cached is not None and cached[0] == done:
+            return cached[1]
+        before = p.accountant.epsilon() if done else 0.0
+        cost = max(0.0, float(p.accountant.epsilon_after(done + 1)) - float(before))
+        self._epsilon_cost_cache = (done, cost)
+        return cost
 
     def update_weight(self, num_examples: int) -> int:
         """How much one device's update weighs in the sum: its examples, or 1 under DP."""

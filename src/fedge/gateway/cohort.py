@@ -11,6 +11,7 @@ train_loss). :func:`encode_partial` turns the sum into the payload of ``PARTIAL_
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -76,10 +77,15 @@ def decode_update(
 
 
 class Cohort:
-    """The running weighted sum of one round's accepted updates at one gateway."""
+    """The running weighted sum of one round's accepted updates at one gateway.
 
-    def __init__(self, spec: ParamSpec) -> None:
+    Updates weigh their example count, except under differential privacy (``uniform``), where
+    every clipped update weighs 1 so the sum's sensitivity is the clip norm (DP-FedAvg).
+    """
+
+    def __init__(self, spec: ParamSpec, *, uniform: bool = False) -> None:
         self.spec = spec
+        self.uniform = uniform
         self._acc = WeightedMeanAccumulator(spec)
         self._nonces: dict[str, str] = {}  # device -> nonce of its accepted update
         self._refused: dict[str, str] = {}  # device -> why its (latest) payload was refused
@@ -91,7 +97,7 @@ class Cohort:
 
     @property
     def total_weight(self) -> float:
-        """Σ num_examples over accepted updates."""
+        """Σ weights over accepted updates (examples, or 1 each under DP)."""
         return self._acc.total_weight
 
     def nonce_of(self, device: str) -> str | None:
@@ -100,7 +106,10 @@ class Cohort:
 
     def add(self, decoded: DecodedUpdate) -> bool:
         """Fold a checked update in; False (recorded in ``rejected``) if the accumulator refuses."""
-        if not self._acc.add(decoded.update):
+        update = decoded.update
+        if self.uniform:
+            update = dataclasses.replace(update, num_examples=1)
+        if not self._acc.add(update):
             return False
         self._nonces[decoded.update.device_id] = decoded.nonce
         return True

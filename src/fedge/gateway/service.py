@@ -142,12 +142,12 @@ class GatewayService:
             )
         except ValidationError as exc:
             with self._lock:
-                self._cohort(key, spec).reject(device, str(exc))
+                self._cohort(key, spec, state).reject(device, str(exc))
             log.warning("refused update of %s for %s/%d: %s", device, job_id, round_number, exc)
             raise
         with self._lock:
             state = self._check_round(key, device)
-            cohort = self._cohort(key, spec)
+            cohort = self._cohort(key, spec, state)
             if cohort.nonce_of(device) == decoded.nonce:
                 return Receipt(accepted=True, duplicate=True, reason="already received")
             if device in state.reported:
@@ -175,10 +175,11 @@ class GatewayService:
             raise ProtocolError(f"round {key[0]}/{key[1]} is closed: its deadline has passed")
         return state
 
-    def _cohort(self, key: RoundKey, spec: ParamSpec) -> Cohort:
+    def _cohort(self, key: RoundKey, spec: ParamSpec, state: RoundState) -> Cohort:
         cohort = self._cohorts.get(key)
         if cohort is None:
-            cohort = self._cohorts[key] = Cohort(spec)
+            uniform = state.assignment.privacy.mode != "none"
+            cohort = self._cohorts[key] = Cohort(spec, uniform=uniform)
         return cohort
 
     def _spec(self, sha256: str) -> ParamSpec:
@@ -238,7 +239,7 @@ class GatewayService:
             cohort = held
             if cohort is None:
                 try:
-                    cohort = Cohort(self._spec(a.model_sha256))
+                    cohort = Cohort(self._spec(a.model_sha256), uniform=a.privacy.mode != "none")
                 except (
                     Exception
                 ) as exc:  # no model, no report: the coordinator's deadline covers it
