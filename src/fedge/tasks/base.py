@@ -65,6 +65,7 @@ def register_task(name: str) -> Callable[[TaskFactory], TaskFactory]:
 
 def get_task(name: str) -> Task:
     """Build the task registered as ``name`` (built-in tasks are registered on import)."""
-    import fedge.tasks.builtin  # noqa: F401  (registers the built-in tasks)
+    import fedge.tasks.builtin  # registers the built-in tasks
+    import fedge.tasks.usecases  # noqa: F401  (registers the edge use-case tasks)
 
     return TASKS.get(name)()
