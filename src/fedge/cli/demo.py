@@ -78,6 +78,8 @@ def run_networked_demo(
         training_deadline_s=60.0,
         report_deadline_s=30.0,
         plan=TrainingPlan(epochs=1, batch_size=10, lr=0.1),
+        # central DP (DP-FedAvg): devices clip to C, the coordinator adds N(0, (zC)²) to the sum
+        privacy={"mode": "central", "clip_norm": 1.0, "noise_multiplier": 1.0} if dp else {},
         seed=0,
     )
     try:
@@ -161,6 +163,12 @@ def run_networked_demo(
 @click.option("--task", default="mnist_2nn", show_default=True, help="Task (see `fedge tasks`).")
 @click.option("--keep", is_flag=True, help="Keep the federation running until Ctrl-C.")
 @click.option("--workdir", type=click.Path(file_okay=False), help="Keep PKI, state and logs here.")
+@click.option(
+    "--dp",
+    is_flag=True,
+    help="Central differential privacy: clip 1.0, noise multiplier 1.0; ε shown per round "
+    "(a fleet of 8 gives little privacy for much noise: see benchmarks/bench_privacy.py).",
+)
 @click.option("--simulated", is_flag=True, help="Run the in-process simulator demo instead.")
 @click.option(
     "--out",

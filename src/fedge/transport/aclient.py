@@ -63,7 +63,7 @@ class AsyncFedgeClient:
         check_hostname: bool = True,
         max_download_bytes: int = 512 * 1024 * 1024,
         max_connections: int = 4,
-        keepalive_expiry: float | None = 5.0,
+        keepalive_expiry: float | None = 60.0,
         event_hooks: Mapping[str, Sequence[Hook]] | None = None,
     ) -> None:
         context = client_ssl_context(ca, cert, key, check_hostname=check_hostname)

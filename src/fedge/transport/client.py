@@ -112,7 +112,13 @@ class FedgeClient:
         context = client_ssl_context(ca, cert, key, check_hostname=check_hostname)
         self.base_url = base_url.rstrip("/")
         self.max_download_bytes = max_download_bytes
-        self._http = httpx.Client(base_url=self.base_url, verify=context, timeout=timeout)
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            verify=context,
+            timeout=timeout,
+            # below the server's 75 s so the client never reuses a connection the server closes
+            limits=httpx.Limits(keepalive_expiry=60.0),
+        )
 
     def close(self) -> None:
         """Close the connection pool."""
