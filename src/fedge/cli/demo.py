@@ -53,7 +53,14 @@ def _round_table(view: Any) -> Table:
 
 
 def run_networked_demo(
-    *, rounds: int, sites: int, devices_per_site: int, task: str, keep: bool, workdir: str | None
+    *,
+    rounds: int,
+    sites: int,
+    devices_per_site: int,
+    task: str,
+    keep: bool,
+    workdir: str | None,
+    dp: bool = False,
 ) -> None:
     """Start the federation, run one job to the end, report, and shut everything down."""
     from fedge.demo.federation import FederationPlan, LocalFederation
@@ -184,6 +191,7 @@ def demo_command(
     task: str,
     keep: bool,
     workdir: str | None,
+    dp: bool,
     simulated: bool,
     out: str,
 ) -> None:
@@ -207,4 +215,5 @@ def demo_command(
         task=task,
         keep=keep,
         workdir=workdir,
+        dp=dp,
     )
