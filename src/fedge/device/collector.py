@@ -37,9 +37,21 @@ def device_share(
         raise DataError(f"device index {index} is outside 0..{num_devices - 1}")
     train, _ = get_task(task_name).load_data()
     extra: dict[str, Any] = dict(options or {})
-    part = make_partition(
-        partitioner, train.y, num_devices, rng=np.random.default_rng(seed), **extra
-    )
+    if partitioner == "natural":
+        # one device per machine / patient / car: this device plays back the index-th key's data
+        if train.keys is None:
+            raise DataError(f"task {task_name!r} has no device keys; use another partitioner")
+        part = make_partition(
+            "natural", train.y, None, rng=np.random.default_rng(seed), keys=train.keys
+        )
+        if index >= part.num_devices:
+            raise DataError(
+                f"device index {index} but task {task_name!r} has only {part.num_devices} devices"
+            )
+    else:
+        part = make_partition(
+            partitioner, train.y, num_devices, rng=np.random.default_rng(seed), **extra
+        )
     rows = part[index]
     return np.ascontiguousarray(train.x[rows], dtype=np.float32), train.y[rows].astype(np.int64)
 

@@ -1,0 +1,24 @@
+"""A demo device plays back one real machine's data (natural partition of a use case)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedge.device.collector import device_share
+from fedge.errors import DataError
+from fedge.tasks import get_task
+
+
+def test_natural_share_is_exactly_one_machine() -> None:
+    train, _ = get_task("maintenance").load_data()
+    assert train.keys is not None
+    machines = np.unique(train.keys)
+    x, y = device_share("maintenance", 8, 3, partitioner="natural")
+    rows = np.flatnonzero(train.keys == machines[3])
+    np.testing.assert_array_equal(x, train.x[rows])
+    np.testing.assert_array_equal(y, train.y[rows])
+    with pytest.raises(DataError, match="only"):
+        device_share("maintenance", 10_000, 9_999, partitioner="natural")
+    with pytest.raises(DataError, match="no device keys"):
+        device_share("digits_mlp", 8, 0, partitioner="natural")
