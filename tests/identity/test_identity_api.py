@@ -8,7 +8,9 @@ from pathlib import Path
 from fedge import identity
 
 HAZMAT_MODULES = {"_x509.py", "signing.py"}
-SUBMODULES = {"authz", "certificates", "cli", "inventory", "pki", "revocation", "signing", "tls"}
+SUBMODULES = {
+    "authz", "binding", "certificates", "cli", "inventory", "pki", "revocation", "signing", "tls",
+}  # fmt: skip
 _HAZMAT_IMPORT = re.compile(r"^\s*(from|import)\s+cryptography\.hazmat", re.MULTILINE)
 
 

@@ -136,3 +136,30 @@ def test_auto_chunk_size_bounds_memory() -> None:
     big = auto_chunk_size(1_663_370, 10, 784)
     assert small > big >= 1
     assert small <= 512
+
+
+def test_federated_eval_in_chunks_equals_all_at_once() -> None:
+    import torch
+
+    from fedge.core.params import to_torch
+    from fedge.simulation.evaluate import evaluate
+
+    sim = Simulation(load_config(None, {**FAST, "rounds": 1, "simulation.chunk_size": 3}))
+    devices = sim.select(1)
+    chunked = sim._evaluate_devices(devices)
+    index = torch.from_numpy(np.concatenate([sim.partition[int(d)] for d in devices]))
+    whole = evaluate(
+        sim.task, sim.model, to_torch(sim.state.params), sim.train_x[index], sim.train_y[index]
+    )
+    assert chunked is not None
+    assert chunked.num_examples == whole.num_examples
+    assert chunked.accuracy == pytest.approx(whole.accuracy)
+    assert chunked.loss == pytest.approx(whole.loss, rel=1e-5)
+
+
+def test_a_given_partition_must_have_enough_devices() -> None:
+    from fedge.data.partition import Partition
+
+    tiny = Partition.from_lists([np.arange(10), np.arange(10, 20)])
+    with pytest.raises(ConfigError, match="partition has 2 devices"):
+        Simulation(load_config(None, FAST), partition=tiny)

@@ -24,9 +24,23 @@ log = logging.getLogger(__name__)
 
 
 def build_coordinator(config: CoordinatorConfig) -> CoordinatorService:
-    """The service for ``config`` (creates the schema; resumes jobs from their checkpoints)."""
+    """The service for ``config`` (creates the schema; resumes jobs from their checkpoints).
+
+    The coordinator's PKI files also let it run secure aggregation: the fleet CA and CRL check
+    devices' key bindings, its certificate and key bind its own round keys.
+    """
+    from fedge.coordinator.secure import SecAggAuthority
+    from fedge.identity import RevocationChecker, load_certificate
+
+    tls = config.tls()
+    revocation = (
+        RevocationChecker(tls.crl, load_certificate(tls.ca_cert)) if tls.crl is not None else None
+    )
+    authority = SecAggAuthority.from_files(tls.ca_cert, tls.cert, tls.key, revocation)
     store = Store(config.resolved_database_url())
-    return CoordinatorService(store, ArtifactStore(config.artifacts_path()), config.settings())
+    return CoordinatorService(
+        store, ArtifactStore(config.artifacts_path()), config.settings(), secagg=authority
+    )
 
 
 class Ticker:
@@ -69,7 +83,12 @@ def run_coordinator(
     assert tls.crl is not None  # PkiFiles.resolve always names one
     verifier = PeerVerifier(tls.ca_cert, tls.crl)
     app = build_app(
-        device=service, uplink=service, admin=service, verifier=verifier, title="fedge coordinator"
+        device=service,
+        uplink=service,
+        admin=service,
+        verifier=verifier,
+        title="fedge coordinator",
+        secagg_uplink=service,
     )
     ticker = Ticker(service.tick, config.tick_interval_s).start()
     try:

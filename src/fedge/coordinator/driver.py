@@ -25,14 +25,18 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from fedge.aggregation import Aggregate, WeightedMeanAccumulator
 from fedge.coordinator.artifacts import ArtifactStore
 from fedge.coordinator.jobs import JobRuntime, encode_opt_state
 from fedge.coordinator.rounds import Round, RoundState
 from fedge.coordinator.schema import CheckpointRow, ModelVersionRow
+from fedge.coordinator.secure import SecAggAuthority, SecureRound, SecureSettings
 from fedge.coordinator.selection import DIRECT, matches_selector, plan_quotas
 from fedge.coordinator.settings import CoordinatorSettings
 from fedge.coordinator.store import Store
+from fedge.core.params import ParamSpec
 from fedge.errors import FedgeError, UnknownNameError
 from fedge.transport import messages as m
 
@@ -52,6 +56,7 @@ class LiveRound:
     direct_assigned: set[str] = field(default_factory=set)
     direct_submitted: set[str] = field(default_factory=set)
     handed: set[str] = field(default_factory=set)  # gateways given the assignment
+    secure: SecureRound | None = None  # the SecAgg+ session, for jobs with secure aggregation
 
     @property
     def number(self) -> int:
@@ -80,6 +85,7 @@ class RoundDriver:
         self.lock = threading.RLock()
         self.jobs: dict[str, JobRuntime] = {}
         self.live: dict[str, LiveRound] = {}
+        self.secagg: SecAggAuthority | None = None  # set when the coordinator can run SecAgg+
 
     def runtime(self, job_id: str) -> JobRuntime:
         """The live job ``job_id``; UnknownNameError when it is not running or paused."""
@@ -140,6 +146,8 @@ class RoundDriver:
         rnd = live.machine
         if rnd.state == RoundState.PLANNED:
             return rt.job_state == "running" and self._open(rt, live, now)
+        if live.secure is not None:
+            return self._advance_secure(rt, live, now)
         why = rnd.due(now, also_done=[DIRECT] if live.direct_done(now) else [])
         if why == "unclaimed":
             self._close(rt, live, now, "no gateway or device took the round before its deadline")
@@ -213,9 +221,24 @@ class RoundDriver:
             return False
         quotas = plan_quotas(rt.spec.devices_per_round, rt.spec.over_selection, eligible)
         quotas = {k: q for k, q in quotas.items() if q > 0}
+        if rt.spec.secure_aggregation is not None:
+            quotas.pop(DIRECT, None)  # SecAgg+ needs a relay: devices come through gateways
+            if not quotas:
+                return False
         training = now + rt.spec.training_deadline_s
         report = training + rt.spec.report_deadline_s
         live.machine.open(quotas, training, report)
+        if rt.spec.secure_aggregation is not None:
+            assert self.secagg is not None  # create_job refuses secure jobs otherwise
+            live.secure = SecureRound(
+                rt.id,
+                live.number,
+                SecureSettings.parse(rt.spec.secure_aggregation),
+                rt.param_spec.size,
+                self.secagg,
+                expected=sum(quotas.values()),
+                join_deadline=training,
+            )
         self.store.update_round(
             rt.id,
             live.number,
@@ -233,6 +256,30 @@ class RoundDriver:
         if live.machine.state == RoundState.CONFIGURING:
             live.machine.start_training()
             self.store.update_round(rt.id, live.number, state=live.machine.state.value)
+
+    def _advance_secure(self, rt: JobRuntime, live: LiveRound, now: float) -> bool:
+        """Drive the round's SecAgg+ session; on its outcome, commit or abandon the round."""
+        secure, rnd = live.secure, live.machine
+        assert secure is not None
+        secure.tick(now)
+        result = secure.result
+        if result is None:
+            return False
+        if result.abandoned or result.sums is None:
+            self._close(rt, live, now, f"secure aggregation abandoned: {result.reason}")
+            return True
+        for gateway in result.gateways:
+            if gateway in rnd.assigned:
+                rnd.mark_reported(gateway)
+        spec = ParamSpec.of(dict(sorted(rt.state.params.items())))  # devices flatten sorted
+        sums = {k: np.array(v, dtype=np.float64) for k, v in spec.unflatten(result.sums).items()}
+        if not live.acc.add_partial(
+            "secagg", sums, result.total_weight, len(result.survivors), result.survivors
+        ):
+            self._close(rt, live, now, f"secure sum refused: {live.acc.rejected[-1][1]}")
+            return True
+        self._aggregate(rt, live, now)
+        return True
 
     def _aggregate(self, rt: JobRuntime, live: LiveRound, now: float) -> None:
         rnd = live.machine
@@ -316,6 +363,8 @@ class RoundDriver:
         )
 
     def _close(self, rt: JobRuntime, live: LiveRound, now: float, reason: str) -> None:
+        if live.secure is not None:
+            live.secure.abandon(reason)
         live.machine.abandon(reason)
         self.store.update_round(
             rt.id,

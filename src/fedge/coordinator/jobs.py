@@ -54,11 +54,24 @@ def validate_spec(spec: m.JobSpec) -> tuple[Task, Strategy, PrivacyConfig]:
         privacy = load_privacy_config(spec.privacy)
     except ConfigError as exc:
         raise ValidationError(f"job {spec.name!r}: {exc}") from None
-    if privacy.mode == "distributed" or spec.secure_aggregation is not None:
+    if privacy.mode == "distributed":
         raise ValidationError(
-            f"job {spec.name!r}: secure aggregation (and privacy.mode = 'distributed') is not "
-            "served by the coordinator yet; use privacy.mode = 'central' or 'local'"
+            f"job {spec.name!r}: privacy.mode = 'distributed' is not served by the coordinator "
+            "yet; use privacy.mode = 'central' or 'local'"
         )
+    if spec.secure_aggregation is not None:
+        from fedge.coordinator.secure import check_secagg_settings
+
+        check_secagg_settings(spec.secure_aggregation)
+        if privacy.mode != "none":
+            raise ValidationError(
+                f"job {spec.name!r}: secure aggregation together with differential privacy is "
+                "not served over the network yet; drop [privacy] or secure_aggregation"
+            )
+        if spec.devices_per_round < 3:
+            raise ValidationError(
+                f"job {spec.name!r}: secure aggregation needs at least 3 devices per round"
+            )
     if privacy.adaptive_clipping is not None:
         raise ValidationError(
             f"job {spec.name!r}: adaptive clipping is not supported over the network yet; "

@@ -29,6 +29,7 @@ from fedge.coordinator.payloads import (
     decode_update,
     partial_limit,
 )
+from fedge.coordinator.secure import SecAggAuthority, SecureRound
 from fedge.coordinator.selection import DIRECT, matches_selector
 from fedge.coordinator.settings import CoordinatorSettings
 from fedge.coordinator.store import Store
@@ -50,11 +51,13 @@ class CoordinatorService:
         artifacts: ArtifactStore,
         settings: CoordinatorSettings | None = None,
         clock: Callable[[], float] = time.time,
+        secagg: SecAggAuthority | None = None,
     ) -> None:
         self.store, self.artifacts = store, artifacts
         self.settings = settings or CoordinatorSettings()
         self.clock = clock
         self.driver = RoundDriver(store, artifacts, self.settings, clock)
+        self.driver.secagg = secagg
         self.driver.recover(clock())
 
     def tick(self, now: float | None = None) -> None:
@@ -105,6 +108,7 @@ class CoordinatorService:
                         report_deadline=rnd.report_deadline,
                         plan=rt.training_plan(),
                         privacy=rt.device_privacy(),
+                        secagg=live.secure.plan if live.secure is not None else None,
                         selector=rt.spec.selector,
                     )
                 )
@@ -211,6 +215,51 @@ class CoordinatorService:
                 "weighs its number of examples (>= 1)"
             )
 
+    # -- secure aggregation, relayed by gateways ------------------------------------------------
+    def _secure(self, peer: Identity, job_id: str, round_number: int) -> SecureRound:
+        authorize(peer, roles={Role.GATEWAY})
+        with self.driver.lock:
+            self.driver.runtime(job_id)
+            live = self.driver.live.get(job_id)
+            if live is None or live.number != round_number or live.secure is None:
+                current = f"round {live.number}" if live else "no open round"
+                raise ProtocolError(
+                    f"round {round_number} of job {job_id!r} has no secure-aggregation session "
+                    f"open (the job has {current}): stale round, refused"
+                )
+            if live.machine.quotas.get(peer.name, 0) == 0:
+                raise AuthorizationError(
+                    f"gateway {peer.name!r} has no quota in round {round_number} of {job_id!r}"
+                )
+            return live.secure
+
+    def secagg_join(
+        self, peer: Identity, job_id: str, round_number: int, join: m.SecAggJoin
+    ) -> m.Receipt:
+        """A device's key binding, relayed by its site's gateway."""
+        secure = self._secure(peer, job_id, round_number)
+        receipt = secure.join(peer, join)
+        if len(secure.joined) >= secure.expected:
+            self.tick()  # everyone is in: start the session now, not at the next tick
+        return receipt
+
+    def secagg_submit(
+        self, peer: Identity, job_id: str, round_number: int, payload: bytes
+    ) -> m.Receipt:
+        """A device's secagg message or the gateway's relay sum."""
+        secure = self._secure(peer, job_id, round_number)
+        receipt = secure.receive(peer, payload, self.clock())
+        if secure.result is not None:
+            self.tick()  # unmasked (or abandoned): commit now
+        return receipt
+
+    def secagg_inbox(
+        self, peer: Identity, job_id: str, round_number: int, device_id: str, after: int
+    ) -> m.SecAggInbox:
+        """The messages waiting for one of the gateway's devices (long poll)."""
+        secure = self._secure(peer, job_id, round_number)
+        return secure.inbox(peer, device_id, after, wait_s=self.settings.poll_interval_s)
+
     # -- devices connected directly -----------------------------------------------------------
     def checkin(self, peer: Identity, request: m.CheckInRequest) -> m.TaskAssignment | m.Wait:
         """A directly connected device asks for work: a task within the direct quota, or wait."""
@@ -289,6 +338,11 @@ class CoordinatorService:
     def create_job(self, peer: Identity, spec: m.JobSpec) -> m.JobView:
         """Validate and start a job; its first round opens at the next tick."""
         authorize(peer, roles={Role.ADMIN})
+        if spec.secure_aggregation is not None and self.driver.secagg is None:
+            raise ValidationError(
+                f"job {spec.name!r}: this coordinator was started without the PKI files secure "
+                "aggregation needs (CA, its certificate and key); remove secure_aggregation"
+            )
         return admin.create_job(self.driver, spec, self.clock())
 
     def list_jobs(self, peer: Identity) -> list[m.JobView]:

@@ -10,7 +10,9 @@ stopped, sleeping what each step returns:
 4. on a task: decline it if the privacy ledger's limit would be passed or the privacy mode is not
    supported; download the model and refuse it unless its SHA-256 is the task's; train on the
    local store with the same trainer as the simulator; clip / noise; record the ε in the ledger;
-   put the encoded update in the outbox; deliver it.
+   put the encoded update in the outbox; deliver it. With secure aggregation the update is not
+   uploaded: the device takes part in the round's SecAgg+ session (:mod:`fedge.device.secure`)
+   and leaves a delivered tombstone in the outbox so the round is never run twice.
 
 The gateway is reached through a :class:`GatewayLink` (:class:`~fedge.transport.client.FedgeClient`
 in production, an in-process service in tests). Only encoded updates travel through it.
@@ -28,8 +30,10 @@ from typing import Protocol
 
 import numpy as np
 
+from fedge.core.serde import decode_params
 from fedge.device.backoff import Backoff
 from fedge.device.eligibility import EligibilityPolicy
+from fedge.device.secure import SecAggCredentials, run_secure_round, secure_vector
 from fedge.device.store import LocalStore
 from fedge.device.work import check_privacy_plan, load_model, make_update
 from fedge.errors import FedgeError, PrivacyError, UnavailableError, ValidationError
@@ -97,6 +101,7 @@ class DeviceAgent:
     )
     noise_rng: Callable[[], np.random.Generator] = secure_generator
     stats: AgentStats = field(default_factory=AgentStats)
+    secagg: SecAggCredentials | None = None  # certificate, key and CA: secure aggregation on
 
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set."""
@@ -159,6 +164,15 @@ class DeviceAgent:
             self.stats.last_reason = str(exc)
             log.warning("device %s declines %s/%d: %s", self.device_id, job, rnd, exc)
             return False
+        if task.secagg is not None and (
+            self.secagg is None or not hasattr(self.link, "secagg_join")
+        ):
+            self.stats.declined += 1
+            self.stats.last_reason = "secure aggregation asked, but this device has no credentials"
+            log.warning(
+                "device %s declines %s/%d: %s", self.device_id, job, rnd, self.stats.last_reason
+            )
+            return False
         try:
             payload = retry_with_backoff(
                 lambda: self.link.model(task.model_sha256), deadline=task.deadline
@@ -188,6 +202,8 @@ class DeviceAgent:
         del x, y
         self.ledger.record(job, epsilon_after)
         destination = f"/v1/jobs/{job}/rounds/{rnd}/updates"
+        if task.secagg is not None:
+            return self._secure_round(task, trained.payload, trained.num_examples, key)
         self.outbox.put(key, destination, trained.payload, deadline=task.deadline)
         log.info(
             "device %s trained %s/%d on %d examples (loss %.4f)",
@@ -198,6 +214,46 @@ class DeviceAgent:
             trained.train_loss,
         )
         return True
+
+    def _secure_round(self, task: TaskAssignment, payload: bytes, examples: int, key: str) -> bool:
+        assert task.secagg is not None and self.secagg is not None
+        delta, _ = decode_params(payload)
+        vector = secure_vector(delta, examples, task.secagg)
+        self.outbox.put(
+            key, f"/v1/jobs/{task.job_id}/rounds/{task.round}/secagg", b"-", deadline=task.deadline
+        )
+        self.outbox.mark_delivered(key)  # a tombstone: this round's update never goes out in clear
+        try:
+            state, reason = run_secure_round(
+                self.link,  # type: ignore[arg-type]
+                task,
+                self.device_id,
+                vector,
+                self.secagg,
+                clock=self.clock,
+            )
+        except FedgeError as exc:
+            self.stats.errors += 1
+            self.stats.last_reason = str(exc)
+            log.warning(
+                "device %s: secure round %s/%d failed: %s",
+                self.device_id,
+                task.job_id,
+                task.round,
+                exc,
+            )
+            return False
+        log.info(
+            "device %s: secure round %s/%d %s %s",
+            self.device_id,
+            task.job_id,
+            task.round,
+            state,
+            reason,
+        )
+        if state == "done":
+            self.stats.delivered += 1
+        return state == "done"
 
     def deliver_pending(self) -> bool:
         """Try to deliver every due update (until its round's deadline); True when none is left."""

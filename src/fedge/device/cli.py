@@ -28,6 +28,7 @@ def device_command(config_path: str) -> None:
     from fedge.device.backoff import Backoff
     from fedge.device.collector import DemoCollector, device_share
     from fedge.device.config import load_device_config
+    from fedge.device.secure import SecAggCredentials
     from fedge.device.store import LocalStore
     from fedge.privacy import PrivacyLedger
     from fedge.storage.outbox import Outbox
@@ -66,6 +67,7 @@ def device_command(config_path: str) -> None:
         labels=dict(cfg.labels),
         idle_poll_s=cfg.idle_poll_s,
         backoff=Backoff(base_s=cfg.backoff_base_s, cap_s=cfg.backoff_cap_s),
+        secagg=SecAggCredentials.from_files(cfg.pki.ca, cfg.pki.cert, cfg.pki.key),
     )
     stop = threading.Event()
 

@@ -24,6 +24,7 @@ def gateway_command(config_path: str) -> None:
     """Run one site's edge gateway until SIGTERM/SIGINT."""
     from fedge.gateway.cache import ModelCache
     from fedge.gateway.config import load_gateway_config
+    from fedge.gateway.secure import SecureRelay
     from fedge.gateway.service import GatewayService
     from fedge.gateway.uplink import Uplink
     from fedge.identity import PeerVerifier
@@ -51,11 +52,13 @@ def gateway_command(config_path: str) -> None:
         outbox=outbox,
         device_retry_s=cfg.device_retry_s,
     )
+    relay = SecureRelay(service, client)
     uplink = Uplink(
         service,
         client,
         checkin_interval_s=cfg.checkin_interval_s,
         send_interval_s=cfg.send_interval_s,
+        secure=relay,
     )
     app = build_app(
         device=service,
@@ -63,6 +66,7 @@ def gateway_command(config_path: str) -> None:
         admin=None,
         verifier=PeerVerifier(cfg.pki.ca, cfg.pki.crl),
         title=f"fedge gateway {cfg.id}",
+        secagg_relay=relay,
     )
     stop = threading.Event()
     threads = uplink.start(stop)

@@ -235,6 +235,8 @@ class GatewayService:
         keys = []
         for state, held in closing:
             a = state.assignment
+            if a.secagg is not None:
+                continue  # a secure round sends one masked sum instead (fedge.gateway.secure)
             key = partial_key(a.job_id, a.round)
             cohort = held
             if cohort is None:

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from fedge.device.backoff import Backoff
 from fedge.errors import FedgeError, UnavailableError
 from fedge.gateway.service import GatewayService
 from fedge.transport.messages import GatewayAssignments, GatewayCheckIn, Receipt
+
+if TYPE_CHECKING:
+    from fedge.gateway.secure import SecureRelay
 
 __all__ = ["CoordinatorLink", "Uplink"]
 
@@ -55,9 +58,11 @@ class Uplink:
         checkin_interval_s: float = 5.0,
         send_interval_s: float = 1.0,
         backoff_cap_s: float = 30.0,
+        secure: SecureRelay | None = None,
     ) -> None:
         self.service = service
         self.link = link
+        self.secure = secure  # delivers relay sums that fall due (secure aggregation)
         self.checkin_interval_s = checkin_interval_s
         self.send_interval_s = send_interval_s
         self._checkin_backoff = Backoff(base_s=0.5, cap_s=backoff_cap_s)
@@ -92,6 +97,8 @@ class Uplink:
     def send_once(self) -> bool:
         """Try to deliver every due partial; False if some are left for a later retry."""
         self.service.close_due_rounds()
+        if self.secure is not None:
+            self.secure.flush_due()
         outbox = self.service.outbox
         now = self.service.clock()
         for item in outbox.due(now):

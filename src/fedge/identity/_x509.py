@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -24,6 +25,8 @@ __all__ = [
     "build_ca_certificate",
     "build_crl",
     "build_leaf_certificate",
+    "ecdsa_sign",
+    "ecdsa_verify",
     "load_private_key",
     "new_private_key",
     "private_key_pem",
@@ -57,6 +60,23 @@ def load_private_key(data: bytes) -> PrivateKey:
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
         raise PkiError("private key is not an ECDSA P-256 key; fedge keys are P-256")
     return key
+
+
+def ecdsa_sign(key: PrivateKey, message: bytes) -> bytes:
+    """ECDSA-SHA256 signature (DER) of ``message`` with a fleet TLS key."""
+    return key.sign(message, ec.ECDSA(hashes.SHA256()))
+
+
+def ecdsa_verify(cert: x509.Certificate, signature: bytes, message: bytes) -> bool:
+    """True when ``signature`` is an ECDSA-SHA256 signature of ``message`` by ``cert``'s key."""
+    public = cert.public_key()
+    if not isinstance(public, ec.EllipticCurvePublicKey):
+        return False
+    try:
+        public.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        return False
+    return True
 
 
 def to_pem(obj: x509.Certificate | x509.CertificateRevocationList) -> bytes:

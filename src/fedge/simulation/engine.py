@@ -27,7 +27,7 @@ from fedge.aggregation import WeightedMeanAccumulator, make_strategy
 from fedge.aggregation.base import ServerState, Update
 from fedge.core.params import ParamSpec, from_module, to_torch
 from fedge.data.partition import Partition, make_partition
-from fedge.errors import AggregationError
+from fedge.errors import AggregationError, ConfigError
 from fedge.simulation.config import SimulationConfig
 from fedge.simulation.evaluate import Evaluation, evaluate
 from fedge.simulation.history import History, RoundRecord
@@ -74,13 +74,21 @@ class Simulation:
         options: dict[str, Any] = dict(part_cfg.options)
         if part_cfg.name == "natural":
             options["keys"] = train.keys
-        self.partition: Partition = partition or make_partition(
-            part_cfg.name,
-            train.y,
-            part_cfg.devices,
-            rng=np.random.default_rng([config.seed, 0xDA7A]),
-            **options,
-        )
+        if partition is None:
+            partition = make_partition(
+                part_cfg.name,
+                train.y,
+                part_cfg.devices,
+                rng=np.random.default_rng([config.seed, 0xDA7A]),
+                **options,
+            )
+        elif partition.num_devices < config.simulation.devices_per_round:
+            raise ConfigError(
+                f"the partition has {partition.num_devices} devices but "
+                f"simulation.devices_per_round is {config.simulation.devices_per_round}: "
+                "lower devices_per_round or pass a larger partition"
+            )
+        self.partition: Partition = partition
         strategy_options: dict[str, Any] = dict(config.strategy.options)
         self.strategy = make_strategy(config.strategy.name, **strategy_options)
         torch.manual_seed(config.seed)
@@ -175,9 +183,18 @@ class Simulation:
     def _evaluate_devices(self, devices: np.ndarray) -> Evaluation | None:
         if len(devices) == 0:
             return None
-        index = torch.from_numpy(np.concatenate([self.partition[int(d)] for d in devices]))
         params = to_torch(self.state.params)
-        return evaluate(self.task, self.model, params, self.train_x[index], self.train_y[index])
+        loss_sum = correct = 0.0
+        count = 0
+        for chunk in self._chunks(devices):  # one chunk's examples at a time: memory stays flat
+            index = torch.from_numpy(np.concatenate([self.partition[int(d)] for d in chunk]))
+            part = evaluate(self.task, self.model, params, self.train_x[index], self.train_y[index])
+            loss_sum += part.loss * part.num_examples
+            correct += part.accuracy * part.num_examples
+            count += part.num_examples
+        if count == 0:
+            return None
+        return Evaluation(loss_sum / count, correct / count, count)
 
     def run_round(self, round_number: int) -> RoundRecord:
         """Run round ``round_number`` (1-based) and return its record."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Path, Request, Response
+from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from fedge.errors import AuthorizationError, ConfigError, ValidationError
@@ -31,10 +31,18 @@ from fedge.transport.messages import (
     JobSpec,
     JobView,
     Receipt,
+    SecAggInbox,
+    SecAggJoin,
     TaskAssignment,
     Wait,
 )
-from fedge.transport.services import AdminService, DeviceService, UplinkService
+from fedge.transport.services import (
+    AdminService,
+    DeviceService,
+    SecAggRelayService,
+    SecAggUplinkService,
+    UplinkService,
+)
 
 __all__ = ["OCTET_STREAM", "build_app"]
 
@@ -87,8 +95,14 @@ def build_app(
     verifier: PeerVerifier,
     limits: BodyLimits | None = None,
     title: str = "fedge",
+    secagg_relay: SecAggRelayService | None = None,
+    secagg_uplink: SecAggUplinkService | None = None,
 ) -> FastAPI:
-    """The FastAPI app serving the routes of the services given (mutual TLS assumed)."""
+    """The FastAPI app serving the routes of the services given (mutual TLS assumed).
+
+    ``secagg_relay`` (a gateway) serves devices' secure-aggregation routes; ``secagg_uplink``
+    (the coordinator) serves the gateways' side of them.
+    """
     if device is None and uplink is None and admin is None:
         raise ConfigError("build_app needs at least one of device, uplink, admin")
     app = FastAPI(
@@ -128,7 +142,81 @@ def build_app(
         _uplink_routes(app, uplink)
     if admin is not None:
         _admin_routes(app, admin)
+    if secagg_relay is not None:
+        _secagg_relay_routes(app, secagg_relay)
+    if secagg_uplink is not None:
+        _secagg_uplink_routes(app, secagg_uplink)
     return app
+
+
+_SECAGG = "/jobs/{job_id}/rounds/{round_number}/secagg"
+Cursor = Annotated[int, Query(ge=0, le=1_000_000, description="messages already received")]
+
+
+def _secagg_relay_routes(app: FastAPI, relay: SecAggRelayService) -> None:
+    kw: dict[str, Any] = {"tags": ["device", "secagg"], "responses": _JSON_ERRORS}
+
+    @app.post(f"/v1{_SECAGG}/join", **kw)
+    def secagg_join(
+        job_id: JobId, round_number: RoundNumber, join: SecAggJoin, peer: DevicePeer
+    ) -> Receipt:
+        """Join a round's secure aggregation with a key bound to the device's certificate."""
+        return relay.secagg_join(peer, job_id, round_number, join)
+
+    @app.post(
+        f"/v1{_SECAGG}",
+        tags=["device", "secagg"],
+        openapi_extra=_BINARY_BODY,
+        responses=_PAYLOAD_ERRORS,
+    )
+    async def secagg_submit(
+        job_id: JobId, round_number: RoundNumber, request: Request, peer: DevicePeer
+    ) -> Receipt:
+        """A device's secure-aggregation message (fedge.secagg wire format)."""
+        payload = await _payload(request)
+        return await run_in_threadpool(relay.secagg_submit, peer, job_id, round_number, payload)
+
+    @app.get(f"/v1{_SECAGG}/inbox", **kw)
+    def secagg_inbox(
+        job_id: JobId, round_number: RoundNumber, peer: DevicePeer, after: Cursor = 0
+    ) -> SecAggInbox:
+        """The coordinator's secure-aggregation messages for this device (long poll)."""
+        return relay.secagg_inbox(peer, job_id, round_number, after)
+
+
+def _secagg_uplink_routes(app: FastAPI, uplink: SecAggUplinkService) -> None:
+    kw: dict[str, Any] = {"tags": ["gateway", "secagg"], "responses": _JSON_ERRORS}
+
+    @app.post(f"/v1/gateway{_SECAGG}/join", **kw)
+    def relay_join(
+        job_id: JobId, round_number: RoundNumber, join: SecAggJoin, peer: GatewayPeer
+    ) -> Receipt:
+        """A device's join, relayed by its gateway."""
+        return uplink.secagg_join(peer, job_id, round_number, join)
+
+    @app.post(
+        f"/v1/gateway{_SECAGG}",
+        tags=["gateway", "secagg"],
+        openapi_extra=_BINARY_BODY,
+        responses=_PAYLOAD_ERRORS,
+    )
+    async def relay_submit(
+        job_id: JobId, round_number: RoundNumber, request: Request, peer: GatewayPeer
+    ) -> Receipt:
+        """A device's secagg message, relayed, or the gateway's masked sum."""
+        payload = await _payload(request)
+        return await run_in_threadpool(uplink.secagg_submit, peer, job_id, round_number, payload)
+
+    @app.get(f"/v1/gateway{_SECAGG}/inbox/{{device_id}}", **kw)
+    def relay_inbox(
+        job_id: JobId,
+        round_number: RoundNumber,
+        device_id: DeviceId,
+        peer: GatewayPeer,
+        after: Cursor = 0,
+    ) -> SecAggInbox:
+        """Secure-aggregation messages for one of the gateway's devices (long poll)."""
+        return uplink.secagg_inbox(peer, job_id, round_number, device_id, after)
 
 
 def _device_routes(app: FastAPI, device: DeviceService) -> None:

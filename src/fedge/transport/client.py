@@ -44,6 +44,8 @@ from fedge.transport.messages import (
     JobSpec,
     JobView,
     Receipt,
+    SecAggInbox,
+    SecAggJoin,
     TaskAssignment,
     Wait,
 )
@@ -196,7 +198,40 @@ class FedgeClient:
         """``POST /v1/jobs/{job}/rounds/{r}/updates`` with an update payload."""
         return self._upload(f"/v1/jobs/{job_id}/rounds/{round_number}/updates", payload)
 
+    def secagg_join(self, job_id: str, round_number: int, join: SecAggJoin) -> Receipt:
+        """``POST /v1/jobs/{job}/rounds/{r}/secagg/join``."""
+        path = f"/v1/jobs/{job_id}/rounds/{round_number}/secagg/join"
+        return self._model(Receipt, self._json("POST", path, join))
+
+    def secagg_submit(self, job_id: str, round_number: int, payload: bytes) -> Receipt:
+        """``POST /v1/jobs/{job}/rounds/{r}/secagg`` with a secagg wire message."""
+        return self._upload(f"/v1/jobs/{job_id}/rounds/{round_number}/secagg", payload)
+
+    def secagg_inbox(self, job_id: str, round_number: int, after: int) -> SecAggInbox:
+        """``GET /v1/jobs/{job}/rounds/{r}/secagg/inbox?after=N``."""
+        path = f"/v1/jobs/{job_id}/rounds/{round_number}/secagg/inbox?after={int(after)}"
+        return self._model(SecAggInbox, self._json("GET", path))
+
     # -- gateway ---------------------------------------------------------------------------
+    def relay_secagg_join(self, job_id: str, round_number: int, join: SecAggJoin) -> Receipt:
+        """``POST /v1/gateway/jobs/{job}/rounds/{r}/secagg/join``: forward a device's join."""
+        path = f"/v1/gateway/jobs/{job_id}/rounds/{round_number}/secagg/join"
+        return self._model(Receipt, self._json("POST", path, join))
+
+    def relay_secagg_submit(self, job_id: str, round_number: int, payload: bytes) -> Receipt:
+        """``POST /v1/gateway/jobs/{job}/rounds/{r}/secagg``: a relayed message or a relay sum."""
+        return self._upload(f"/v1/gateway/jobs/{job_id}/rounds/{round_number}/secagg", payload)
+
+    def relay_secagg_inbox(
+        self, job_id: str, round_number: int, device_id: str, after: int
+    ) -> SecAggInbox:
+        """``GET /v1/gateway/jobs/{job}/rounds/{r}/secagg/inbox/{device}?after=N``."""
+        path = (
+            f"/v1/gateway/jobs/{job_id}/rounds/{round_number}/secagg/inbox/{device_id}"
+            f"?after={int(after)}"
+        )
+        return self._model(SecAggInbox, self._json("GET", path))
+
     def gateway_checkin(self, request: GatewayCheckIn) -> GatewayAssignments:
         """``POST /v1/gateway/checkin``: the gateway's quotas for the open rounds."""
         return self._model(GatewayAssignments, self._json("POST", "/v1/gateway/checkin", request))

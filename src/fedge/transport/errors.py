@@ -27,6 +27,8 @@ A JSON body or path parameter that fails validation is 422 ``invalid_request``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -45,6 +47,9 @@ from fedge.errors import (
     PrivacyBudgetExceeded,
     ProtocolError,
     RevokedError,
+    SecAggConfigError,
+    SecAggError,
+    SecAggIntegrityError,
     ShapeMismatchError,
     UnavailableError,
     UnknownNameError,
@@ -58,6 +63,7 @@ __all__ = [
     "error_from_response",
     "error_response",
     "install_error_handlers",
+    "secagg_errors",
     "status_for",
 ]
 
@@ -182,3 +188,16 @@ def _status_of_class(cls: type[FedgeError]) -> int:
         if issubclass(cls, known):
             return status
     return 500
+
+
+@contextmanager
+def secagg_errors() -> Iterator[None]:
+    """Map :mod:`fedge.secagg` refusals at the service boundary: integrity and unsafe
+    parameters → :class:`ValidationError` (400); out of phase, duplicate, replayed, wrong round
+    or abandoned → :class:`ProtocolError` (409)."""
+    try:
+        yield
+    except (SecAggIntegrityError, SecAggConfigError) as exc:
+        raise ValidationError(str(exc)) from None
+    except SecAggError as exc:
+        raise ProtocolError(str(exc)) from None

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 _MiB = 1024 * 1024
 _UPDATES = re.compile(r"^/v1/jobs/[^/]+/rounds/[^/]+/updates/?$")
 _PARTIALS = re.compile(r"^/v1/jobs/[^/]+/rounds/[^/]+/partials/?$")
+_SECAGG = re.compile(r"^/v1/(gateway/)?jobs/[^/]+/rounds/[^/]+/secagg/?$")  # masked vectors
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -43,7 +44,7 @@ class BodyLimits:
 
     def for_path(self, path: str) -> int:
         """The limit for a request to ``path``."""
-        if _UPDATES.match(path):
+        if _UPDATES.match(path) or _SECAGG.match(path):
             return self.update
         if _PARTIALS.match(path):
             return self.partial

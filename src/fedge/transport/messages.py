@@ -14,6 +14,12 @@ Endpoints (all under ``/v1``; devices cannot tell a gateway from a coordinator):
 ``POST /v1/jobs/{job}/rounds/{r}/updates``  device       update payload → Receipt
 ``POST /v1/gateway/checkin``              gateway      GatewayCheckIn → GatewayAssignments
 ``POST /v1/jobs/{job}/rounds/{r}/partials`` gateway      partial-sum payload → Receipt
+``POST /v1/jobs/{job}/rounds/{r}/secagg/join``   device  SecAggJoin → Receipt
+``POST /v1/jobs/{job}/rounds/{r}/secagg``         device  secagg wire message → Receipt
+``GET  /v1/jobs/{job}/rounds/{r}/secagg/inbox``   device  ?after=N → SecAggInbox (long poll)
+``POST /v1/gateway/jobs/{job}/rounds/{r}/secagg/join``  gw  SecAggJoin (forwarded) → Receipt
+``POST /v1/gateway/jobs/{job}/rounds/{r}/secagg``       gw  secagg message or RelaySum → Receipt
+``GET  /v1/gateway/jobs/{job}/rounds/{r}/secagg/inbox/{device}``  gw  → SecAggInbox
 ``POST /v1/admin/jobs``                    admin        JobSpec → JobView (201)
 ``GET  /v1/admin/jobs``                    admin        → list[JobView]
 ``GET  /v1/admin/jobs/{job}``              admin        → JobView
@@ -54,10 +60,13 @@ __all__ = [
     "Health",
     "JobSpec",
     "JobView",
+    "KeyBinding",
     "PrivacyPlan",
     "Receipt",
     "RoundAssignment",
     "RoundView",
+    "SecAggInbox",
+    "SecAggJoin",
     "SecAggPlan",
     "StrategySpec",
     "TaskAssignment",
@@ -140,10 +149,62 @@ class PrivacyPlan(_Msg):
 
 
 class SecAggPlan(_Msg):
-    """Secure-aggregation session parameters (filled in when secure aggregation is on)."""
+    """Secure aggregation is on for the round: how the device builds its vector and waits.
+
+    ``session`` names the round ("job/round"); the cryptographic session id and the exact
+    :class:`~fedge.secagg.SessionParams` come later, in the coordinator's signed round setup.
+    ``params`` holds ``weighting`` ("examples" or "uniform"), ``max_examples`` (the weight cap
+    for "examples") and ``phase_timeout_s`` (the coordinator's per-phase deadline).
+    """
 
     session: str
     params: dict[str, float | int | str | bool]
+
+
+B64Key = Annotated[str, Field(pattern=r"^[A-Za-z0-9+/]{43}=$")]  # 32 bytes, base64
+
+
+class KeyBinding(_Msg):
+    """A per-round Ed25519 identity key, proven by the holder's fleet certificate.
+
+    ``proof`` is the ECDSA signature, with the certificate's key, over
+    :func:`fedge.identity.binding.binding_message` (role, name, job, round, key).
+    """
+
+    role: Literal["device", "coordinator"]
+    name: Name
+    identity_key: B64Key
+    certificate: str = Field(max_length=16_384)  # PEM
+    proof: str = Field(max_length=256)  # base64 DER ECDSA signature
+
+
+class SecAggJoin(_Msg):
+    """Device → gateway → coordinator: "I trained; count me in the secure sum of this round"."""
+
+    job_id: Name
+    round: int = Field(ge=1)
+    device_id: Name
+    nonce: Nonce
+    binding: KeyBinding
+
+
+class SecAggInbox(_Msg):
+    """The secagg messages waiting for one device, from position ``after`` on.
+
+    ``messages`` are base64 :func:`fedge.secagg.messages.to_wire` payloads; ``next`` is the
+    cursor to ask from next time. ``bindings`` are the proven keys of the coordinator and the
+    device's neighbours (present once the session started). ``state`` is "joining" until the
+    coordinator starts the session, "running", then "done" or "abandoned" (with ``reason``).
+    """
+
+    state: Literal["joining", "running", "done", "abandoned"]
+    messages: list[str] = Field(default_factory=list, max_length=64)
+    next: int = Field(0, ge=0)
+    bindings: list[KeyBinding] = Field(default_factory=list)
+    phase: str = ""
+    phase_deadline: float | None = None  # when the coordinator closes the current phase
+    relay_deadline: float | None = None  # when a gateway must forward its masked sum
+    reason: str = ""
 
 
 class TaskAssignment(_Msg):

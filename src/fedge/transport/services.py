@@ -29,11 +29,19 @@ if TYPE_CHECKING:
         JobSpec,
         JobView,
         Receipt,
+        SecAggInbox,
+        SecAggJoin,
         TaskAssignment,
         Wait,
     )
 
-__all__ = ["AdminService", "DeviceService", "UplinkService"]
+__all__ = [
+    "AdminService",
+    "DeviceService",
+    "SecAggRelayService",
+    "SecAggUplinkService",
+    "UplinkService",
+]
 
 
 class DeviceService(Protocol):
@@ -69,6 +77,50 @@ class UplinkService(Protocol):
         self, peer: Identity, job_id: str, round_number: int, payload: bytes
     ) -> Receipt:
         """A gateway's partial aggregate for a round; idempotent (exactly once per gateway)."""
+        ...
+
+
+class SecAggRelayService(Protocol):
+    """What a device calls on its gateway during secure aggregation (the gateway relays)."""
+
+    def secagg_join(
+        self, peer: Identity, job_id: str, round_number: int, join: SecAggJoin
+    ) -> Receipt:
+        """Join the round's session with a key bound to the device's certificate."""
+        ...
+
+    def secagg_submit(
+        self, peer: Identity, job_id: str, round_number: int, payload: bytes
+    ) -> Receipt:
+        """A secagg wire message of the device (advertisement, shares, masked input, unmask)."""
+        ...
+
+    def secagg_inbox(
+        self, peer: Identity, job_id: str, round_number: int, after: int
+    ) -> SecAggInbox:
+        """The coordinator's messages for the device, from position ``after``."""
+        ...
+
+
+class SecAggUplinkService(Protocol):
+    """What a gateway calls on the coordinator during secure aggregation."""
+
+    def secagg_join(
+        self, peer: Identity, job_id: str, round_number: int, join: SecAggJoin
+    ) -> Receipt:
+        """Forward a device's join."""
+        ...
+
+    def secagg_submit(
+        self, peer: Identity, job_id: str, round_number: int, payload: bytes
+    ) -> Receipt:
+        """Forward a device's message, or deliver the site's relay sum."""
+        ...
+
+    def secagg_inbox(
+        self, peer: Identity, job_id: str, round_number: int, device_id: str, after: int
+    ) -> SecAggInbox:
+        """Messages for one of the gateway's devices."""
         ...
 
 

@@ -1,0 +1,473 @@
+"""Secure aggregation over the network, coordinator side: one SecAgg+ session per round.
+
+:class:`SecureRound` wraps a :class:`~fedge.secagg.CoordinatorSession` with what the network
+adds (the in-process reference is :func:`fedge.secagg.run_secure_sum`):
+
+1. **Join.** A device that trained sends a :class:`~fedge.transport.messages.SecAggJoin`
+   through its gateway: a fresh Ed25519 key bound to its fleet certificate
+   (:mod:`fedge.identity.binding`). It is accepted only from the gateway of the certificate's
+   site. The join phase closes when every task handed out joined (the sum of the quotas) or at
+   the training deadline; then the session starts over the devices that joined.
+2. **Phases.** Messages for devices wait in per-device inboxes (fetched with a cursor, long
+   poll); messages from devices arrive through their gateway. A phase closes as soon as nobody
+   is missing (:attr:`CoordinatorSession.waiting_for`) or when its deadline passes
+   (``phase_timeout_s``; dropouts). In the masked-input phase gateways forward one
+   :class:`~fedge.secagg.RelaySum` each by ``relay_deadline``; the coordinator waits half a
+   phase longer for them.
+3. **Result.** The unmasked integer sum is dequantised. With ``weighting = "examples"`` every
+   device sent ``[w·Δ, w]`` with ``w = min(examples, max_examples) / max_examples``, so the last
+   coordinate is Σw and the mean is Σw·Δ / Σw (FedAvg); with ``"uniform"`` it sent Δ and the mean
+   is ΣΔ / survivors. Too few survivors: abandoned, nothing revealed.
+
+Every message is bound to the round (the session id inside it), the device (must have joined via
+this gateway) and the phase; out-of-phase, duplicate, foreign or replayed messages are refused
+(409) and a byte-identical resend is acknowledged as a duplicate (the device may retry).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import math
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from cryptography import x509
+from numpy.typing import NDArray
+
+from fedge.errors import (
+    AuthorizationError,
+    ConfigError,
+    FedgeError,
+    IdentityError,
+    ProtocolError,
+    SecAggConfigError,
+    UnknownNameError,
+    ValidationError,
+)
+from fedge.identity import Identity, RevocationSource, Role, load_certificate
+from fedge.identity.binding import binding_message, sign_key_binding, verify_key_binding
+from fedge.secagg import (
+    CoordinatorPhase,
+    CoordinatorSession,
+    Message,
+    RelaySum,
+    SecAggConfig,
+    SessionParams,
+    dequantize_sum,
+    from_wire,
+    to_wire,
+)
+from fedge.secagg.crypto import ed25519_keypair
+from fedge.transport import messages as m
+from fedge.transport.errors import secagg_errors
+
+__all__ = [
+    "SecAggAuthority",
+    "SecureResult",
+    "SecureRound",
+    "SecureSettings",
+    "check_secagg_settings",
+]
+
+_CONFIG_KEYS = {
+    "bits", "levels", "neighbours", "threshold", "dropout_rate", "corrupt_fraction",
+    "security_bits", "correctness_bits",
+}  # fmt: skip
+_OWN_KEYS = {"clip_lo", "clip_hi", "weighting", "max_examples", "phase_timeout_s"}
+_MAX_WAIT_S = 10.0
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SecureSettings:
+    """A job's ``secure_aggregation`` table: SecAgg+ parameters plus the network's own."""
+
+    config: SecAggConfig
+    weighting: str = "examples"  # "examples": FedAvg weights; "uniform": every device weighs 1
+    max_examples: int = 1000  # weight cap for "examples": w = min(examples, cap) / cap
+    phase_timeout_s: float = 10.0  # each protocol phase closes at the latest after this
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, float | int | str | bool]) -> SecureSettings:
+        """Validate a job spec's ``secure_aggregation`` dict; ConfigError says what is wrong."""
+        unknown = set(raw) - _CONFIG_KEYS - _OWN_KEYS
+        if unknown:
+            allowed = ", ".join(sorted(_CONFIG_KEYS | _OWN_KEYS))
+            raise ConfigError(f"unknown secure_aggregation keys {sorted(unknown)}; use {allowed}")
+        kwargs = {k: v for k, v in raw.items() if k in _CONFIG_KEYS}
+        lo, hi = float(raw.get("clip_lo", -1.0)), float(raw.get("clip_hi", 1.0))
+        weighting = str(raw.get("weighting", "examples"))
+        if weighting not in ("examples", "uniform"):
+            raise ConfigError(f"weighting must be 'examples' or 'uniform', not {weighting!r}")
+        if weighting == "examples" and not (lo <= 0.0 and hi >= 1.0):
+            raise ConfigError(
+                f"weighting = 'examples' sends the weight (in (0, 1]) as one more coordinate: "
+                f"the clip range [{lo:g}, {hi:g}] must contain [0, 1]"
+            )
+        max_examples = raw.get("max_examples", 1000)
+        timeout = float(raw.get("phase_timeout_s", 10.0))
+        if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
+            raise ConfigError(f"max_examples must be a positive integer, not {max_examples!r}")
+        if not (math.isfinite(timeout) and 0.1 <= timeout <= 3600):
+            raise ConfigError(f"phase_timeout_s must be in [0.1, 3600], not {timeout}")
+        try:
+            config = SecAggConfig(clip_range=(lo, hi), **kwargs)  # type: ignore[arg-type]
+        except (SecAggConfigError, TypeError) as exc:
+            raise ConfigError(f"secure_aggregation: {exc}") from None
+        return cls(config, weighting, int(max_examples), timeout)
+
+    @property
+    def extra(self) -> int:
+        """Coordinates appended to the flattened update (the weight under "examples")."""
+        return 1 if self.weighting == "examples" else 0
+
+    def plan(self, job_id: str, round_number: int) -> m.SecAggPlan:
+        """What a device needs to know before the session starts."""
+        return m.SecAggPlan(
+            session=f"{job_id}/{round_number}",
+            params={
+                "weighting": self.weighting,
+                "max_examples": self.max_examples,
+                "phase_timeout_s": self.phase_timeout_s,
+            },
+        )
+
+
+@dataclass(frozen=True)
+class SecAggAuthority:
+    """What the coordinator needs to run secure aggregation: the fleet CA (and CRL) to check
+    devices' key bindings, and its own certificate and key to bind its round keys."""
+
+    name: str
+    ca: x509.Certificate
+    revocation: RevocationSource | None
+    certificate_pem: bytes
+    key_pem: bytes
+
+    @classmethod
+    def from_files(
+        cls, ca: str | Path, cert: str | Path, key: str | Path, revocation: RevocationSource | None
+    ) -> SecAggAuthority:
+        """Load the coordinator's PKI files."""
+        from fedge.identity import identity_from_certificate
+
+        cert_pem = Path(cert).read_bytes()
+        name = identity_from_certificate(cert_pem).name
+        return cls(name, load_certificate(ca), revocation, cert_pem, Path(key).read_bytes())
+
+    def binding(self, job_id: str, round_number: int, public: bytes) -> m.KeyBinding:
+        """Bind this round's Ed25519 key to the coordinator's certificate."""
+        message = binding_message(Role.COORDINATOR, self.name, job_id, round_number, public)
+        proof = sign_key_binding(self.key_pem, message)
+        return m.KeyBinding(
+            role="coordinator",
+            name=self.name,
+            identity_key=base64.b64encode(public).decode(),
+            certificate=self.certificate_pem.decode(),
+            proof=base64.b64encode(proof).decode(),
+        )
+
+
+@dataclass(frozen=True)
+class SecureResult:
+    """The round's outcome: the summed update and weight over the survivors, or why not."""
+
+    abandoned: bool
+    reason: str = ""
+    sums: NDArray[np.float64] | None = None  # Σ w·Δ (flattened), or ΣΔ under "uniform"
+    total_weight: float = 0.0
+    survivors: tuple[str, ...] = ()
+    gateways: tuple[str, ...] = ()  # gateways whose relay sum was counted
+
+
+@dataclass
+class _Join:
+    gateway: str
+    binding: m.KeyBinding
+    key: bytes
+    nonce: str
+
+
+class SecureRound:
+    """One round's secure aggregation at the coordinator (thread-safe; time is passed in)."""
+
+    def __init__(
+        self,
+        job_id: str,
+        round_number: int,
+        settings: SecureSettings,
+        length: int,
+        authority: SecAggAuthority,
+        *,
+        expected: int,
+        join_deadline: float,
+    ) -> None:
+        self.job_id, self.round_number = job_id, round_number
+        self.settings, self.authority = settings, authority
+        self.length = length + settings.extra
+        self.expected, self.join_deadline = expected, join_deadline
+        self.plan = settings.plan(job_id, round_number)
+        self._signing_key, public = ed25519_keypair()
+        self._binding = authority.binding(job_id, round_number, public)
+        self._lock = threading.Condition()
+        self._joins: dict[str, _Join] = {}
+        self._session: CoordinatorSession | None = None
+        self._params: SessionParams | None = None
+        self._inbox: dict[str, list[str]] = {}
+        self._accepted: set[bytes] = set()  # sha256 of accepted wire messages (resends)
+        self._relays: list[str] = []
+        self.phase_deadline: float | None = None
+        self.relay_deadline: float | None = None
+        self.result: SecureResult | None = None
+
+    # -- joining --------------------------------------------------------------------------------
+    def join(self, gateway: Identity, join: m.SecAggJoin) -> m.Receipt:
+        """Accept a device's proven key (from its own site's gateway), before the session starts."""
+        if (join.job_id, join.round) != (self.job_id, self.round_number):
+            raise ProtocolError(
+                f"join for {join.job_id}/{join.round} sent to {self.job_id}/{self.round_number}"
+            )
+        b = join.binding
+        if b.role != "device" or b.name != join.device_id:
+            raise ValidationError("a join must carry the device's own key binding")
+        key = base64.b64decode(b.identity_key)
+        try:
+            who = verify_key_binding(
+                b.certificate.encode(),
+                base64.b64decode(b.proof),
+                role=Role.DEVICE,
+                name=join.device_id,
+                job_id=self.job_id,
+                round_number=self.round_number,
+                key=key,
+                ca=self.authority.ca,
+                revocation=self.authority.revocation,
+            )
+        except (IdentityError, ValueError) as exc:
+            raise AuthorizationError(f"join of {join.device_id!r} refused: {exc}") from None
+        if who.site != gateway.site:
+            raise AuthorizationError(
+                f"device {join.device_id!r} belongs to site {who.site!r}; gateway "
+                f"{gateway.name!r} relays only for site {gateway.site!r}"
+            )
+        with self._lock:
+            held = self._joins.get(join.device_id)
+            if held is not None:
+                if held.nonce == join.nonce and held.binding == b:
+                    return m.Receipt(accepted=True, duplicate=True, reason="already joined")
+                raise ProtocolError(f"device {join.device_id!r} already joined this round")
+            if self._session is not None or self.result is not None:
+                raise ProtocolError(
+                    f"the secure-aggregation session of {self.job_id}/{self.round_number} has "
+                    "started; joins are closed (too late for this round)"
+                )
+            self._joins[join.device_id] = _Join(gateway.name, b, key, join.nonce)
+            self._inbox[join.device_id] = []
+        return m.Receipt(accepted=True)
+
+    # -- phases ---------------------------------------------------------------------------------
+    def tick(self, now: float) -> None:
+        """Start the session or close phases whose deadline passed (or that are complete)."""
+        with self._lock:
+            self._advance(now)
+
+    def _advance(self, now: float) -> None:
+        while self.result is None:
+            if self._session is None:
+                if len(self._joins) < self.expected and now < self.join_deadline:
+                    return
+                self._start(now)
+                continue
+            if self._session.waiting_for and now < (self.phase_deadline or 0.0):
+                return
+            self._close_phase(now)
+
+    def _start(self, now: float) -> None:
+        devices = sorted(self._joins)
+        try:
+            params = self.settings.config.resolve(len(devices), self.length)
+        except SecAggConfigError as exc:
+            self._finish(SecureResult(True, f"{len(devices)} device(s) joined: {exc}"))
+            return
+        session = CoordinatorSession(
+            params,
+            devices,
+            {d: j.key for d, j in self._joins.items()},
+            self._signing_key,
+            job_id=self.job_id,
+            round_id=self.round_number,
+        )
+        self._session, self._params = session, params
+        log.info(
+            "job %s round %d: secure aggregation over %d devices (k=%d, t=%d, %d bits)",
+            self.job_id, self.round_number, params.n, params.neighbours, params.threshold,
+            params.bits,
+        )  # fmt: skip
+        self._route(session.start(), now)
+
+    def _route(self, out: list[Message], now: float) -> None:
+        assert self._session is not None
+        for msg in out:
+            device = getattr(msg, "device_id", "")
+            self._inbox[device].append(base64.b64encode(to_wire(msg)).decode())
+        timeout = self.settings.phase_timeout_s
+        if self._session.phase is CoordinatorPhase.MASKED_INPUT:
+            self.relay_deadline = now + timeout
+            self.phase_deadline = now + 1.5 * timeout
+        else:
+            self.relay_deadline = None
+            self.phase_deadline = now + timeout
+        self._lock.notify_all()
+
+    def _close_phase(self, now: float) -> None:
+        session = self._session
+        assert session is not None and self._params is not None
+        if session.phase in (CoordinatorPhase.DONE, CoordinatorPhase.ABANDONED):
+            self._conclude()
+            return
+        closing, missing = session.phase.value, len(session.waiting_for)
+        out = session.close_phase()
+        log.info(
+            "job %s round %d: secure phase %s closed (%d missing)",
+            self.job_id, self.round_number, closing, missing,
+        )  # fmt: skip
+        if session.phase in (CoordinatorPhase.DONE, CoordinatorPhase.ABANDONED):
+            self._conclude()
+            return
+        self._route(out, now)
+
+    def _conclude(self) -> None:
+        session, params = self._session, self._params
+        assert session is not None and params is not None
+        outcome = session.outcome
+        if outcome is None or outcome.abandoned or outcome.total is None:
+            reason = outcome.reason if outcome else f"stopped in phase {session.phase.value}"
+            self._finish(SecureResult(True, reason))
+            return
+        total = dequantize_sum(outcome.total, len(outcome.survivors), params)
+        if self.settings.extra:
+            sums, weight = total[:-1], float(total[-1])
+        else:
+            sums, weight = total, float(len(outcome.survivors))
+        self._finish(SecureResult(False, "", sums, weight, outcome.survivors, tuple(self._relays)))
+
+    def _finish(self, result: SecureResult) -> None:
+        self.result = result
+        self._lock.notify_all()
+
+    def abandon(self, reason: str) -> None:
+        """Stop the session (e.g. the round was closed); nothing more is revealed."""
+        with self._lock:
+            if self.result is None:
+                self._finish(SecureResult(True, reason))
+
+    # -- messages from gateways -------------------------------------------------------------------
+    def receive(self, gateway: Identity, data: bytes, now: float) -> m.Receipt:
+        """A device's message (relayed) or a gateway's relay sum; refusals change nothing."""
+        with secagg_errors():
+            msg = from_wire(data)
+        digest = hashlib.sha256(data).digest()
+        with self._lock:
+            if digest in self._accepted:
+                return m.Receipt(accepted=True, duplicate=True, reason="already received")
+            if self.result is not None:
+                raise ProtocolError(
+                    f"the secure-aggregation session of {self.job_id}/{self.round_number} is "
+                    f"over ({'abandoned' if self.result.abandoned else 'done'}); message refused"
+                )
+            if self._session is None:
+                raise ProtocolError("the secure-aggregation session has not started yet")
+            if isinstance(msg, RelaySum):
+                if msg.gateway_id != gateway.name:
+                    raise AuthorizationError(
+                        f"gateway {gateway.name!r} may not send the sum of {msg.gateway_id!r}"
+                    )
+                foreign = [d for d in msg.contributors if self._gateway_of(d) != gateway.name]
+                if foreign:
+                    raise AuthorizationError(
+                        f"relay sum of {gateway.name!r} lists devices it did not relay: "
+                        f"{sorted(foreign)[:5]}"
+                    )
+            else:
+                device = getattr(msg, "device_id", "")
+                if self._gateway_of(device) != gateway.name:
+                    raise AuthorizationError(
+                        f"device {device!r} did not join this round through gateway "
+                        f"{gateway.name!r}"
+                    )
+            with secagg_errors():
+                self._session.receive(msg)
+            self._accepted.add(digest)
+            if isinstance(msg, RelaySum):
+                self._relays.append(gateway.name)
+            if not self._session.waiting_for:
+                self._advance(now)
+        return m.Receipt(accepted=True)
+
+    def _gateway_of(self, device: str) -> str | None:
+        held = self._joins.get(device)
+        return held.gateway if held else None
+
+    def inbox(
+        self, gateway: Identity, device: str, after: int, wait_s: float = 0.0
+    ) -> m.SecAggInbox:
+        """Messages for ``device`` from position ``after``; waits up to ``wait_s`` for news."""
+        with self._lock:
+            if self._gateway_of(device) != gateway.name:
+                raise UnknownNameError(
+                    f"device {device!r} has not joined {self.job_id}/{self.round_number} "
+                    f"through gateway {gateway.name!r}"
+                )
+            box = self._inbox[device]
+            if after > len(box):
+                raise ValidationError(f"cursor {after} is past the {len(box)} messages sent")
+            self._lock.wait_for(
+                lambda: len(box) > after or self.result is not None,
+                timeout=min(max(wait_s, 0.0), _MAX_WAIT_S),
+            )
+            return self._view(device, after)
+
+    def _view(self, device: str, after: int) -> m.SecAggInbox:
+        box = self._inbox[device][after:][:64]
+        state: Literal["joining", "running", "done", "abandoned"]
+        if self.result is not None:
+            state = "abandoned" if self.result.abandoned else "done"
+        else:
+            state = "joining" if self._session is None else "running"
+        bindings: list[m.KeyBinding] = []
+        session = self._session
+        if session is not None and after == 0:
+            bindings = [self._binding] + [
+                self._joins[v].binding for v in session.graph.get(device, ())
+            ]
+        return m.SecAggInbox(
+            state=state,
+            messages=box,
+            next=after + len(box),
+            bindings=bindings,
+            phase=session.phase.value if session is not None else "join",
+            phase_deadline=self.phase_deadline,
+            relay_deadline=self.relay_deadline,
+            reason=self.result.reason if self.result is not None else "",
+        )
+
+    @property
+    def joined(self) -> frozenset[str]:
+        """Devices whose key was accepted."""
+        with self._lock:
+            return frozenset(self._joins)
+
+
+def check_secagg_settings(raw: Mapping[str, float | int | str | bool]) -> SecureSettings:
+    """Parse a job's table or raise :class:`~fedge.errors.ValidationError` (for job creation)."""
+    try:
+        return SecureSettings.parse(raw)
+    except (ConfigError, FedgeError, ValueError) as exc:
+        raise ValidationError(f"secure_aggregation: {exc}") from None
