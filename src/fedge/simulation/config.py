@@ -105,6 +105,21 @@ class SimulationSection(_Section):
     sampling: Literal["auto", "poisson", "fixed"] = "auto"
 
 
+class SecureAggregationSection(_Section):
+    """Run every round's sum through SecAgg+ (issue 3): real sessions, simulated gateways."""
+
+    enabled: bool = False
+    gateways: PositiveInt = 4  # devices are spread over this many simulated gateways
+    clip: float = Field(0.5, gt=0)  # each delta coordinate is clipped to ±clip
+    bits: int = Field(32, ge=8, le=64)  # the modulus 2^bits of the secure sum
+    dropout_rate: float = Field(0.0, ge=0, lt=0.5)  # share of participants that vanish...
+    dropout_phase: Literal["setup", "advertise_keys", "share_keys", "masked_input"] = (
+        "masked_input"  # ...after this phase
+    )
+    neighbours: PositiveInt | None = None  # k; None: derived from n and the dropout rate
+    threshold: PositiveInt | None = None  # t; give both or neither
+
+
 class SimulationConfig(_Section):
     task: str = "mnist_2nn"
     rounds: PositiveInt = 20
@@ -114,6 +129,7 @@ class SimulationConfig(_Section):
     strategy: StrategySection = StrategySection()
     simulation: SimulationSection = SimulationSection()
     privacy: PrivacyConfig = PrivacyConfig()  # mode "none": no clipping, no noise, no accounting
+    secure_aggregation: SecureAggregationSection = SecureAggregationSection()
 
     @property
     def sampling(self) -> Literal["poisson", "fixed"]:
@@ -129,6 +145,12 @@ class SimulationConfig(_Section):
             raise ValueError(
                 f"simulation.devices_per_round ({self.simulation.devices_per_round}) exceeds "
                 f"partition.devices ({self.partition.devices}): lower it or add devices"
+            )
+        if self.secure_aggregation.enabled and self.privacy.mode in ("central", "local"):
+            raise ValueError(
+                "secure_aggregation with privacy.mode = "
+                f"{self.privacy.mode!r} is not combined: use privacy.mode = 'distributed' "
+                "(noise added on the devices, summed by secure aggregation)"
             )
         return self
 

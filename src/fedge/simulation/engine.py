@@ -32,6 +32,7 @@ from fedge.simulation.config import SimulationConfig
 from fedge.simulation.evaluate import Evaluation, evaluate
 from fedge.simulation.history import History, RoundRecord
 from fedge.simulation.privacy import RoundAggregator, SimulationPrivacy
+from fedge.simulation.secure import SecureRoundAggregator
 from fedge.simulation.vectorized import VectorizedTrainer
 from fedge.tasks import get_task
 from fedge.training import LocalTrainingConfig, device_rng, train_local
@@ -58,7 +59,7 @@ def auto_chunk_size(num_params: int, batch_size: int | None, num_features: int) 
 
 @dataclass(frozen=True)
 class _RoundUpdates:
-    accumulator: WeightedMeanAccumulator | RoundAggregator
+    accumulator: WeightedMeanAccumulator | RoundAggregator | SecureRoundAggregator
     train_loss: float
 
 
@@ -146,11 +147,26 @@ class Simulation:
         cfg = self.client_config.with_plan(
             proximal_mu=plan.proximal_mu, single_full_batch_step=plan.single_full_batch_step
         )
-        acc: WeightedMeanAccumulator | RoundAggregator = (
-            WeightedMeanAccumulator(self.spec)
-            if self.privacy is None
-            else self.privacy.new_round(round_number)
-        )
+        acc: WeightedMeanAccumulator | RoundAggregator | SecureRoundAggregator
+        secure = self.config.secure_aggregation
+        if self.privacy is not None:
+            acc = self.privacy.new_round(round_number)
+        elif secure.enabled:
+            acc = SecureRoundAggregator(
+                self.spec,
+                clip=secure.clip,
+                max_weight=float(self.partition.sizes.max()),
+                bits=secure.bits,
+                gateways=secure.gateways,
+                dropout_rate=secure.dropout_rate,
+                dropout_phase=secure.dropout_phase,
+                seed=self.config.seed,
+                round_number=round_number,
+                neighbours=secure.neighbours,
+                threshold=secure.threshold,
+            )
+        else:
+            acc = WeightedMeanAccumulator(self.spec)
         losses: list[float] = []
         weights: list[float] = []
         global_t = to_torch(self.state.params)
@@ -216,7 +232,9 @@ class Simulation:
             central = evaluate(self.task, self.model, params, self.test_x, self.test_y)
         fed = self._evaluate_devices(devices) if sim.federated_eval else None
         epsilon, extra = None, {}
-        if self.privacy is not None:
+        if isinstance(acc, SecureRoundAggregator):
+            extra = dict(acc.stats)
+        elif self.privacy is not None:
             assert not isinstance(acc, WeightedMeanAccumulator)
             extra = {"clip_norm": acc.clip_norm, "noise_stddev": acc.noise_stddev}
             epsilon = self.privacy.finish_round(acc)
