@@ -51,6 +51,7 @@ from fedge.transport import messages as m
 from .conftest import identity
 
 ADMIN = identity(Role.ADMIN, "admin")
+DROPPING = {"phase_timeout_s": 3.0, "max_examples": 100}  # a dropout costs one phase timeout
 SITES = {"s1": "gw-a", "s2": "gw-b"}
 
 
@@ -180,7 +181,8 @@ def job_spec(**over: Any) -> m.JobSpec:
         "min_devices": 3,
         "training_deadline_s": 30.0,
         "seed": 0,
-        "secure_aggregation": {"phase_timeout_s": 2.0, "max_examples": 100},
+        # phases close as soon as everyone answered; the timeout only matters for dropouts
+        "secure_aggregation": {"phase_timeout_s": 10.0, "max_examples": 100},
     }
     base.update(over)
     return m.JobSpec.model_validate(base)
@@ -340,7 +342,7 @@ def test_secure_round_commits_the_fedavg_of_all_devices(
 
 
 def test_device_dropping_after_masked_input_still_counts(world: World) -> None:
-    world.svc.create_job(ADMIN, job_spec())
+    world.svc.create_job(ADMIN, job_spec(secure_aggregation=DROPPING))
     base = {k: v.copy() for k, v in world.svc.driver.jobs["secure"].state.params.items()}
     tasks = hand_out(world)
     outcomes, updates = run_round(world, tasks, drop_on={"d-s1-0": "unmask_response"})
@@ -353,7 +355,7 @@ def test_device_dropping_after_masked_input_still_counts(world: World) -> None:
 
 
 def test_device_dropping_before_masked_input_is_left_out(world: World) -> None:
-    world.svc.create_job(ADMIN, job_spec())
+    world.svc.create_job(ADMIN, job_spec(secure_aggregation=DROPPING))
     base = {k: v.copy() for k, v in world.svc.driver.jobs["secure"].state.params.items()}
     tasks = hand_out(world)
     outcomes, updates = run_round(world, tasks, drop_on={"d-s2-1": "masked_input"})
@@ -366,7 +368,7 @@ def test_device_dropping_before_masked_input_is_left_out(world: World) -> None:
 
 
 def test_too_few_devices_abandon_the_round(world: World) -> None:
-    world.svc.create_job(ADMIN, job_spec(rounds=2))
+    world.svc.create_job(ADMIN, job_spec(rounds=2, secure_aggregation=DROPPING))
     tasks = hand_out(world)
     drop = {d: "key_advertisement" for d in list(tasks)[:4]}
     run_round(world, tasks, drop_on=drop)
