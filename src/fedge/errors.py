@@ -13,7 +13,8 @@ Messages say what happened and what to do about it::
     │   ├── WireFormatError      truncated, oversized, wrongly typed or versioned payload
     │   │   └── PayloadTooLarge  a request body over the route's size limit (HTTP 413)
     │   ├── ShapeMismatchError   tensor names/shapes/dtypes do not match the model
-    │   └── NonFiniteError       NaN or Inf where finite numbers are required
+    │   ├── NonFiniteError       NaN or Inf where finite numbers are required
+    │   └── HealthCheckError     a model version failed the device's health check (kept the last good)
     ├── AggregationError         a round cannot be aggregated (e.g. no valid updates)
     ├── PrivacyError             a differential-privacy guarantee cannot be given as asked
     │   ├── CalibrationError     no noise multiplier reaches the target (ε, δ) in the rounds asked
@@ -46,6 +47,7 @@ __all__ = [
     "DataError",
     "ExpiredCertificateError",
     "FedgeError",
+    "HealthCheckError",
     "IdentityError",
     "NonFiniteError",
     "PartitionError",
@@ -111,6 +113,10 @@ class ShapeMismatchError(ValidationError):
 
 class NonFiniteError(ValidationError):
     """An array holds NaN or Inf where only finite values are allowed."""
+
+
+class HealthCheckError(ValidationError):
+    """A model version failed to load, to predict, or to reach the accuracy floor on the holdout."""
 
 
 class AggregationError(FedgeError):
