@@ -104,7 +104,8 @@ def calibrate_noise_multiplier(
     if eps(lo) > target_epsilon:
         # Brent's method (bisection safeguarded by secant steps) on log ε(z) − log target.
         def gap(z: float) -> float:
-            return math.log(eps(z)) - math.log(target_epsilon)
+            # dp_accounting reports ε = 0 for very large z: treat it as the tiniest positive ε
+            return math.log(max(eps(z), 1e-300)) - math.log(target_epsilon)
 
         hi = float(brentq(gap, lo, hi, xtol=1e-12, rtol=tolerance / 4))
         while eps(hi) > target_epsilon:  # land on the safe side of the root
