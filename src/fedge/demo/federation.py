@@ -107,11 +107,19 @@ class LocalFederation:
             section["crl"] = str(self.pki / "crl.pem")
         return section
 
-    def _wait_listening(self, proc: ManagedProcess, timeout: float = 120.0) -> int:
+    def _log_size(self, name: str) -> int:
+        path = self.supervisor.log_dir / f"{name}.log"
+        return path.stat().st_size if path.exists() else 0
+
+    def _wait_listening(self, proc: ManagedProcess, since: int, timeout: float = 120.0) -> int:
+        """The port ``proc`` reports; only its log after byte ``since`` counts (a restart appends
+        to the same log, whose earlier "listening" line is the previous process's)."""
         port: list[int] = []
 
         def found() -> bool:
-            match = _LISTENING.search(proc.tail(200))
+            with proc.log_path.open("rb") as log:
+                log.seek(since)
+                match = _LISTENING.search(log.read().decode("utf-8", "replace"))
             if match:
                 port.append(int(match.group(1)))
             return bool(match)
@@ -138,10 +146,11 @@ class LocalFederation:
             },
             {"pki": self._pki_section("coordinator", crl=True)},
         )
+        since = self._log_size("coordinator")
         proc = self.supervisor.start(
             "coordinator", fedge_argv("--log-level", "info", "coordinator", "--config", str(config))
         )
-        self.coordinator_url = f"https://127.0.0.1:{self._wait_listening(proc)}"
+        self.coordinator_url = f"https://127.0.0.1:{self._wait_listening(proc, since)}"
         return self.coordinator_url
 
     def start_gateway(self, site: str, *, coordinator_url: str | None = None) -> str:
@@ -169,10 +178,11 @@ class LocalFederation:
             },
             {"pki": self._pki_section(name, crl=True)},
         )
+        since = self._log_size(name)
         proc = self.supervisor.start(
             name, fedge_argv("--log-level", "info", "gateway", "--config", str(config))
         )
-        self.gateway_urls[site] = f"https://127.0.0.1:{self._wait_listening(proc)}"
+        self.gateway_urls[site] = f"https://127.0.0.1:{self._wait_listening(proc, since)}"
         return self.gateway_urls[site]
 
     def start_device(self, site: str, index: int) -> ManagedProcess:
@@ -208,8 +218,11 @@ class LocalFederation:
                 "eligibility": {"min_examples": 10, "require_charging": False},
             },
         )
+        # Many devices share this machine's cores: one compute thread each, not one per core.
         return self.supervisor.start(
-            name, fedge_argv("--log-level", "info", "device", "--config", str(config))
+            name,
+            fedge_argv("--log-level", "info", "device", "--config", str(config)),
+            env={"OMP_NUM_THREADS": "1"},
         )
 
     def start(self) -> None:

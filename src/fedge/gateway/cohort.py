@@ -23,7 +23,7 @@ from fedge.aggregation import WeightedMeanAccumulator
 from fedge.aggregation.base import Update
 from fedge.core.params import ParamSpec
 from fedge.core.serde import decode_params, encode_arrays
-from fedge.errors import ValidationError, WireFormatError
+from fedge.errors import PayloadTooLarge, ValidationError, WireFormatError
 from fedge.transport.messages import UPDATE_KEYS
 
 __all__ = ["Cohort", "DecodedUpdate", "decode_update", "encode_partial", "update_size_limit"]
@@ -50,7 +50,12 @@ def decode_update(
     payload: bytes, spec: ParamSpec, *, job_id: str, round_number: int, device: str
 ) -> DecodedUpdate:
     """Parse and check one device's update payload; raise a :class:`ValidationError` if bad."""
-    params, meta = decode_params(payload, spec, max_bytes=update_size_limit(spec))
+    limit = update_size_limit(spec)
+    if len(payload) > limit:  # 413, like the coordinator: no model of this spec needs more
+        raise PayloadTooLarge(
+            f"update of {len(payload)} bytes exceeds {limit} bytes for this model"
+        )
+    params, meta = decode_params(payload, spec, max_bytes=limit)
     missing = [k for k in UPDATE_KEYS if k not in meta]
     if missing:
         raise WireFormatError(f"update payload lacks binding metadata {missing}")

@@ -9,7 +9,9 @@ request's scope in the spirit of the ASGI TLS extension::
 
 :func:`peer_cert_der` reads it back. The handshake itself (fleet CA only, client certificate
 required, TLS ≥ 1.2) is :func:`fedge.identity.server_ssl_context`; authentication of each request
-is :mod:`fedge.transport.auth`.
+is :mod:`fedge.transport.auth`. A handshake the server refuses (no client certificate, another
+CA, expired, revoked at start-up) never reaches the application, and asyncio does not log it, so
+:class:`LoggedHandshakeSSLObject` logs each refusal with OpenSSL's reason.
 
 Role processes call :func:`run_server` (blocks; SIGTERM/SIGINT stop it gracefully and it
 returns); tests and the demo call :func:`start_server` (a background thread; ``.stop()``).
@@ -38,6 +40,7 @@ from fedge.errors import ConfigError
 from fedge.identity import server_ssl_context
 
 __all__ = [
+    "LoggedHandshakeSSLObject",
     "PeerCertH11Protocol",
     "RunningServer",
     "ServerTls",
@@ -93,6 +96,23 @@ def _tls_extension(transport: asyncio.BaseTransport) -> dict[str, Any] | None:
         "cipher_suite": None,
         "cipher_name": cipher[0] if cipher else None,
     }
+
+
+class LoggedHandshakeSSLObject(ssl.SSLObject):
+    """An ``SSLObject`` that logs why a TLS handshake was refused (the peer gets only an alert)."""
+
+    def do_handshake(self) -> None:
+        """The handshake step; a failure other than "need more data" is logged, then re-raised."""
+        try:
+            super().do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise
+        except ssl.SSLCertVerificationError as exc:
+            log.warning("refused a TLS client: certificate rejected: %s", exc.verify_message)
+            raise
+        except ssl.SSLError as exc:
+            log.warning("refused a TLS client: handshake failed: %s", exc.reason or exc)
+            raise
 
 
 class PeerCertH11Protocol(H11Protocol):
@@ -159,6 +179,7 @@ def _make_server(
     app: Any, tls: ServerTls | ssl.SSLContext, access_log: bool, graceful_s: float
 ) -> _Server:
     context = tls if isinstance(tls, ssl.SSLContext) else tls.ssl_context()
+    context.sslobject_class = LoggedHandshakeSSLObject
     config = uvicorn.Config(
         app,
         http=PeerCertH11Protocol,
