@@ -35,6 +35,9 @@ def test_demo_runs_a_networked_job_and_cleans_up(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "job completed: 2 rounds committed" in proc.stderr
+    assert "secure aggregation (SecAgg+) on" in proc.stderr  # the default; --no-secagg: off
+    coordinator = (workdir / "logs" / "coordinator.log").read_text()
+    assert coordinator.count("secure phase unmask closed") == 2
     assert "all processes stopped" in proc.stderr
     assert (workdir / "pki" / "ca.crt").exists()
     logs = {p.name for p in (workdir / "logs").iterdir()}
