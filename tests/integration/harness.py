@@ -163,3 +163,15 @@ def coordinator_db(fed: LocalFederation) -> Iterator[Store]:
         yield store
     finally:
         store.close()
+
+
+def wait_gateways_counted(fed: LocalFederation, eligible: dict[str, int], timeout: float) -> None:
+    """Wait until the coordinator has heard each gateway count ``eligible[gw]`` devices (it plans
+    a round's quotas from those counts, which reach it with the gateways' next check-ins)."""
+
+    def counted() -> bool:
+        with coordinator_db(fed) as db:
+            seen = {g.id: g.eligible_devices for g in db.list_gateways()}
+        return all(seen.get(gw, 0) >= n for gw, n in eligible.items())
+
+    wait_until(counted, timeout=timeout, what=f"the coordinator to count devices {eligible}")
