@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, cast
 
 from fedge.coordinator.jobs import JobRuntime
+from fedge.coordinator.releases import sign_version
 from fedge.coordinator.schema import CheckpointRow, ModelVersionRow
 from fedge.errors import ProtocolError
 from fedge.transport import messages as m
@@ -51,7 +52,7 @@ def create_job(driver: RoundDriver, spec: m.JobSpec, now: float) -> m.JobView:
     rt, model, _ = JobRuntime.create(spec, driver.artifacts, fleet)
     with driver.lock:
         store.add_job(spec.name, spec.model_dump(mode="json"), now, fleet_size=fleet)
-        store.add_model_version(
+        initial = store.add_model_version(
             ModelVersionRow(
                 sha256=rt.model_sha256,
                 job_id=spec.name,
@@ -62,6 +63,9 @@ def create_job(driver: RoundDriver, spec: m.JobSpec, now: float) -> m.JobView:
                 created_at=now,
             )
         )
+        release = sign_version(driver.release_key, initial, rt.task.name, now)
+        if release is not None:
+            store.add_release(release)
         from fedge.coordinator.jobs import encode_opt_state
 
         opt_sha = driver.artifacts.put(encode_opt_state(rt.state.opt_state))

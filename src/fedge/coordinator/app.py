@@ -31,6 +31,7 @@ def build_coordinator(config: CoordinatorConfig) -> CoordinatorService:
     """
     from fedge.coordinator.secure import SecAggAuthority
     from fedge.identity import RevocationChecker, load_certificate
+    from fedge.identity.signing import ReleaseSigningKey
 
     tls = config.tls()
     revocation = (
@@ -38,8 +39,13 @@ def build_coordinator(config: CoordinatorConfig) -> CoordinatorService:
     )
     authority = SecAggAuthority.from_files(tls.ca_cert, tls.cert, tls.key, revocation)
     store = Store(config.resolved_database_url())
+    key_path = config.release_key_path()
     return CoordinatorService(
-        store, ArtifactStore(config.artifacts_path()), config.settings(), secagg=authority
+        store,
+        ArtifactStore(config.artifacts_path()),
+        config.settings(),
+        secagg=authority,
+        release_key=ReleaseSigningKey.load(key_path) if key_path is not None else None,
     )
 
 

@@ -73,11 +73,13 @@ class CoordinatorConfig(BaseModel):
     pki: PkiFiles = PkiFiles()
     database_url: str = "sqlite:///coordinator.db"
     artifacts_dir: Path = Path("artifacts")
+    release_key: Path | None = None  # Ed25519 release key (pki/release.key): signs every version
     tick_interval_s: float = Field(1.0, gt=0)
     gateway_ttl_s: float = Field(60.0, gt=0)
     device_ttl_s: float = Field(300.0, gt=0)
     poll_interval_s: float = Field(2.0, gt=0)
     max_consecutive_abandoned: int = Field(10, ge=1)
+    release_margin: float | None = Field(0.0, ge=0)  # release gate (None: promote by hand only)
     base_dir: Path = Path()  # where relative paths start (the config file's directory)
 
     def settings(self) -> CoordinatorSettings:
@@ -87,6 +89,7 @@ class CoordinatorConfig(BaseModel):
             device_ttl_s=self.device_ttl_s,
             poll_interval_s=self.poll_interval_s,
             max_consecutive_abandoned=self.max_consecutive_abandoned,
+            release_margin=self.release_margin,
         )
 
     def resolved_database_url(self) -> str:
@@ -102,6 +105,10 @@ class CoordinatorConfig(BaseModel):
     def tls(self) -> ServerTls:
         """The server's TLS files."""
         return self.pki.resolve(self.base_dir)
+
+    def release_key_path(self) -> Path | None:
+        """The release key file, absolute (None: model versions go out unsigned)."""
+        return None if self.release_key is None else (self.base_dir / self.release_key).resolve()
 
     def artifacts_path(self) -> Path:
         """The artifact directory, absolute."""

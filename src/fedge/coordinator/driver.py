@@ -30,6 +30,8 @@ import numpy as np
 from fedge.aggregation import Aggregate, WeightedMeanAccumulator
 from fedge.coordinator.artifacts import ArtifactStore
 from fedge.coordinator.jobs import JobRuntime, encode_opt_state
+from fedge.coordinator.registry import ReleaseGate
+from fedge.coordinator.releases import sign_version
 from fedge.coordinator.rounds import Round, RoundState
 from fedge.coordinator.schema import CheckpointRow, ModelVersionRow
 from fedge.coordinator.secure import SecAggAuthority, SecureRound, SecureSettings
@@ -37,7 +39,8 @@ from fedge.coordinator.selection import DIRECT, matches_selector, plan_quotas
 from fedge.coordinator.settings import CoordinatorSettings
 from fedge.coordinator.store import Store
 from fedge.core.params import ParamSpec
-from fedge.errors import FedgeError, UnknownNameError
+from fedge.errors import FedgeError, ProtocolError, UnknownNameError
+from fedge.identity.signing import ReleaseSigningKey
 from fedge.transport import messages as m
 
 __all__ = ["LiveRound", "RoundDriver"]
@@ -86,6 +89,7 @@ class RoundDriver:
         self.jobs: dict[str, JobRuntime] = {}
         self.live: dict[str, LiveRound] = {}
         self.secagg: SecAggAuthority | None = None  # set when the coordinator can run SecAgg+
+        self.release_key: ReleaseSigningKey | None = None  # set: every version is signed
 
     def runtime(self, job_id: str) -> JobRuntime:
         """The live job ``job_id``; UnknownNameError when it is not running or paused."""
@@ -344,6 +348,7 @@ class RoundDriver:
             live.number,
             version,
             ckpt,
+            release=sign_version(self.release_key, version, rt.task.name, now),
             participants=acc.num_accepted,
             gateways_reported=len(live.machine.reported),
             accuracy=evaluation.accuracy,
@@ -352,6 +357,7 @@ class RoundDriver:
             ended_at=now,
         )
         rt.state, rt.model_sha256, rt.consecutive_abandoned = state, sha, 0
+        self._gate(rt.id, sha, metrics)
         del self.live[rt.id]
         log.info(
             "job %s round %d committed: %d devices, accuracy %.4f, model %s",
@@ -361,6 +367,25 @@ class RoundDriver:
             evaluation.accuracy,
             sha[:12],
         )
+
+    def _gate(self, job_id: str, sha: str, metrics: dict[str, float]) -> None:
+        """The release gate: promote the new version, or record why it stays a candidate."""
+        if self.settings.release_margin is None:
+            return
+        production = self.store.production_version(job_id)
+        if production is not None and production.sha256 == sha:
+            return  # the same weights again (a round that changed nothing)
+        gate = ReleaseGate(margin=self.settings.release_margin)
+        decision = gate.decide(metrics, production.metrics if production else None)
+        try:
+            if decision.promote:
+                self.store.promote_version(sha, f"release gate: {decision.reason}")
+            else:
+                self.store.note_version(sha, f"release gate held it: {decision.reason}")
+        except ProtocolError as exc:  # e.g. these weights were rejected before: leave them be
+            log.warning("job %s model %s: release gate: %s", job_id, sha[:12], exc)
+            return
+        log.info("job %s model %s: %s", job_id, sha[:12], decision.reason)
 
     def _close(self, rt: JobRuntime, live: LiveRound, now: float, reason: str) -> None:
         if live.secure is not None:

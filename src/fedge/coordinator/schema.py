@@ -21,6 +21,7 @@ __all__ = [
     "ModelVersionRow",
     "PartialReceiptRow",
     "ParticipantRow",
+    "ReleaseRow",
     "RoundRow",
 ]
 
@@ -113,6 +114,20 @@ class ModelVersionRow(Base):
     parent_sha256: Mapped[str | None] = mapped_column(String(_SHA))
     size: Mapped[int] = mapped_column(Integer)
     metrics: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[float] = mapped_column(Float)
+    # registry status (fedge.coordinator.registry): candidate, production, retired, rejected,
+    # rolled_back; and why it last changed (e.g. the release gate's reason)
+    status: Mapped[str] = mapped_column(String(16), default="candidate")
+    status_reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class ReleaseRow(Base):
+    """A model version's release signature (see :mod:`fedge.transport.releases`)."""
+
+    __tablename__ = "releases"
+    sha256: Mapped[str] = mapped_column(ForeignKey("model_versions.sha256"), primary_key=True)
+    release_metadata: Mapped[dict[str, str]] = mapped_column(JSON)
+    signature: Mapped[str] = mapped_column(String(128))  # base64 of the Ed25519 signature
     created_at: Mapped[float] = mapped_column(Float)
 
 

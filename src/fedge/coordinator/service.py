@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 
 from fedge.aggregation import Update
-from fedge.coordinator import admin
+from fedge.coordinator import admin, models
 from fedge.coordinator.artifacts import ArtifactStore
 from fedge.coordinator.driver import LiveRound, RoundDriver
 from fedge.coordinator.payloads import (
@@ -29,12 +29,15 @@ from fedge.coordinator.payloads import (
     decode_update,
     partial_limit,
 )
+from fedge.coordinator.releases import release_view
+from fedge.coordinator.schema import ModelVersionRow
 from fedge.coordinator.secure import SecAggAuthority, SecureRound
 from fedge.coordinator.selection import DIRECT, matches_selector
 from fedge.coordinator.settings import CoordinatorSettings
 from fedge.coordinator.store import Store
 from fedge.errors import AuthorizationError, ProtocolError, UnknownNameError, ValidationError
 from fedge.identity import Identity, Role, authorize
+from fedge.identity.signing import ReleaseSigningKey
 from fedge.transport import messages as m
 
 __all__ = ["CoordinatorService"]
@@ -52,12 +55,14 @@ class CoordinatorService:
         settings: CoordinatorSettings | None = None,
         clock: Callable[[], float] = time.time,
         secagg: SecAggAuthority | None = None,
+        release_key: ReleaseSigningKey | None = None,
     ) -> None:
         self.store, self.artifacts = store, artifacts
         self.settings = settings or CoordinatorSettings()
         self.clock = clock
         self.driver = RoundDriver(store, artifacts, self.settings, clock)
         self.driver.secagg = secagg
+        self.driver.release_key = release_key  # signs every model version it publishes
         self.driver.recover(clock())
 
     def tick(self, now: float | None = None) -> None:
@@ -75,6 +80,14 @@ class CoordinatorService:
         if self.store.get_model_version(sha256) is None:
             raise UnknownNameError(f"no model version {sha256}")
         return self.artifacts.get(sha256)
+
+    def release(self, peer: Identity, sha256: str) -> m.ModelRelease:
+        """The release signature of a model version; UnknownNameError when it is unsigned."""
+        authorize(peer, roles=_FLEET)
+        row = self.store.get_release(sha256)
+        if row is None:
+            raise UnknownNameError(f"model version {sha256} has no release signature")
+        return release_view(row)
 
     # -- gateways -----------------------------------------------------------------------------
     def gateway_checkin(self, peer: Identity, request: m.GatewayCheckIn) -> m.GatewayAssignments:
@@ -375,3 +388,46 @@ class CoordinatorService:
         authorize(peer, roles={Role.ADMIN})
         self.store.set_revoked(device_id)
         return admin.device_views(self.store, device_id)[0]
+
+    # -- model registry -----------------------------------------------------------------------
+    def _version(self, sha256: str) -> ModelVersionRow:
+        row = self.store.get_model_version(sha256)
+        if row is None:
+            raise UnknownNameError(f"no model version {sha256}")
+        return row
+
+    def list_models(self, peer: Identity, job_id: str) -> list[m.ModelVersionView]:
+        """Every version of a job with its lineage, metrics and status."""
+        authorize(peer, roles={Role.ADMIN})
+        return models.version_views(self.store, job_id)
+
+    def get_model(self, peer: Identity, sha256: str) -> m.ModelVersionView:
+        """One version."""
+        authorize(peer, roles={Role.ADMIN})
+        return models.version_view(self.store, self._version(sha256))
+
+    def promote_model(self, peer: Identity, sha256: str) -> m.ModelVersionView:
+        """Make a candidate (or retired) version production; the current one is retired."""
+        authorize(peer, roles={Role.ADMIN})
+        with self.driver.lock:
+            row = self.store.promote_version(sha256, f"promoted by {peer.name}")
+        return models.version_view(self.store, row)
+
+    def reject_model(self, peer: Identity, sha256: str) -> m.ModelVersionView:
+        """Reject a candidate for good."""
+        authorize(peer, roles={Role.ADMIN})
+        with self.driver.lock:
+            row = self.store.set_version_status(sha256, "rejected", f"rejected by {peer.name}")
+        return models.version_view(self.store, row)
+
+    def rollback_model(self, peer: Identity, job_id: str) -> m.ModelVersionView:
+        """Roll the job's production version back to the previous one; returns the restored one."""
+        authorize(peer, roles={Role.ADMIN})
+        with self.driver.lock:
+            _, restored = self.store.rollback_job(job_id, f"rolled back by {peer.name}")
+        return models.version_view(self.store, restored)
+
+    def diff_models(self, peer: Identity, a: str, b: str) -> m.ModelDiff:
+        """Metric changes and weight distance from version ``a`` to ``b``."""
+        authorize(peer, roles={Role.ADMIN})
+        return models.diff_versions(self.store, self.artifacts, self._version(a), self._version(b))

@@ -97,7 +97,7 @@ class LocalFederation:
             for i in range(self.plan.devices_per_site):
                 issue(self.pki, "device", device_name(site, i), site=site)
 
-    def _pki_section(self, name: str, *, crl: bool) -> dict[str, Any]:
+    def _pki_section(self, name: str, *, crl: bool, release_pub: bool = True) -> dict[str, Any]:
         section = {
             "ca": str(self.pki / "ca.crt"),
             "cert": str(self.pki / "issued" / f"{name}.crt"),
@@ -105,6 +105,8 @@ class LocalFederation:
         }
         if crl:
             section["crl"] = str(self.pki / "crl.pem")
+        if release_pub:  # gateways and devices verify every model's release signature
+            section["release_pub"] = str(self.pki / "release.pub")
         return section
 
     def _log_size(self, name: str) -> int:
@@ -143,8 +145,9 @@ class LocalFederation:
                 "artifacts_dir": str(state / "artifacts"),
                 "tick_interval_s": 0.25,
                 "poll_interval_s": 0.5,
+                "release_key": str(self.pki / "release.key"),  # signs every model version
             },
-            {"pki": self._pki_section("coordinator", crl=True)},
+            {"pki": self._pki_section("coordinator", crl=True, release_pub=False)},
         )
         since = self._log_size("coordinator")
         proc = self.supervisor.start(

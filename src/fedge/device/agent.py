@@ -36,11 +36,27 @@ from fedge.device.eligibility import EligibilityPolicy
 from fedge.device.secure import SecAggCredentials, run_secure_round, secure_vector
 from fedge.device.store import LocalStore
 from fedge.device.work import check_privacy_plan, load_model, make_update
-from fedge.errors import FedgeError, PrivacyError, UnavailableError, ValidationError
+from fedge.errors import (
+    FedgeError,
+    PrivacyError,
+    SignatureError,
+    UnavailableError,
+    UnknownNameError,
+    ValidationError,
+)
+from fedge.identity.signing import ReleaseVerifyKey
 from fedge.privacy import PrivacyLedger, secure_generator
 from fedge.storage.outbox import Outbox
 from fedge.transport.client import retry_with_backoff
-from fedge.transport.messages import CheckInRequest, Receipt, TaskAssignment, Wait, new_nonce
+from fedge.transport.messages import (
+    CheckInRequest,
+    ModelRelease,
+    Receipt,
+    TaskAssignment,
+    Wait,
+    new_nonce,
+)
+from fedge.transport.releases import check_release
 
 __all__ = ["AgentStats", "DeviceAgent", "GatewayLink", "update_key"]
 
@@ -56,6 +72,10 @@ class GatewayLink(Protocol):
 
     def model(self, sha256: str) -> bytes:
         """Download a model payload."""
+        ...
+
+    def release(self, sha256: str) -> ModelRelease:
+        """The model's release signature (UnknownNameError: unsigned)."""
         ...
 
     def submit_update(self, job_id: str, round_number: int, payload: bytes) -> Receipt:
@@ -102,6 +122,7 @@ class DeviceAgent:
     noise_rng: Callable[[], np.random.Generator] = secure_generator
     stats: AgentStats = field(default_factory=AgentStats)
     secagg: SecAggCredentials | None = None  # certificate, key and CA: secure aggregation on
+    release_key: ReleaseVerifyKey | None = None  # set: refuse models without a valid release
 
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set."""
@@ -143,6 +164,17 @@ class DeviceAgent:
         self.handle_task(answer)
         return 0.0 if self.deliver_pending() else self.backoff.next_delay()
 
+    def verify_release(self, sha256: str, payload: bytes, deadline: float) -> None:
+        """Raise :class:`SignatureError` unless the model's release verifies (when a key is set)."""
+        if self.release_key is None:
+            return
+        release: ModelRelease | None
+        try:
+            release = retry_with_backoff(lambda: self.link.release(sha256), deadline=deadline)
+        except UnknownNameError:
+            release = None  # unsigned: check_release refuses it
+        check_release(self.release_key, sha256, payload, release)
+
     def _privacy_remaining(self) -> float | None:
         if self.ledger.limit == float("inf"):
             return None
@@ -177,12 +209,13 @@ class DeviceAgent:
             payload = retry_with_backoff(
                 lambda: self.link.model(task.model_sha256), deadline=task.deadline
             )
+            self.verify_release(task.model_sha256, payload, task.deadline)  # before decoding
             params = load_model(payload, task.model_sha256)
         except UnavailableError as exc:
             self.stats.errors += 1
             log.warning("device %s: no model for %s/%d: %s", self.device_id, job, rnd, exc)
             return False
-        except ValidationError as exc:
+        except (ValidationError, SignatureError) as exc:
             self.stats.refused_models += 1
             self.stats.last_reason = str(exc)
             log.error("device %s refuses model for %s/%d: %s", self.device_id, job, rnd, exc)

@@ -30,6 +30,7 @@ def device_command(config_path: str) -> None:
     from fedge.device.config import load_device_config
     from fedge.device.secure import SecAggCredentials
     from fedge.device.store import LocalStore
+    from fedge.identity.signing import ReleaseVerifyKey
     from fedge.privacy import PrivacyLedger
     from fedge.storage.outbox import Outbox
     from fedge.transport.client import FedgeClient
@@ -68,6 +69,7 @@ def device_command(config_path: str) -> None:
         idle_poll_s=cfg.idle_poll_s,
         backoff=Backoff(base_s=cfg.backoff_base_s, cap_s=cfg.backoff_cap_s),
         secagg=SecAggCredentials.from_files(cfg.pki.ca, cfg.pki.cert, cfg.pki.key),
+        release_key=ReleaseVerifyKey.load(cfg.pki.release_pub) if cfg.pki.release_pub else None,
     )
     stop = threading.Event()
 

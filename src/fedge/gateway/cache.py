@@ -4,6 +4,12 @@ Files are content-addressed (``<directory>/<sha256>.model``), written atomically
 file, fsync, rename) and checked against their hash both when fetched and when first read back
 after a restart, so a corrupted or substituted file is never served: it is deleted and fetched
 again. Concurrent requests for a missing version wait for one fetch instead of starting many.
+
+Signed releases: given ``fetch_release``, each version's release signature is fetched with it
+and kept beside it (``<sha256>.release``, JSON) for the site's devices. Given ``release_key``
+too, a version is cached only if its release verifies (:func:`fedge.transport.releases.check_release`);
+a tampered payload, a wrong or foreign signature and an unsigned version are refused with
+:class:`~fedge.errors.SignatureError`, counted in ``refused`` and logged, and nothing is cached.
 """
 
 from __future__ import annotations
@@ -16,7 +22,10 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from fedge.errors import UnknownNameError, ValidationError
+from fedge.errors import SignatureError, UnknownNameError, ValidationError
+from fedge.identity.signing import ReleaseVerifyKey
+from fedge.transport.messages import ModelRelease
+from fedge.transport.releases import check_release
 
 __all__ = ["ModelCache", "sha256_hex"]
 
@@ -32,10 +41,22 @@ def sha256_hex(data: bytes) -> str:
 class ModelCache:
     """Model payloads by content hash, fetched through ``fetch(sha256) -> bytes`` when missing."""
 
-    def __init__(self, directory: str | Path, fetch: Callable[[str], bytes]) -> None:
+    def __init__(
+        self,
+        directory: str | Path,
+        fetch: Callable[[str], bytes],
+        *,
+        fetch_release: Callable[[str], ModelRelease] | None = None,
+        release_key: ReleaseVerifyKey | None = None,
+    ) -> None:
+        if release_key is not None and fetch_release is None:
+            raise ValueError("a release key needs fetch_release to obtain the signatures")
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._fetch = fetch
+        self._fetch_release = fetch_release
+        self.release_key = release_key
+        self.refused: list[tuple[str, str]] = []  # (sha256, reason) of versions refused
         self._lock = threading.Lock()  # serialises fetches: one download per version
         self._verified: set[str] = set()
         self.fetches = 0  # upstream downloads made by this process (for tests and metrics)
@@ -60,8 +81,36 @@ class ModelCache:
                 log.warning("cached model %s does not match its hash; fetching it again", sha256)
                 path.unlink(missing_ok=True)
                 return None
+            if self.release_key is not None:
+                try:
+                    check_release(self.release_key, sha256, data, self.release(sha256))
+                except SignatureError as exc:
+                    log.warning("cached model %s: %s; fetching it again", sha256, exc)
+                    path.unlink(missing_ok=True)
+                    return None
             self._verified.add(sha256)
         return data
+
+    def release(self, sha256: str) -> ModelRelease | None:
+        """The release signature kept beside a cached version (None: unsigned or not cached)."""
+        try:
+            return ModelRelease.model_validate_json(self._release_path(sha256).read_bytes())
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            log.warning("the kept release of model %s is unreadable", sha256)
+            return None
+
+    def _release_path(self, sha256: str) -> Path:
+        return self._path(sha256).with_suffix(".release")
+
+    def _upstream_release(self, sha256: str) -> ModelRelease | None:
+        if self._fetch_release is None:
+            return None
+        try:
+            return self._fetch_release(sha256)
+        except UnknownNameError:
+            return None  # unsigned upstream
 
     def get(self, sha256: str) -> bytes:
         """The payload with this hash: from disk, or fetched once and stored."""
@@ -76,16 +125,27 @@ class ModelCache:
             self.fetches += 1
             got = sha256_hex(data)
             if got != sha256:
+                self.refused.append((sha256, f"hashes to {got}"))
+                log.error("refused model %s: upstream sent content hashing to %s", sha256, got)
                 raise ValidationError(
                     f"upstream sent a model whose sha256 is {got}, not the {sha256} asked for; "
                     "it was discarded"
                 )
-            self._write(sha256, data)
+            release = self._upstream_release(sha256)
+            if self.release_key is not None:
+                try:
+                    check_release(self.release_key, sha256, data, release)
+                except SignatureError as exc:
+                    self.refused.append((sha256, str(exc)))
+                    log.error("refused model %s: %s", sha256, exc)
+                    raise
+            if release is not None:
+                self._write(self._release_path(sha256), release.model_dump_json().encode())
+            self._write(self._path(sha256), data)
             self._verified.add(sha256)
             return data
 
-    def _write(self, sha256: str, data: bytes) -> None:
-        path = self._path(sha256)
+    def _write(self, path: Path, data: bytes) -> None:
         tmp = path.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
         with open(tmp, "wb") as fh:
             fh.write(data)
@@ -99,6 +159,7 @@ class ModelCache:
         for path in self.directory.glob("*.model"):
             if path.stem not in keep:
                 path.unlink(missing_ok=True)
+                path.with_suffix(".release").unlink(missing_ok=True)
                 self._verified.discard(path.stem)
                 removed += 1
         return removed

@@ -28,6 +28,7 @@ def gateway_command(config_path: str) -> None:
     from fedge.gateway.service import GatewayService
     from fedge.gateway.uplink import Uplink
     from fedge.identity import PeerVerifier
+    from fedge.identity.signing import ReleaseVerifyKey
     from fedge.storage.outbox import Outbox
     from fedge.transport.api import build_app
     from fedge.transport.client import FedgeClient
@@ -48,7 +49,14 @@ def gateway_command(config_path: str) -> None:
     service = GatewayService(
         gateway_id=cfg.id,
         site=cfg.site,
-        cache=ModelCache(cfg.state_dir / "models", client.model),
+        cache=ModelCache(
+            cfg.state_dir / "models",
+            client.model,
+            fetch_release=client.release,
+            release_key=(
+                ReleaseVerifyKey.load(cfg.pki.release_pub) if cfg.pki.release_pub else None
+            ),
+        ),
         outbox=outbox,
         device_retry_s=cfg.device_retry_s,
     )

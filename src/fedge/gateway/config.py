@@ -28,6 +28,7 @@ class PkiFiles(_Section):
     cert: Path  # this holder's certificate
     key: Path  # this holder's private key (0600)
     crl: Path | None = None  # revocation list, honoured on every request (servers need it)
+    release_pub: Path | None = None  # release public key (pki/release.pub): verify models with it
 
     def resolved(self, base: Path) -> PkiFiles:
         """The same files with relative paths taken from ``base``."""
@@ -36,6 +37,7 @@ class PkiFiles(_Section):
             cert=base / self.cert,
             key=base / self.key,
             crl=None if self.crl is None else base / self.crl,
+            release_pub=None if self.release_pub is None else base / self.release_pub,
         )
 
 

@@ -31,6 +31,7 @@ from fedge.transport.messages import (
     CheckInRequest,
     GatewayAssignments,
     GatewayCheckIn,
+    ModelRelease,
     Receipt,
     RoundAssignment,
     TaskAssignment,
@@ -126,6 +127,14 @@ class GatewayService:
         if not wanted and not self.cache.has(sha256):
             raise UnknownNameError(f"model {sha256} is not served by gateway {self.gateway_id!r}")
         return self.cache.get(sha256)
+
+    def release(self, peer: Identity, sha256: str) -> ModelRelease:
+        """The release signature of a model version served from the site cache."""
+        self.model(peer, sha256)  # authorises, and caches (and verifies) the version first
+        release = self.cache.release(sha256)
+        if release is None:
+            raise UnknownNameError(f"model {sha256} has no release signature at this gateway")
+        return release
 
     def submit_update(
         self, peer: Identity, job_id: str, round_number: int, payload: bytes

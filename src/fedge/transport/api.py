@@ -30,6 +30,9 @@ from fedge.transport.messages import (
     Health,
     JobSpec,
     JobView,
+    ModelDiff,
+    ModelRelease,
+    ModelVersionView,
     Receipt,
     SecAggInbox,
     SecAggJoin,
@@ -135,6 +138,19 @@ def build_app(
             if service is None:
                 raise AuthorizationError(f"a {peer.role} may not fetch models from this server")
             return _binary(service.model(peer, sha256), sha256)
+
+        @app.get(
+            "/v1/models/{sha256}/release",
+            tags=["device", "gateway"],
+            response_model=ModelRelease,
+            responses=_JSON_ERRORS,
+        )
+        def get_release(sha256: Sha256, peer: ModelPeer) -> ModelRelease:
+            """The release signature of a model version (404 when it is unsigned)."""
+            service = uplink if peer.role is Role.GATEWAY else device
+            if service is None:
+                raise AuthorizationError(f"a {peer.role} may not fetch models from this server")
+            return service.release(peer, sha256)
 
     if device is not None:
         _device_routes(app, device)
@@ -298,3 +314,47 @@ def _admin_routes(app: FastAPI, admin: AdminService) -> None:
     def revoke_device(device_id: DeviceId, peer: AdminPeer) -> DeviceView:
         """Revoke a device's certificate and drop it from rounds."""
         return admin.revoke_device(peer, device_id)
+
+    @app.get("/v1/admin/jobs/{job_id}/models", **kw)
+    def list_models(job_id: JobId, peer: AdminPeer) -> list[ModelVersionView]:
+        """Every model version of a job: lineage, metrics, status."""
+        return admin.list_models(peer, job_id)
+
+    @app.get("/v1/admin/models/{sha256}", **kw)
+    def get_model_version(sha256: Sha256, peer: AdminPeer) -> ModelVersionView:
+        """One model version."""
+        return admin.get_model(peer, sha256)
+
+    @app.get(
+        "/v1/admin/models/{sha256}/payload",
+        tags=["admin"],
+        response_class=Response,
+        responses={200: {"content": {OCTET_STREAM: _BINARY}}, **_JSON_ERRORS},
+    )
+    def export_model(sha256: Sha256, peer: AdminPeer) -> Response:
+        """The model's weights (fedge safetensors payload), for export."""
+        return _binary(admin.model(peer, sha256), sha256)
+
+    @app.post("/v1/admin/models/{sha256}/promote", **kw)
+    def promote_model(sha256: Sha256, peer: AdminPeer) -> ModelVersionView:
+        """Make a version production (the current one is retired)."""
+        return admin.promote_model(peer, sha256)
+
+    @app.post("/v1/admin/models/{sha256}/reject", **kw)
+    def reject_model(sha256: Sha256, peer: AdminPeer) -> ModelVersionView:
+        """Reject a candidate."""
+        return admin.reject_model(peer, sha256)
+
+    @app.post("/v1/admin/jobs/{job_id}/rollback", **kw)
+    def rollback_model(job_id: JobId, peer: AdminPeer) -> ModelVersionView:
+        """Roll the job's production version back; returns the restored version."""
+        return admin.rollback_model(peer, job_id)
+
+    @app.get("/v1/admin/models/{a}/diff/{b}", **kw)
+    def diff_models(
+        a: Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")],
+        b: Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")],
+        peer: AdminPeer,
+    ) -> ModelDiff:
+        """Metric changes and weight distance from version a to b."""
+        return admin.diff_models(peer, a, b)

@@ -43,6 +43,9 @@ from fedge.transport.messages import (
     Health,
     JobSpec,
     JobView,
+    ModelDiff,
+    ModelRelease,
+    ModelVersionView,
     Receipt,
     SecAggInbox,
     SecAggJoin,
@@ -60,6 +63,7 @@ _OCTET = {"content-type": "application/octet-stream"}
 _CHECKIN = TypeAdapter[TaskAssignment | Wait](CheckInResponse)
 _JOBS = TypeAdapter(list[JobView])
 _DEVICES = TypeAdapter(list[DeviceView])
+_VERSIONS = TypeAdapter(list[ModelVersionView])
 _CERT_ALERTS = ("CERTIFICATE", "UNKNOWN_CA", "ALERT_BAD", "ALERT_ACCESS_DENIED", "HANDSHAKE_FAIL")
 
 
@@ -188,6 +192,10 @@ class FedgeClient:
             raise _transport_error(exc, self.base_url + path) from None
         return b"".join(chunks)
 
+    def release(self, sha256: str) -> ModelRelease:
+        """``GET /v1/models/{sha256}/release``: its release signature (404: unsigned)."""
+        return self._model(ModelRelease, self._json("GET", f"/v1/models/{sha256}/release"))
+
     # -- device ----------------------------------------------------------------------------
     def checkin(self, request: CheckInRequest) -> TaskAssignment | Wait:
         """``POST /v1/checkin``: a task, or when to come back."""
@@ -269,6 +277,38 @@ class FedgeClient:
     def revoke_device(self, device_id: str) -> DeviceView:
         """``POST /v1/admin/devices/{device}/revoke``."""
         return self._model(DeviceView, self._json("POST", f"/v1/admin/devices/{device_id}/revoke"))
+
+    def list_models(self, job_id: str) -> list[ModelVersionView]:
+        """``GET /v1/admin/jobs/{job}/models``."""
+        data = self._json("GET", f"/v1/admin/jobs/{job_id}/models")
+        return self._parse(_VERSIONS.validate_json, data, "model list")
+
+    def get_model(self, sha256: str) -> ModelVersionView:
+        """``GET /v1/admin/models/{sha256}``."""
+        return self._model(ModelVersionView, self._json("GET", f"/v1/admin/models/{sha256}"))
+
+    def export_model(self, sha256: str) -> bytes:
+        """``GET /v1/admin/models/{sha256}/payload``: the weights (check the hash yourself)."""
+        return self._json("GET", f"/v1/admin/models/{sha256}/payload")
+
+    def promote_model(self, sha256: str) -> ModelVersionView:
+        """``POST /v1/admin/models/{sha256}/promote``."""
+        path = f"/v1/admin/models/{sha256}/promote"
+        return self._model(ModelVersionView, self._json("POST", path))
+
+    def reject_model(self, sha256: str) -> ModelVersionView:
+        """``POST /v1/admin/models/{sha256}/reject``."""
+        path = f"/v1/admin/models/{sha256}/reject"
+        return self._model(ModelVersionView, self._json("POST", path))
+
+    def rollback_model(self, job_id: str) -> ModelVersionView:
+        """``POST /v1/admin/jobs/{job}/rollback``: the restored version."""
+        path = f"/v1/admin/jobs/{job_id}/rollback"
+        return self._model(ModelVersionView, self._json("POST", path))
+
+    def diff_models(self, a: str, b: str) -> ModelDiff:
+        """``GET /v1/admin/models/{a}/diff/{b}``."""
+        return self._model(ModelDiff, self._json("GET", f"/v1/admin/models/{a}/diff/{b}"))
 
 
 def is_retryable(exc: BaseException) -> bool:

@@ -11,6 +11,7 @@ Endpoints (all under ``/v1``; devices cannot tell a gateway from a coordinator):
 ========================================  ===========  ===========================================
 ``POST /v1/checkin``                       device       CheckInRequest → CheckInResponse
 ``GET  /v1/models/{sha256}``              device, gw   model payload (``application/octet-stream``)
+``GET  /v1/models/{sha256}/release``      device, gw   → ModelRelease (signed metadata; 404 unsigned)
 ``POST /v1/jobs/{job}/rounds/{r}/updates``  device       update payload → Receipt
 ``POST /v1/gateway/checkin``              gateway      GatewayCheckIn → GatewayAssignments
 ``POST /v1/jobs/{job}/rounds/{r}/partials`` gateway      partial-sum payload → Receipt
@@ -26,6 +27,13 @@ Endpoints (all under ``/v1``; devices cannot tell a gateway from a coordinator):
 ``POST /v1/admin/jobs/{job}/pause``        admin        → JobView
 ``POST /v1/admin/jobs/{job}/resume``       admin        → JobView
 ``GET  /v1/admin/devices``                 admin        → list[DeviceView]
+``GET  /v1/admin/jobs/{job}/models``       admin        → list[ModelVersionView]
+``GET  /v1/admin/models/{sha256}``         admin        → ModelVersionView
+``GET  /v1/admin/models/{sha256}/payload`` admin        model payload (export)
+``POST /v1/admin/models/{sha256}/promote`` admin        → ModelVersionView
+``POST /v1/admin/models/{sha256}/reject``  admin        → ModelVersionView
+``POST /v1/admin/jobs/{job}/rollback``     admin        → ModelVersionView (the restored one)
+``GET  /v1/admin/models/{a}/diff/{b}``     admin        → ModelDiff
 ``POST /v1/admin/devices/{device}/revoke`` admin        → DeviceView
 ``GET  /v1/health``                        any (mTLS)   → Health
 ========================================  ===========  ===========================================
@@ -61,6 +69,9 @@ __all__ = [
     "JobSpec",
     "JobView",
     "KeyBinding",
+    "ModelDiff",
+    "ModelRelease",
+    "ModelVersionView",
     "PrivacyPlan",
     "Receipt",
     "RoundAssignment",
@@ -229,6 +240,15 @@ class Wait(_Msg):
 CheckInResponse = Annotated[TaskAssignment | Wait, Field(discriminator="kind")]
 
 
+class ModelRelease(_Msg):
+    """A model version's release signature: Ed25519 over its sha256 and ``metadata``
+    (:func:`fedge.identity.signing.canonical_release_message`), base64 in ``signature``."""
+
+    sha256: Sha256
+    metadata: dict[str, str] = Field(max_length=32)  # job, round, task, version, parent
+    signature: str = Field(max_length=128)  # base64 of the 64-byte signature
+
+
 class Receipt(_Msg):
     """Answer to an uploaded update or partial sum. ``duplicate``: already had it (idempotent)."""
 
@@ -321,3 +341,30 @@ class DeviceView(_Msg):
     last_seen: float | None
     revoked: bool
     rounds_participated: int
+
+
+class ModelVersionView(_Msg):
+    """A model version in the registry: lineage, metrics, status (fedge.coordinator.registry)."""
+
+    sha256: Sha256
+    version: str  # <job>/r<round>
+    job_id: Name
+    round: int | None
+    parent_sha256: str | None
+    size: int
+    metrics: dict[str, float] = Field(default_factory=dict)
+    status: Literal["candidate", "production", "retired", "rejected", "rolled_back"]
+    status_reason: str = ""
+    signed: bool = False
+    task_name: str = ""
+    created_at: float
+
+
+class ModelDiff(_Msg):
+    """Two versions side by side: metric changes (b − a) and how far apart their weights are."""
+
+    a: ModelVersionView
+    b: ModelVersionView
+    metric_deltas: dict[str, float] = Field(default_factory=dict)
+    l2_distance: float | None = None  # None: the tensors differ in names or shapes
+    max_abs_difference: float | None = None
