@@ -203,7 +203,8 @@ def hand_out(world: World) -> dict[str, m.TaskAssignment]:
         req = m.GatewayCheckIn(
             gateway_id=gw.name, site=site, nonce=m.new_nonce(), online_devices=3, eligible_devices=3
         )
-        service.apply_assignments(svc.gateway_checkin(gw, req))
+        for a in service.apply_assignments(svc.gateway_checkin(gw, req)):
+            service.cache.get(a.model_sha256)  # pre-fetched for the site, as the uplink does
     tasks = {}
     for device, site in world.fleet.devices.items():
         request = m.CheckInRequest(
@@ -324,6 +325,7 @@ def test_secure_round_commits_the_fedavg_of_all_devices(
     assert all(o == ("done", "") for o in outcomes.values()), outcomes
     rnd, params = committed(world)
     assert rnd.participants == 6 and rnd.gateways_reported == 2
+    assert {p.device_id for p in world.svc.store.participants("secure", 1)} == set(updates)
     expected = fedavg(base, updates, sorted(updates))
     # step = 2/levels per device with levels = (2^32 - 1) // 7; weighted mean error << 1e-6
     for n in base:

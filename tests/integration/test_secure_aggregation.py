@@ -81,6 +81,8 @@ def test_secure_round_equals_plain_fedavg_over_the_network(fed: LocalFederation)
         assert len(summed) == 3
         assert logs.lines(gw, r"relay sum secure/1 sent: 3 device", marks[gw])
         assert not logs.lines(gw, r"round secure/1 closed", marks[gw])  # no plain partial
+    with coordinator_db(fed) as db:
+        assert len({p.device_id for p in db.participants("secure", 1)}) == 6
     plain = _run(fed, "plain")
     assert plain.participants == 6
     got, want = _model(fed, secure.model_sha256), _model(fed, plain.model_sha256)

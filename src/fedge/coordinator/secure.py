@@ -222,7 +222,7 @@ class SecureRound:
         self._params: SessionParams | None = None
         self._inbox: dict[str, list[str]] = {}
         self._accepted: set[bytes] = set()  # sha256 of accepted wire messages (resends)
-        self._relays: list[str] = []
+        self.relay_contributors: dict[str, tuple[str, ...]] = {}  # gateway -> devices summed
         self.phase_deadline: float | None = None
         self.relay_deadline: float | None = None
         self.result: SecureResult | None = None
@@ -356,7 +356,9 @@ class SecureRound:
             sums, weight = total[:-1], float(total[-1])
         else:
             sums, weight = total, float(len(outcome.survivors))
-        self._finish(SecureResult(False, "", sums, weight, outcome.survivors, tuple(self._relays)))
+        self._finish(
+            SecureResult(False, "", sums, weight, outcome.survivors, tuple(self.relay_contributors))
+        )
 
     def _finish(self, result: SecureResult) -> None:
         self.result = result
@@ -406,7 +408,7 @@ class SecureRound:
                 self._session.receive(msg)
             self._accepted.add(digest)
             if isinstance(msg, RelaySum):
-                self._relays.append(gateway.name)
+                self.relay_contributors[gateway.name] = msg.contributors
             if not self._session.waiting_for:
                 self._advance(now)
         return m.Receipt(accepted=True)

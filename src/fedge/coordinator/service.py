@@ -262,6 +262,15 @@ class CoordinatorService:
         """A device's secagg message or the gateway's relay sum."""
         secure = self._secure(peer, job_id, round_number)
         receipt = secure.receive(peer, payload, self.clock())
+        summed = secure.relay_contributors.get(peer.name)
+        if summed and not receipt.duplicate:
+            # who took part, for the audit trail; a site's weight stays secret (recorded as 0)
+            with self.driver.lock:
+                if not self.store.has_partial(job_id, round_number, peer.name):
+                    self.store.record_partial(
+                        job_id, round_number, peer.name, str(peer.site), m.new_nonce(),
+                        len(summed), 0.0, summed, self.clock(),
+                    )  # fmt: skip
         if secure.result is not None:
             self.tick()  # unmasked (or abandoned): commit now
         return receipt

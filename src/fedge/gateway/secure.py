@@ -64,6 +64,7 @@ class _SiteRound:
     relay_deadline: float | None = None
     sum_wire: bytes | None = None  # the relay sum, once formed (kept until delivered)
     delivered: bool = False
+    sending: bool = False  # one thread delivers the sum at a time
 
 
 class SecureRelay:
@@ -200,7 +201,7 @@ class SecureRelay:
         for (job_id, round_number), site in pending:
             with self._lock:
                 relay = site.relay
-                if relay is None or site.delivered:
+                if relay is None or site.delivered or site.sending:
                     continue
                 if site.sum_wire is None:
                     complete = bool(relay.contributors) and set(relay.contributors) >= site.joined
@@ -213,15 +214,18 @@ class SecureRelay:
                         continue
                     site.sum_wire = to_wire(relay_sum)
                 data = site.sum_wire
+                site.sending = True
             try:
                 self.link.relay_secagg_submit(job_id, round_number, data)
             except UnavailableError as exc:
                 log.warning("relay sum %s/%d not delivered yet: %s", job_id, round_number, exc)
+                with self._lock:
+                    site.sending = False
                 continue
             except FedgeError as exc:
                 log.error("coordinator refused relay sum %s/%d: %s", job_id, round_number, exc)
             with self._lock:
-                site.delivered = True
+                site.delivered, site.sending = True, False
             self._record(data)
             sent += 1
             log.info(
