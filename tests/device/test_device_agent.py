@@ -101,6 +101,7 @@ def gateway(tmp_path: Path, model: tuple[bytes, str], **kw: object) -> GatewaySe
         privacy=kw.get("privacy", PrivacyPlan()),  # type: ignore[arg-type]
     )
     service.apply_assignments(GatewayAssignments(assignments=[a], retry_after_s=1))
+    service.cache.get(a.model_sha256)  # the uplink prefetches before devices get the round
     return service
 
 
@@ -138,10 +139,10 @@ def test_round_through_the_gateway(tmp_path: Path, model: tuple[bytes, str]) -> 
     (item,) = service.outbox.due(time.time())
     arrays, meta = decode_arrays(item.payload, allowed_dtypes=frozenset({"F64"}))
     assert meta["num_accepted"] == "2"
-    n = sum(len(a.store.examples()[1]) for a in agents)
-    assert float(meta["total_weight"]) == n
+    # under DP every clipped update weighs 1 (DP-FedAvg): the sum's sensitivity is the clip norm
+    assert float(meta["total_weight"]) == 2
     norm = np.sqrt(sum(float((v**2).sum()) for v in arrays.values()))
-    assert norm <= 0.5 * n + 1e-6  # every update was clipped to 0.5 before it was weighted
+    assert norm <= 0.5 * 2 + 1e-6  # every update was clipped to 0.5 on its device
 
 
 def test_raw_data_never_leaves_the_device(tmp_path: Path, model: tuple[bytes, str]) -> None:

@@ -104,6 +104,21 @@ def service(tmp_path: Path, coordinator: FakeCoordinator, clock: Clock) -> Gatew
     return make_service(tmp_path, coordinator, clock)
 
 
+def open_rounds(service: GatewayService, answer: GatewayAssignments) -> None:
+    """What the uplink loop does: take the assignments, then prefetch their models."""
+    for a in service.apply_assignments(answer):
+        service.cache.get(a.model_sha256)
+
+
+def test_no_round_is_handed_out_before_its_model_is_cached(
+    service: GatewayService, assignment: Callable[..., RoundAssignment]
+) -> None:
+    service.apply_assignments(GatewayAssignments(assignments=[assignment()], retry_after_s=1))
+    assert isinstance(checkin(service, "d1"), Wait)  # the uplink has not fetched the model yet
+    service.cache.get(assignment().model_sha256)
+    assert isinstance(checkin(service, "d1"), TaskAssignment)
+
+
 def checkin(service: GatewayService, device: str, **kw: object) -> TaskAssignment | Wait:
     req = CheckInRequest(
         device_id=str(kw.pop("as_id", device)),
@@ -122,9 +137,7 @@ def submit(service: GatewayService, spec: ParamSpec, device: str, **kw: object) 
 def test_quota_enforced_and_retries_do_not_use_it(
     service: GatewayService, assignment: MakeAssignment
 ) -> None:
-    service.apply_assignments(
-        GatewayAssignments(assignments=[assignment(quota=2)], retry_after_s=1)
-    )
+    open_rounds(service, GatewayAssignments(assignments=[assignment(quota=2)], retry_after_s=1))
     first = checkin(service, "d1")
     assert isinstance(first, TaskAssignment) and first.round == 1
     assert isinstance(checkin(service, "d2"), TaskAssignment)
@@ -136,13 +149,13 @@ def test_quota_enforced_and_retries_do_not_use_it(
 
 def test_label_selector(service: GatewayService, assignment: MakeAssignment) -> None:
     a = assignment(selector={"kind": "camera"})
-    service.apply_assignments(GatewayAssignments(assignments=[a], retry_after_s=1))
+    open_rounds(service, GatewayAssignments(assignments=[a], retry_after_s=1))
     assert isinstance(checkin(service, "d1", labels={"kind": "phone"}), Wait)
     assert isinstance(checkin(service, "d2", labels={"kind": "camera"}), TaskAssignment)
 
 
 def test_admission(service: GatewayService, assignment: MakeAssignment, spec: ParamSpec) -> None:
-    service.apply_assignments(GatewayAssignments(assignments=[assignment()], retry_after_s=1))
+    open_rounds(service, GatewayAssignments(assignments=[assignment()], retry_after_s=1))
     with pytest.raises(AuthorizationError, match="site"):
         checkin(service, "d9", site="site-b")
     with pytest.raises(AuthorizationError, match="may not act as"):
@@ -162,7 +175,7 @@ def test_admission(service: GatewayService, assignment: MakeAssignment, spec: Pa
 def test_unknown_stale_and_unhanded_rounds(
     service: GatewayService, assignment: MakeAssignment, spec: ParamSpec, clock: Clock
 ) -> None:
-    service.apply_assignments(GatewayAssignments(assignments=[assignment()], retry_after_s=1))
+    open_rounds(service, GatewayAssignments(assignments=[assignment()], retry_after_s=1))
     assert isinstance(checkin(service, "d1"), TaskAssignment)
     payload, _ = make_update_payload(spec, "d1", rnd=7)
     with pytest.raises(ProtocolError, match="not open"):
@@ -177,9 +190,7 @@ def test_unknown_stale_and_unhanded_rounds(
 def test_bad_updates_refused_and_partial_is_the_weighted_sum(
     service: GatewayService, assignment: MakeAssignment, spec: ParamSpec
 ) -> None:
-    service.apply_assignments(
-        GatewayAssignments(assignments=[assignment(quota=3)], retry_after_s=1)
-    )
+    open_rounds(service, GatewayAssignments(assignments=[assignment(quota=3)], retry_after_s=1))
     for d in ("d1", "d2", "d3"):
         assert isinstance(checkin(service, d), TaskAssignment)
     expected = {n: np.zeros(s) for n, s in zip(spec.names, spec.shapes, strict=True)}
@@ -217,9 +228,7 @@ def test_bad_updates_refused_and_partial_is_the_weighted_sum(
 def test_deadline_closes_an_incomplete_round(
     service: GatewayService, assignment: MakeAssignment, spec: ParamSpec, clock: Clock
 ) -> None:
-    service.apply_assignments(
-        GatewayAssignments(assignments=[assignment(quota=5)], retry_after_s=1)
-    )
+    open_rounds(service, GatewayAssignments(assignments=[assignment(quota=5)], retry_after_s=1))
     checkin(service, "d1")
     assert submit(service, spec, "d1", num_examples=3).accepted
     assert service.close_due_rounds() == []
@@ -235,7 +244,7 @@ def test_model_fetched_once_for_the_site(
     model_sha: str,
     model_payload: bytes,
 ) -> None:
-    service.apply_assignments(GatewayAssignments(assignments=[assignment()], retry_after_s=1))
+    open_rounds(service, GatewayAssignments(assignments=[assignment()], retry_after_s=1))
     for d in ("d1", "d2", "d3"):
         assert service.model(identity(d), model_sha) == model_payload
     assert coordinator.model_requests == 1

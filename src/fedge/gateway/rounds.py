@@ -10,7 +10,7 @@ in, and the caller (:class:`~fedge.gateway.service.GatewayService`) holds the lo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from fedge.transport.messages import RoundAssignment
@@ -94,10 +94,18 @@ class RoundBook:
         return new
 
     def assign(
-        self, device: str, labels: Mapping[str, str], now: float, privacy_remaining: float | None
+        self,
+        device: str,
+        labels: Mapping[str, str],
+        now: float,
+        privacy_remaining: float | None,
+        ready: Callable[[RoundAssignment], bool] = lambda _a: True,
     ) -> RoundState | None:
-        """The round to hand ``device`` now (recording it), or None when nothing fits."""
-        candidates = [s for s in self._rounds.values() if s.open_at(now)]
+        """The round to hand ``device`` now (recording it), or None when nothing fits.
+
+        ``ready`` filters rounds the gateway can serve (e.g. whose model it has cached).
+        """
+        candidates = [s for s in self._rounds.values() if s.open_at(now) and ready(s.assignment)]
         for state in candidates:  # a round it already holds comes first: idempotent retries
             if device in state.handed and device not in state.reported:
                 return state

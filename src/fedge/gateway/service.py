@@ -86,6 +86,8 @@ class GatewayService:
         self._cohorts: dict[RoundKey, Cohort] = {}
         self._specs: dict[str, ParamSpec] = {}
         self._seen: dict[str, _Seen] = {}
+        # where the job's production version is looked up (the coordinator); None: not served
+        self.production_source: Callable[[str], ModelRelease] | None = None
 
     # -- DeviceService ----------------------------------------------------------------------
     def _admit(self, peer: Identity) -> str:
@@ -102,7 +104,15 @@ class GatewayService:
             self._seen[device] = _Seen(now, request.eligibility.num_examples > 0)
             if request.eligibility.num_examples <= 0:
                 return Wait(retry_after_s=self.device_retry_s, reason="no local examples yet")
-            state = self._book.assign(device, request.labels, now, request.privacy_remaining)
+            # only rounds whose model the site already holds: a device must never be sent to
+            # fetch a model the gateway cannot serve while its uplink is down
+            state = self._book.assign(
+                device,
+                request.labels,
+                now,
+                request.privacy_remaining,
+                ready=lambda a: self.cache.has(a.model_sha256),
+            )
         if state is None:
             return Wait(retry_after_s=self.device_retry_s, reason="no task for this device now")
         a = state.assignment
@@ -127,6 +137,15 @@ class GatewayService:
         if not wanted and not self.cache.has(sha256):
             raise UnknownNameError(f"model {sha256} is not served by gateway {self.gateway_id!r}")
         return self.cache.get(sha256)
+
+    def production(self, peer: Identity, job_id: str) -> ModelRelease:
+        """The job's production version, asked of the coordinator; the model is cached first."""
+        authorize(peer, roles={Role.DEVICE, Role.GATEWAY}, site=self.site)
+        if self.production_source is None:
+            raise UnknownNameError(f"gateway {self.gateway_id!r} does not serve production models")
+        pointer = self.production_source(job_id)
+        self.cache.get(pointer.sha256)  # fetched (and verified) once for the site
+        return pointer
 
     def release(self, peer: Identity, sha256: str) -> ModelRelease:
         """The release signature of a model version served from the site cache."""
