@@ -38,6 +38,8 @@ def test_demo_runs_a_networked_job_and_cleans_up(tmp_path: Path) -> None:
     assert "secure aggregation (SecAgg+) on" in proc.stderr  # the default; --no-secagg: off
     coordinator = (workdir / "logs" / "coordinator.log").read_text()
     assert coordinator.count("secure phase unmask closed") == 2
+    assert "answered by model version demo/r" in proc.stderr  # a device's local endpoint
+    assert "now answers with demo/r" in proc.stderr  # the rollback reached the device
     assert "all processes stopped" in proc.stderr
     assert (workdir / "pki" / "ca.crt").exists()
     logs = {p.name for p in (workdir / "logs").iterdir()}

@@ -10,6 +10,7 @@ import pytest
 
 from fedge.coordinator import CoordinatorService
 from fedge.coordinator.registry import STATUSES, ReleaseGate, check_transition
+from fedge.coordinator.releases import sign_version
 from fedge.coordinator.schema import ModelVersionRow
 from fedge.core.serde import encode_params
 from fedge.errors import AuthorizationError, ProtocolError
@@ -55,7 +56,7 @@ def add_version(
     params = {k: (v * scale).astype(np.float32) for k, v in model_params(svc, parent).items()}
     payload = encode_params(params, {"kind": "model"})
     sha = svc.artifacts.put(payload)
-    svc.store.add_model_version(
+    row = svc.store.add_model_version(
         ModelVersionRow(
             sha256=sha,
             job_id="digits",
@@ -66,6 +67,9 @@ def add_version(
             created_at=float(rnd),
         )
     )
+    release = sign_version(svc.driver.release_key, row, "digits_mlp", float(rnd))
+    if release is not None:
+        svc.store.add_release(release)
     svc.driver._gate("digits", sha, {"accuracy": accuracy})  # what a committed round runs
     return sha
 

@@ -55,6 +55,60 @@ def _round_table(view: Any) -> Table:
     return table
 
 
+def _show_serving(fed: Any, console: Console, job_id: str, site: str, task: str) -> None:
+    """One prediction from a device's local endpoint, then a rollback taking effect on it."""
+    import httpx
+
+    from fedge.demo.federation import device_name
+    from fedge.errors import FedgeError
+    from fedge.tasks import get_task
+
+    device = device_name(site, 0)
+    try:
+        url = fed.prediction_endpoint(site, 0)
+
+        def serving() -> str | None:
+            answer = httpx.get(f"{url}/model", timeout=5)
+            return str(answer.json()["version"]) if answer.status_code == 200 else None
+
+        def predict(row: list[float]) -> dict[str, Any]:
+            answer = httpx.post(f"{url}/predict", json={"inputs": [row]}, timeout=5)
+            answer.raise_for_status()
+            result: dict[str, Any] = answer.json()
+            return result
+
+        with fed.admin_client() as admin:
+            production = [v for v in admin.list_models(job_id) if v.status == "production"]
+            if not production:
+                console.print("serving      no production version: the release gate held them")
+                return
+            want = production[0].version
+            fed.supervisor.wait_until(
+                lambda: serving() == want, timeout=60, what=f"{device} to serve {want}"
+            )
+            _, test = get_task(task).load_data()
+            row, label = test.x[0].tolist(), int(test.y[0])
+            answer = predict(row)
+            console.print(
+                f"prediction   {device} POST {url}/predict → class {answer['predictions'][0]}"
+                f" (label {label}), answered by model version {answer['version']}"
+            )
+            try:
+                restored = admin.rollback_model(job_id)
+            except FedgeError as exc:
+                console.print(f"rollback     not shown: {exc}")
+                return
+            fed.supervisor.wait_until(
+                lambda: serving() == restored.version, timeout=60, what="the rollback on the device"
+            )
+            console.print(
+                f"rollback     fedge models rollback {job_id}: {want} → {restored.version};"
+                f" {device} now answers with {predict(row)['version']}"
+            )
+    except (FedgeError, httpx.HTTPError) as exc:
+        console.print(f"serving      could not be shown: {exc}")
+
+
 def run_networked_demo(
     *,
     rounds: int,
@@ -122,8 +176,9 @@ def run_networked_demo(
                 with console.status(f"starting the gateway of {site}…"):
                     console.print(f"gateway      {fed.start_gateway(site)}  ({site})")
             for site in plan.sites:
-                for i in range(devices_per_site):
-                    fed.start_device(site, i)
+                for i in range(devices_per_site):  # the first device also serves predictions
+                    serve = spec.name if (site, i) == (plan.sites[0], 0) else None
+                    fed.start_device(site, i, serve_job=serve)
             console.print(
                 f"devices      {fleet} processes ({devices_per_site} per site), each streaming "
                 f"its own share of {task} into its local store; logs in {root / 'logs'}"
@@ -163,6 +218,8 @@ def run_networked_demo(
                 )
                 + f" · {time.perf_counter() - started:.0f} s in all"
             )
+            if committed:
+                _show_serving(fed, console, job.id, plan.sites[0], task)
             if keep:
                 console.print(
                     f"[bold]--keep[/]: the federation stays up (coordinator {url}); "

@@ -39,6 +39,7 @@ from fedge.errors import AuthorizationError, ProtocolError, UnknownNameError, Va
 from fedge.identity import Identity, Role, authorize
 from fedge.identity.signing import ReleaseSigningKey
 from fedge.transport import messages as m
+from fedge.transport.releases import release_metadata
 
 __all__ = ["CoordinatorService"]
 
@@ -88,6 +89,19 @@ class CoordinatorService:
         if row is None:
             raise UnknownNameError(f"model version {sha256} has no release signature")
         return release_view(row)
+
+    def production(self, peer: Identity, job_id: str) -> m.ModelRelease:
+        """The job's production version with its release (an empty signature when unsigned)."""
+        authorize(peer, roles=_FLEET)
+        row = self.store.production_version(job_id)
+        if row is None:
+            raise UnknownNameError(f"job {job_id!r} has no production model version yet")
+        release = self.store.get_release(row.sha256)
+        if release is not None:
+            return release_view(release)
+        task = str(self.store.get_job(job_id).spec.get("task", ""))
+        metadata = release_metadata(row.job_id, row.round, task, row.parent_sha256)
+        return m.ModelRelease(sha256=row.sha256, metadata=metadata, signature="")
 
     # -- gateways -----------------------------------------------------------------------------
     def gateway_checkin(self, peer: Identity, request: m.GatewayCheckIn) -> m.GatewayAssignments:

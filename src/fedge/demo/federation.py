@@ -23,6 +23,7 @@ from fedge.identity import init_pki, issue
 __all__ = ["FederationPlan", "LocalFederation", "device_name", "gateway_name"]
 
 _LISTENING = re.compile(r"listening on https://[^\s:]+:(\d+)")
+_ENDPOINT = re.compile(r"prediction endpoint (http://\S+)")
 
 
 def gateway_name(site: str) -> str:
@@ -188,8 +189,12 @@ class LocalFederation:
         self.gateway_urls[site] = f"https://127.0.0.1:{self._wait_listening(proc, since)}"
         return self.gateway_urls[site]
 
-    def start_device(self, site: str, index: int) -> ManagedProcess:
-        """Start one device; its data share is streamed into its local store by a collector."""
+    def start_device(self, site: str, index: int, serve_job: str | None = None) -> ManagedProcess:
+        """Start one device; its data share is streamed into its local store by a collector.
+
+        ``serve_job``: the device also runs its local prediction endpoint on that job's
+        production model version (see :meth:`prediction_endpoint`).
+        """
         name = device_name(site, index)
         state = self.workdir / name
         state.mkdir(parents=True, exist_ok=True)
@@ -219,6 +224,7 @@ class LocalFederation:
                     "interval_s": self.plan.tick_s,
                 },
                 "eligibility": {"min_examples": 10, "require_charging": False},
+                **({"serving": {"job": serve_job, "poll_s": 0.5}} if serve_job else {}),
             },
         )
         # Many devices share this machine's cores: one compute thread each, not one per core.
@@ -253,6 +259,19 @@ class LocalFederation:
             key=issued / "admin.key",
             timeout=30.0,
         )
+
+    def prediction_endpoint(self, site: str, index: int, timeout: float = 60.0) -> str:
+        """The URL of a serving device's local prediction endpoint (from its log)."""
+        log_path = self.supervisor.log_dir / f"{device_name(site, index)}.log"
+        found: list[str] = []
+
+        def logged() -> bool:
+            text = log_path.read_text("utf-8", "replace") if log_path.exists() else ""
+            found.extend(_ENDPOINT.findall(text)[-1:])
+            return bool(found)
+
+        self.supervisor.wait_until(logged, timeout=timeout, what="the prediction endpoint")
+        return found[0]
 
     def wait_for_job(self, job_id: str, *, timeout: float, on_poll: Any = None) -> Any:
         """Poll the job until completed/failed; returns its JobView."""

@@ -6,10 +6,18 @@ import logging
 import signal
 import threading
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
 __all__ = ["device_command"]
+
+if TYPE_CHECKING:
+    from fedge.device.config import DeviceConfig
+    from fedge.device.serving import LocalEndpoint
+    from fedge.device.store import LocalStore
+    from fedge.identity.signing import ReleaseVerifyKey
+    from fedge.transport.client import FedgeClient
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +90,46 @@ def device_command(config_path: str) -> None:
     collecting = threading.Thread(target=collector.run, args=(stop,), daemon=True)
     collecting.start()
     click.echo(f"device {cfg.id} (site {cfg.site}) → {cfg.gateway_url}")
+    endpoint = _start_serving(cfg, store, client, agent.release_key, stop)
     try:
         agent.run(stop)
     finally:
         stop.set()
+        if endpoint is not None:
+            endpoint.stop()
         collecting.join(timeout=5)
         client.close()
         outbox.close()
         ledger.close()
         store.close()
         log.info("device %s stopped: %s", cfg.id, agent.stats)
+
+
+def _start_serving(
+    cfg: DeviceConfig,
+    store: LocalStore,
+    client: FedgeClient,
+    release_key: ReleaseVerifyKey | None,
+    stop: threading.Event,
+) -> LocalEndpoint | None:
+    """The local prediction endpoint and the thread keeping it on the production version."""
+    if cfg.serving is None:
+        return None
+    from fedge.device.follower import ProductionFollower
+    from fedge.device.predictor import HealthCheck, Predictor
+    from fedge.device.serving import start_endpoint
+
+    s = cfg.serving
+    x, y = store.examples()
+    x, y = x[len(y) - s.holdout_rows :], y[len(y) - s.holdout_rows :]
+    health = HealthCheck(
+        holdout_x=x if len(y) else None,
+        holdout_y=y if len(y) else None,
+        min_accuracy=s.min_accuracy,
+    )
+    predictor = Predictor(s.task or cfg.data.task, health)
+    follower = ProductionFollower(client, predictor, s.job, release_key)
+    endpoint = start_endpoint(predictor, s.host, s.port)
+    threading.Thread(target=follower.run, args=(stop, s.poll_s), daemon=True).start()
+    click.echo(f"prediction endpoint {endpoint.url} (job {s.job}, production version)")
+    return endpoint

@@ -13,7 +13,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from fedge.device.eligibility import ConditionsPolicy
 from fedge.gateway.config import PkiFiles, read_toml
 
-__all__ = ["DataConfig", "DeviceConfig", "EligibilityConfig", "load_device_config"]
+__all__ = [
+    "DataConfig",
+    "DeviceConfig",
+    "EligibilityConfig",
+    "ServingConfig",
+    "load_device_config",
+]
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
@@ -60,6 +66,18 @@ class EligibilityConfig(_Section):
         )
 
 
+class ServingConfig(_Section):
+    """The optional local prediction endpoint, serving the job's production model version."""
+
+    job: str = Field(pattern=_NAME)  # whose production version to serve
+    task: str | None = None  # the job's task (default: data.task)
+    host: str = "127.0.0.1"  # loopback only
+    port: int = Field(0, ge=0, le=65535)  # 0: any free port (logged at start)
+    poll_s: float = Field(5.0, gt=0)  # how often to ask for the production version
+    min_accuracy: float | None = Field(None, ge=0, le=1)  # health-check floor on local holdout
+    holdout_rows: int = Field(200, ge=0)  # newest local rows used as the holdout
+
+
 class DeviceConfig(_Section):
     """One edge device."""
 
@@ -76,6 +94,7 @@ class DeviceConfig(_Section):
     request_timeout_s: float = Field(60.0, gt=0)
     data: DataConfig = DataConfig()
     eligibility: EligibilityConfig = EligibilityConfig()
+    serving: ServingConfig | None = None  # set: run the local prediction endpoint
 
     def resolved(self, base: Path) -> DeviceConfig:
         """Relative paths taken from ``base`` (the config file's directory)."""

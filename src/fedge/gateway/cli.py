@@ -60,6 +60,7 @@ def gateway_command(config_path: str) -> None:
         outbox=outbox,
         device_retry_s=cfg.device_retry_s,
     )
+    service.production_source = client.production  # devices' prediction endpoints follow it
     relay = SecureRelay(service, client)
     uplink = Uplink(
         service,

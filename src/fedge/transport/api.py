@@ -152,6 +152,19 @@ def build_app(
                 raise AuthorizationError(f"a {peer.role} may not fetch models from this server")
             return service.release(peer, sha256)
 
+        @app.get(
+            "/v1/jobs/{job_id}/production",
+            tags=["device", "gateway"],
+            response_model=ModelRelease,
+            responses=_JSON_ERRORS,
+        )
+        def get_production(job_id: JobId, peer: ModelPeer) -> ModelRelease:
+            """The job's production model version and its release (empty signature: unsigned)."""
+            service = uplink if peer.role is Role.GATEWAY else device
+            if service is None:
+                raise AuthorizationError(f"a {peer.role} may not fetch models from this server")
+            return service.production(peer, job_id)
+
     if device is not None:
         _device_routes(app, device)
     if uplink is not None:

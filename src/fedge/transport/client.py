@@ -196,6 +196,10 @@ class FedgeClient:
         """``GET /v1/models/{sha256}/release``: its release signature (404: unsigned)."""
         return self._model(ModelRelease, self._json("GET", f"/v1/models/{sha256}/release"))
 
+    def production(self, job_id: str) -> ModelRelease:
+        """``GET /v1/jobs/{job}/production``: the production version (404: none yet)."""
+        return self._model(ModelRelease, self._json("GET", f"/v1/jobs/{job_id}/production"))
+
     # -- device ----------------------------------------------------------------------------
     def checkin(self, request: CheckInRequest) -> TaskAssignment | Wait:
         """``POST /v1/checkin``: a task, or when to come back."""

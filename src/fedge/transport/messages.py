@@ -12,6 +12,7 @@ Endpoints (all under ``/v1``; devices cannot tell a gateway from a coordinator):
 ``POST /v1/checkin``                       device       CheckInRequest → CheckInResponse
 ``GET  /v1/models/{sha256}``              device, gw   model payload (``application/octet-stream``)
 ``GET  /v1/models/{sha256}/release``      device, gw   → ModelRelease (signed metadata; 404 unsigned)
+``GET  /v1/jobs/{job}/production``        device, gw   → ModelRelease of the production version
 ``POST /v1/jobs/{job}/rounds/{r}/updates``  device       update payload → Receipt
 ``POST /v1/gateway/checkin``              gateway      GatewayCheckIn → GatewayAssignments
 ``POST /v1/jobs/{job}/rounds/{r}/partials`` gateway      partial-sum payload → Receipt

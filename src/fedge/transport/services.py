@@ -62,6 +62,10 @@ class DeviceService(Protocol):
         """The release signature of a model version (UnknownNameError when unsigned)."""
         ...
 
+    def production(self, peer: Identity, job_id: str) -> ModelRelease:
+        """The job's production version (UnknownNameError when it has none)."""
+        ...
+
     def submit_update(
         self, peer: Identity, job_id: str, round_number: int, payload: bytes
     ) -> Receipt:
@@ -82,6 +86,10 @@ class UplinkService(Protocol):
 
     def release(self, peer: Identity, sha256: str) -> ModelRelease:
         """The release signature of a model version (UnknownNameError when unsigned)."""
+        ...
+
+    def production(self, peer: Identity, job_id: str) -> ModelRelease:
+        """The job's production version (UnknownNameError when it has none)."""
         ...
 
     def submit_partial(
