@@ -101,7 +101,9 @@ def test_proxy_forwards_cuts_and_restores() -> None:
         with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as c3:
             c3.sendall(b"back")
             assert c3.recv(16) == b"back"
-        assert proxy.bytes_forwarded >= 18
+        # the client→server bytes are counted before their echo comes back; the echo's own
+        # count may still be in flight when recv returns
+        assert proxy.bytes_forwarded >= len(b"hello") + len(b"back")
     finally:
         proxy.close()
         srv.close()
