@@ -166,3 +166,20 @@ def test_endpoint_on_loopback_socket_and_refuses_other_hosts() -> None:
         assert response.json() == {"predictions": [1], "version": "v1"}
         predictor.load("v2", biased_params(2))
         assert httpx.get(f"{endpoint.url}/model").json()["version"] == "v2"
+
+
+def test_endpoint_answers_without_the_delayed_ack_stall() -> None:
+    """Nagle on the server socket made every answer wait ~40 ms for the client's delayed ACK."""
+    import time
+
+    predictor = Predictor(TASK)
+    predictor.load("v1", biased_params(1))
+    with start_endpoint(predictor) as endpoint, httpx.Client(base_url=endpoint.url) as client:
+        for _ in range(5):
+            client.get("/model")
+        times = []
+        for _ in range(30):
+            t0 = time.perf_counter()
+            client.post("/predict", json={"inputs": [[0.5] * 64]}).raise_for_status()
+            times.append(time.perf_counter() - t0)
+    assert float(np.median(times)) < 0.02
