@@ -51,6 +51,20 @@ def test_health_and_openapi(fleet: Fleet) -> None:
     assert "application/octet-stream" in body["content"]
 
 
+def test_kept_alive_requests_do_not_stall_on_delayed_acks(fleet: Fleet) -> None:
+    """With Nagle on the server socket every answer waited ~40 ms for the client's delayed ACK."""
+    import time
+
+    with fleet.client("dev-1") as client:
+        client.health()  # the handshake
+        times = []
+        for _ in range(20):
+            t0 = time.perf_counter()
+            client.health()
+            times.append(time.perf_counter() - t0)
+    assert sorted(times)[len(times) // 2] < 0.02
+
+
 def test_device_checkin_reaches_service_with_identity(fleet: Fleet) -> None:
     with fleet.client("dev-1") as client:
         answer = client.checkin(checkin_request())
