@@ -102,6 +102,7 @@ def setup(tmp_path: Path, model: tuple[bytes, str]) -> tuple[DeviceAgent, Link]:
         plan=TrainingPlan(epochs=1, batch_size=10, lr=0.1),
     )
     service.apply_assignments(GatewayAssignments(assignments=[a], retry_after_s=1))
+    service.cache.get(a.model_sha256)  # the uplink prefetches before devices get the round
     store = LocalStore(tmp_path / "data.sqlite", retention_s=3600)
     x, y = device_share(TASK, 8, 0, seed=0)
     DemoCollector(store, x, y, rows_per_tick=len(y)).tick()
