@@ -107,3 +107,29 @@ def test_proxy_forwards_cuts_and_restores() -> None:
     finally:
         proxy.close()
         srv.close()
+
+
+@pytest.mark.integration
+def test_sigterm_to_the_parent_stops_its_children(tmp_path: Path) -> None:
+    """A supervising process killed with SIGTERM (e.g. by `timeout`) still stops its children."""
+    import signal
+    import subprocess
+
+    code = (
+        "import sys, time\n"
+        "from fedge.demo import Supervisor\n"
+        f"sup = Supervisor({str(tmp_path)!r})\n"
+        "p = sup.start('child', [sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "print(p.pid, flush=True)\n"
+        "with sup:\n"
+        "    time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    child_pid = int(parent.stdout.readline())
+    parent.send_signal(signal.SIGTERM)
+    assert parent.wait(timeout=30) == 128 + signal.SIGTERM
+    deadline = time.monotonic() + 10
+    while not _gone(child_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _gone(child_pid)

@@ -28,6 +28,22 @@ __all__ = ["ManagedProcess", "Supervisor", "fedge_argv"]
 log = logging.getLogger(__name__)
 
 
+def _exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so ``with``/``finally``/atexit cleanup stops the children.
+
+    Python's default SIGTERM action ends the process at once, skipping all cleanup; a demo
+    stopped by ``timeout`` or a service manager would then leave its federation running.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+
+        def handler(signum: int, frame: object) -> None:
+            raise SystemExit(128 + signum)
+
+        signal.signal(signal.SIGTERM, handler)
+
+
 def fedge_argv(*args: str) -> list[str]:
     """The command line that runs ``fedge ARGS`` with this interpreter."""
     return [sys.executable, "-m", "fedge", *args]
@@ -92,6 +108,7 @@ class Supervisor:
         self._lock = threading.Lock()
         self._closed = False
         atexit.register(self.stop_all)
+        _exit_on_sigterm()
 
     def start(
         self, name: str, argv: Sequence[str], env: dict[str, str] | None = None
