@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -98,14 +99,10 @@ def main() -> None:
         flower = json.loads(args.flower_json.read_text())
     elif not args.skip_flower:
         out = ROOT / "benchmarks" / ".flower-latest.json"
-        run_worker(
-            [
-                str(ROOT / "benchmarks" / "flower_baseline.py"),
-                "--rounds",
-                str(args.rounds),
-                "--json",
-                str(out),
-            ],
+        script = ROOT / "benchmarks" / "flower_baseline.py"
+        subprocess.run(
+            [sys.executable, str(script), "--rounds", str(args.rounds), "--json", str(out)],
+            check=True,
             timeout=3600,
         )
         flower = json.loads(out.read_text())
