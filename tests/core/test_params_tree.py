@@ -102,3 +102,15 @@ def test_finite_and_mismatch_checks() -> None:
         tree_weighted_mean([], [])
     with pytest.raises(AggregationError):
         tree_weighted_mean([_tree(0)], [0.0])
+
+
+def test_flatten_stacked_equals_flattening_each_row() -> None:
+    trees = [_tree(i) for i in range(3)]
+    spec = ParamSpec.of(trees[0])
+    stacked = {k: np.stack([t[k] for t in trees]) for k in spec.names}
+    matrix = spec.flatten_stacked(stacked, 3)
+    assert matrix.shape == (3, spec.size) and matrix.dtype == np.float32
+    for row, tree in zip(matrix, trees, strict=True):
+        np.testing.assert_array_equal(row, spec.flatten(tree))
+    with pytest.raises(ShapeMismatchError, match="expected 14 parameters"):
+        spec.flatten_stacked({"a": stacked["a"], "b": stacked["b"][:, :1]}, 3)

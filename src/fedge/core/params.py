@@ -86,6 +86,15 @@ class ParamSpec:
             [np.ravel(params[n]).astype(np.float32, copy=False) for n in self.names]
         )
 
+    def flatten_stacked(self, stacked: Mapping[str, np.ndarray], rows: int) -> Array:
+        """Stacked trees (``stacked[name]`` of shape (rows, *shape)) as one (rows, size) matrix."""
+        matrix = np.concatenate(
+            [np.asarray(stacked[n], np.float32).reshape(rows, -1) for n in self.names], axis=1
+        )
+        if matrix.shape[1] != self.size:
+            raise ShapeMismatchError(f"expected {self.size} parameters, got {matrix.shape[1]}")
+        return matrix
+
     def unflatten(self, vector: np.ndarray) -> Params:
         """Split a vector made by :meth:`flatten` back into named tensors (views, no copy)."""
         vec = np.asarray(vector, dtype=np.float32)

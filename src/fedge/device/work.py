@@ -56,14 +56,7 @@ def load_model(payload: bytes, sha256: str) -> Params:
 
 def training_config(plan: TrainingPlan) -> LocalTrainingConfig:
     """The client optimizer the plan asks for."""
-    return LocalTrainingConfig(
-        epochs=plan.epochs,
-        batch_size=plan.batch_size,
-        lr=plan.lr,
-        momentum=plan.momentum,
-        weight_decay=plan.weight_decay,
-        proximal_mu=plan.proximal_mu,
-    )
+    return LocalTrainingConfig(**plan.model_dump())  # the wire plan mirrors the config
 
 
 def check_privacy_plan(plan: PrivacyPlan) -> None:

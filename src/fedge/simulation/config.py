@@ -76,13 +76,7 @@ class ClientSection(_Section):
 
     def training(self) -> LocalTrainingConfig:
         """The client optimizer as the trainers take it."""
-        return LocalTrainingConfig(
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            momentum=self.momentum,
-            weight_decay=self.weight_decay,
-        )
+        return LocalTrainingConfig(**self.model_dump())
 
 
 class StrategySection(_OpenSection):

@@ -29,6 +29,7 @@ from fedge.aggregation.base import Aggregate, Update
 from fedge.core.params import ParamSpec
 from fedge.errors import AggregationError, ConfigError
 from fedge.privacy import PrivacyPlan, add_discrete_gaussian_noise, clip_rows
+from fedge.simulation.secure import spread_over_gateways
 
 __all__ = ["DistributedRoundAggregator", "conditional_rounding"]
 
@@ -101,11 +102,8 @@ class DistributedRoundAggregator:
     ) -> int:
         """Clip, scale, round and noise D stacked deltas on their devices; ``weights`` unused."""
         ids = [str(d) for d in device_ids]
-        matrix = np.concatenate(
-            [np.asarray(stacked[n], np.float32).reshape(len(ids), -1) for n in self.spec.names],
-            axis=1,
-        )
-        finite = np.isfinite(matrix).all(axis=1)
+        matrix = self.spec.flatten_stacked(stacked, len(ids))
+        finite: NDArray[np.bool_] = np.asarray(np.isfinite(matrix).all(axis=1))
         for i in np.flatnonzero(~finite).tolist():
             self._rejected.append((ids[i], "contains NaN or Inf; the update is rejected"))
         if not finite.any():
@@ -142,7 +140,7 @@ class DistributedRoundAggregator:
         config = SecAggConfig(
             clip_range=(-float(reach), float(reach)), bits=bits, levels=levels, dropout_rate=0.0
         )
-        gateways = {d: f"gateway-{i % _GATEWAYS}" for i, d in enumerate(self._ids)}
+        gateways = spread_over_gateways(self._ids, _GATEWAYS)
         vectors = np.asarray(self._rows, dtype=np.float64)
         outcome = run_secure_sum(
             vectors, self._ids, gateways, config, rng=self._graph_rng, round_id=self._round

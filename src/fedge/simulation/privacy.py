@@ -36,7 +36,7 @@ from numpy.typing import NDArray
 
 from fedge.aggregation.base import Aggregate, Update
 from fedge.core.params import ParamSpec
-from fedge.errors import AggregationError, ConfigError
+from fedge.errors import AggregationError, ConfigError, ShapeMismatchError
 from fedge.privacy import (
     BudgetCheck,
     InsecureRandomnessWarning,
@@ -121,12 +121,10 @@ class PrivateRoundAggregator:
             for d in ids:
                 self._rejected.append((d, "parameter names do not match the model"))
             return 0
-        matrix = np.concatenate(
-            [np.asarray(stacked[n], np.float32).reshape(len(ids), -1) for n in self.spec.names],
-            axis=1,
-        )
-        if matrix.shape[1] != self.spec.size:
-            raise AggregationError(f"expected {self.spec.size} parameters, got {matrix.shape[1]}")
+        try:
+            matrix = self.spec.flatten_stacked(stacked, len(ids))
+        except ShapeMismatchError as exc:
+            raise AggregationError(str(exc)) from None
         finite = np.isfinite(matrix).all(axis=1)
         for i in np.flatnonzero(~finite).tolist():
             self._rejected.append((ids[i], "contains NaN or Inf; the update is rejected"))

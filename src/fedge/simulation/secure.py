@@ -27,7 +27,12 @@ from fedge.aggregation.base import Aggregate, Update
 from fedge.core.params import ParamSpec
 from fedge.errors import AggregationError
 
-__all__ = ["SecureRoundAggregator"]
+__all__ = ["SecureRoundAggregator", "spread_over_gateways"]
+
+
+def spread_over_gateways(device_ids: Sequence[str], gateways: int) -> dict[str, str]:
+    """Simulated sites: device i reports through gateway i mod ``gateways``."""
+    return {d: f"gateway-{i % gateways}" for i, d in enumerate(device_ids)}
 
 
 @dataclass
@@ -65,10 +70,7 @@ class SecureRoundAggregator:
     ) -> int:
         """Prepare D devices' ``[w·clip(Δ), w]`` vectors; non-finite rows are refused."""
         ids = [str(d) for d in device_ids]
-        matrix = np.concatenate(
-            [np.asarray(stacked[n], np.float64).reshape(len(ids), -1) for n in self.spec.names],
-            axis=1,
-        )
+        matrix = self.spec.flatten_stacked(stacked, len(ids)).astype(np.float64)
         w = np.asarray(weights, dtype=np.float64)
         ok = np.isfinite(matrix).all(axis=1) & (w > 0) & (w <= self.max_weight)
         for i in np.flatnonzero(~ok).tolist():
@@ -105,7 +107,7 @@ class SecureRoundAggregator:
             threshold=self.threshold,
         )
         drops = self._dropouts()
-        gateway_of = {d: f"gateway-{i % self.gateways}" for i, d in enumerate(self._ids)}
+        gateway_of = spread_over_gateways(self._ids, self.gateways)
         outcome = run_secure_sum(
             np.asarray(self._rows),
             self._ids,
