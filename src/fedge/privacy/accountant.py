@@ -39,15 +39,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import dp_accounting
 import numpy as np
-from dp_accounting.pld import privacy_loss_distribution as pld_lib
-from dp_accounting.rdp import rdp_privacy_accountant as rdp_lib
 from numpy.typing import NDArray
 
 from fedge.errors import ConfigError
+
+if TYPE_CHECKING:  # dp_accounting (and scipy under it) take ~1 s to import: only when accounting
+    import dp_accounting
+    from dp_accounting.pld import privacy_loss_distribution as pld_lib
 
 __all__ = [
     "PLD_DISCRETIZATION",
@@ -96,6 +97,8 @@ def round_event(
     clip_count_stddev: float | None = None,
 ) -> dp_accounting.DpEvent:
     """The ``DpEvent`` of one round: sampled Gaussian sum (+ adaptive-clipping count query)."""
+    import dp_accounting
+
     _validate(noise_multiplier, sampling_rate, sampling, fleet_size, clip_count_stddev)
     scale = 0.5 if sampling == "fixed_size" else 1.0  # replace-one doubles the sensitivity
     queries: list[dp_accounting.DpEvent] = [dp_accounting.GaussianDpEvent(noise_multiplier * scale)]
@@ -215,6 +218,9 @@ class PrivacyAccountant:
         return orders, one * (self._rounds if rounds is None else rounds)
 
     def _rdp_round(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        import dp_accounting
+        from dp_accounting.rdp import rdp_privacy_accountant as rdp_lib
+
         if self._rdp_one is None:
             relation = (
                 dp_accounting.NeighboringRelation.REPLACE_ONE
@@ -227,6 +233,9 @@ class PrivacyAccountant:
         return self._rdp_one
 
     def _compute(self, rounds: int) -> float:
+        from dp_accounting.pld import privacy_loss_distribution as pld_lib
+        from dp_accounting.rdp import rdp_privacy_accountant as rdp_lib
+
         if self.noise_multiplier == 0:
             return math.inf
         if self.kind == "rdp":

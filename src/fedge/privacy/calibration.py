@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import math
 
-from scipy.optimize import brentq
-
 from fedge.errors import CalibrationError, ConfigError
 from fedge.privacy.accountant import AccountantKind, PrivacyAccountant, Sampling
 from fedge.privacy.budget import rounds_within_budget
@@ -52,6 +50,8 @@ def calibrate_noise_multiplier(
     With adaptive clipping the returned z is the *total* multiplier of the round; the update sum
     then uses :func:`fedge.privacy.clipping.update_noise_multiplier` of it.
     """
+    from scipy.optimize import brentq  # scipy takes ~0.3 s to import: only when calibrating
+
     if not (math.isfinite(target_epsilon) and target_epsilon > 0):
         raise CalibrationError(
             f"target_epsilon must be a finite number > 0 (e.g. 8.0), got {target_epsilon}"
