@@ -131,3 +131,18 @@ def test_under_dp_every_update_weighs_one(spec: ParamSpec) -> None:
     np.testing.assert_allclose(
         plain.weighted_sum()[name], 10 * deltas[0][name] + 30 * deltas[1][name], atol=1e-4
     )
+
+
+def test_a_device_refused_then_accepted_is_not_listed_as_rejected(spec: ParamSpec) -> None:
+    cohort = Cohort(spec)
+    cohort.reject("d0", "truncated payload")
+    cohort.reject("d1", "contains NaN")
+    good, _ = make_update_payload(spec, "d0", num_examples=4)
+    assert cohort.add(_decode(good, spec, "d0"))  # d0's retry is fine
+    assert cohort.contributors() == ["d0"]
+    assert cohort.rejected() == (("d1", "contains NaN"),)
+    partial = encode_partial(
+        cohort, job_id="job1", round_number=1, gateway="gw-a", site="site-a", nonce=new_nonce()
+    )
+    _, meta = decode_arrays(partial, allowed_dtypes=frozenset({"F32", "F64"}))
+    assert json.loads(meta["rejected"]) == [["d1", "contains NaN"]]

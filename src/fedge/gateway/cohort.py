@@ -117,6 +117,7 @@ class Cohort:
         if not self._acc.add(update):
             return False
         self._nonces[decoded.update.device_id] = decoded.nonce
+        self._refused.pop(decoded.update.device_id, None)  # a retry that succeeded
         return True
 
     def reject(self, device: str, reason: str) -> None:
@@ -124,7 +125,8 @@ class Cohort:
         self._refused[device] = reason
 
     def rejected(self) -> tuple[tuple[str, str], ...]:
-        """(device, reason) for every refused update."""
+        """(device, reason) for every refused update; a device refused and then accepted on
+        retry is a contributor, not listed here (a second update after acceptance is)."""
         return tuple(self._refused.items()) + self._acc.rejected
 
     def contributors(self) -> list[str]:
