@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,7 +18,19 @@ from fedge.identity import Identity, Role
 POSTGRES_ENV = "FEDGE_TEST_POSTGRES_URL"
 
 
-def _postgres_store() -> Iterator[Store]:
+@dataclass(frozen=True)
+class Database:
+    """Where a test's database lives: a SQLAlchemy URL and the engine options to reach it."""
+
+    url: str
+    engine_options: dict[str, Any] = field(default_factory=dict)
+
+    def store(self) -> Store:
+        """A Store on this database (creating or upgrading its schema)."""
+        return Store(self.url, engine_options=self.engine_options)
+
+
+def _postgres_database() -> Iterator[Database]:
     url = os.environ.get(POSTGRES_ENV)
     if not url:
         reason = (
@@ -32,25 +46,29 @@ def _postgres_store() -> Iterator[Store]:
     admin = sa.create_engine(url)
     with admin.begin() as conn:
         conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    store = Store(url, engine_options={"connect_args": {"options": f"-csearch_path={schema}"}})
     try:
-        yield store
+        yield Database(url, {"connect_args": {"options": f"-csearch_path={schema}"}})
     finally:
-        store.close()
         with admin.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """A fresh, empty store on each database."""
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """An empty database on SQLite and on PostgreSQL (its own schema), before any Store."""
     if request.param == "sqlite":
-        s = Store(f"sqlite:///{tmp_path / 'coordinator.db'}")
-        yield s
-        s.close()
+        yield Database(f"sqlite:///{tmp_path / 'coordinator.db'}")
     else:
-        yield from _postgres_store()
+        yield from _postgres_database()
+
+
+@pytest.fixture
+def store(database: Database) -> Iterator[Store]:
+    """A fresh, empty store on each database."""
+    s = database.store()
+    yield s
+    s.close()
 
 
 def identity(role: Role, name: str, site: str | None = None) -> Identity:

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from fedge.coordinator.migrations import migrate, missing_columns
 from fedge.coordinator.registry import check_transition
 from fedge.coordinator.schema import (
     Base,
@@ -52,6 +53,13 @@ class Store:
             Base.metadata.create_all(self.engine)
         except SQLAlchemyError as exc:
             raise ConfigError(f"cannot open the coordinator database {url!r}: {exc}") from None
+        migrate(self.engine)  # columns added since the database was made (migrations.py)
+        missing = missing_columns(self.engine)
+        if missing:
+            raise ConfigError(
+                f"the coordinator database {url!r} lacks {', '.join(missing)}: schema.py declares"
+                " them but no step in fedge.coordinator.migrations adds them"
+            )
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def close(self) -> None:

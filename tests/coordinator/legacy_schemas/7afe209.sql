@@ -1,0 +1,103 @@
+-- The coordinator schema of fedge at git commit 7afe209: the CREATE TABLE statements SQLAlchemy ran on
+-- PostgreSQL (frozen; tests/coordinator/test_migrations.py upgrades databases made from it).
+-- On SQLite the only difference is INTEGER where PostgreSQL has SERIAL.
+CREATE TABLE devices (
+	id VARCHAR(64) NOT NULL, 
+	site VARCHAR(64), 
+	gateway_id VARCHAR(64), 
+	last_seen FLOAT, 
+	revoked BOOLEAN NOT NULL, 
+	labels JSON NOT NULL, 
+	PRIMARY KEY (id)
+);
+
+CREATE TABLE gateways (
+	id VARCHAR(64) NOT NULL, 
+	site VARCHAR(64) NOT NULL, 
+	last_seen FLOAT NOT NULL, 
+	online_devices INTEGER NOT NULL, 
+	eligible_devices INTEGER NOT NULL, 
+	PRIMARY KEY (id)
+);
+
+CREATE TABLE jobs (
+	id VARCHAR(64) NOT NULL, 
+	spec JSON NOT NULL, 
+	state VARCHAR(16) NOT NULL, 
+	committed_rounds INTEGER NOT NULL, 
+	model_sha256 VARCHAR(64), 
+	fleet_size INTEGER NOT NULL, 
+	created_at FLOAT NOT NULL, 
+	reason TEXT NOT NULL, 
+	PRIMARY KEY (id)
+);
+
+CREATE TABLE partial_receipts (
+	id SERIAL NOT NULL, 
+	job_id VARCHAR(64) NOT NULL, 
+	round INTEGER NOT NULL, 
+	gateway_id VARCHAR(64) NOT NULL, 
+	site VARCHAR(64) NOT NULL, 
+	nonce VARCHAR(32) NOT NULL, 
+	num_accepted INTEGER NOT NULL, 
+	total_weight FLOAT NOT NULL, 
+	received_at FLOAT NOT NULL, 
+	PRIMARY KEY (id), 
+	CONSTRAINT uq_partial_once UNIQUE (job_id, round, gateway_id), 
+	UNIQUE (nonce)
+);
+
+CREATE TABLE participants (
+	job_id VARCHAR(64) NOT NULL, 
+	round INTEGER NOT NULL, 
+	device_id VARCHAR(64) NOT NULL, 
+	gateway_id VARCHAR(64), 
+	nonce VARCHAR(32), 
+	received_at FLOAT NOT NULL, 
+	PRIMARY KEY (job_id, round, device_id), 
+	UNIQUE (nonce)
+);
+
+CREATE TABLE checkpoints (
+	job_id VARCHAR(64) NOT NULL, 
+	step INTEGER NOT NULL, 
+	round INTEGER, 
+	params_sha256 VARCHAR(64) NOT NULL, 
+	opt_state_sha256 VARCHAR(64) NOT NULL, 
+	created_at FLOAT NOT NULL, 
+	PRIMARY KEY (job_id, step), 
+	FOREIGN KEY(job_id) REFERENCES jobs (id)
+);
+
+CREATE TABLE model_versions (
+	sha256 VARCHAR(64) NOT NULL, 
+	job_id VARCHAR(64) NOT NULL, 
+	round INTEGER, 
+	parent_sha256 VARCHAR(64), 
+	size INTEGER NOT NULL, 
+	metrics JSON NOT NULL, 
+	created_at FLOAT NOT NULL, 
+	PRIMARY KEY (sha256), 
+	FOREIGN KEY(job_id) REFERENCES jobs (id)
+);
+
+CREATE TABLE rounds (
+	job_id VARCHAR(64) NOT NULL, 
+	number INTEGER NOT NULL, 
+	state VARCHAR(16) NOT NULL, 
+	base_sha256 VARCHAR(64) NOT NULL, 
+	model_sha256 VARCHAR(64), 
+	quotas JSON NOT NULL, 
+	participants INTEGER NOT NULL, 
+	gateways_reported INTEGER NOT NULL, 
+	accuracy FLOAT, 
+	loss FLOAT, 
+	epsilon FLOAT, 
+	reason TEXT NOT NULL, 
+	started_at FLOAT, 
+	training_deadline FLOAT, 
+	report_deadline FLOAT, 
+	ended_at FLOAT, 
+	PRIMARY KEY (job_id, number), 
+	FOREIGN KEY(job_id) REFERENCES jobs (id)
+);
