@@ -60,6 +60,7 @@ class LiveRound:
     direct_submitted: set[str] = field(default_factory=set)
     handed: set[str] = field(default_factory=set)  # gateways given the assignment
     secure: SecureRound | None = None  # the SecAgg+ session, for jobs with secure aggregation
+    planned_deadline: float = float("inf")  # still planned then (too few devices): abandoned
 
     @property
     def number(self) -> int:
@@ -146,10 +147,17 @@ class RoundDriver:
     def _advance(self, rt: JobRuntime, now: float) -> bool:
         live = self.live.get(rt.id)
         if live is None:
-            return self._plan_next(rt)
+            return self._plan_next(rt, now)
         rnd = live.machine
         if rnd.state == RoundState.PLANNED:
-            return rt.job_state == "running" and self._open(rt, live, now)
+            if rt.job_state != "running":
+                return False
+            if self._open(rt, live, now):
+                return True
+            if now >= live.planned_deadline:
+                self._close(rt, live, now, self._why_unopened(rt, now))
+                return True
+            return False
         if live.secure is not None:
             return self._advance_secure(rt, live, now)
         why = rnd.due(now, also_done=[DIRECT] if live.direct_done(now) else [])
@@ -161,7 +169,15 @@ class RoundDriver:
             return True
         return False
 
-    def _plan_next(self, rt: JobRuntime) -> bool:
+    def _why_unopened(self, rt: JobRuntime, now: float) -> str:
+        eligible = sum(self.eligible(rt, now).values())
+        return (
+            f"never opened: {eligible} eligible device(s) within "
+            f"{rt.spec.training_deadline_s + rt.spec.report_deadline_s:g} s, the job needs "
+            f"min_devices = {rt.spec.min_devices}"
+        )
+
+    def _plan_next(self, rt: JobRuntime, now: float) -> bool:
         if rt.job_state != "running":
             return False
         if rt.committed >= rt.spec.rounds:
@@ -182,6 +198,10 @@ class RoundDriver:
             rt.model_sha256,
             WeightedMeanAccumulator(spec),
             WeightedMeanAccumulator(spec),
+            # a round that cannot open within a whole round's time is abandoned (and counts
+            # toward max_consecutive_abandoned), so a job short of devices ends instead of
+            # waiting in "planned" forever
+            planned_deadline=now + rt.spec.training_deadline_s + rt.spec.report_deadline_s,
         )
         return True
 

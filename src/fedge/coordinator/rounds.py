@@ -8,7 +8,8 @@
                                                                          ▼               ▼
                                                                      abandoned       committed
 
-- **planned**: the round exists; it waits for enough eligible devices to hand quotas out.
+- **planned**: the round exists; it waits for enough eligible devices to hand quotas out — at
+  most a whole round's time (training + report deadline), then the driver abandons it.
 - **configuring**: quotas are fixed and offered; gateways and direct devices fetch assignments.
 - **training**: at least one site took work; partial sums and updates are accepted.
 - **aggregating**: no more contributions; the server step, evaluation and publication run.
