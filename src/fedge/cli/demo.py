@@ -225,6 +225,8 @@ def run_networked_demo(
                     f"[bold]--keep[/]: the federation stays up (coordinator {url}); "
                     "Ctrl-C stops every process"
                 )
+                for line in fed.metrics_lines():
+                    console.print(line, highlight=False, soft_wrap=True)
                 try:
                     while True:
                         time.sleep(1)

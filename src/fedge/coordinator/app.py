@@ -4,7 +4,8 @@
 store; restart recovery happens here). :func:`run_coordinator` serves it over mutual TLS with
 :func:`fedge.transport.server.run_server` and runs :meth:`CoordinatorService.tick` every
 ``tick_interval_s`` in a background thread; SIGTERM or SIGINT stops the server gracefully, then
-the ticker, then closes the database.
+the ticker and the ops listener (:mod:`fedge.transport.ops`: ``/metrics``, ``/healthz``, the
+dashboard; started first, in a background thread), then closes the database.
 """
 
 from __future__ import annotations
@@ -12,13 +13,26 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from fedge.coordinator.artifacts import ArtifactStore
 from fedge.coordinator.config import CoordinatorConfig
 from fedge.coordinator.service import CoordinatorService
 from fedge.coordinator.store import Store
 
-__all__ = ["Ticker", "build_coordinator", "run_coordinator"]
+if TYPE_CHECKING:
+    from fastapi import APIRouter
+
+    from fedge.identity import PeerVerifier
+    from fedge.transport.server import RunningServer
+
+__all__ = [
+    "Ticker",
+    "build_coordinator",
+    "ops_routers",
+    "run_coordinator",
+    "start_coordinator_ops",
+]
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +90,37 @@ class Ticker:
             self._thread.join(timeout)
 
 
+def ops_routers(service: CoordinatorService) -> list[APIRouter]:
+    """The routers the coordinator's ops listener serves besides /healthz and /login."""
+    return []
+
+
+def start_coordinator_ops(
+    config: CoordinatorConfig, service: CoordinatorService, verifier: PeerVerifier
+) -> RunningServer | None:
+    """Start the ops listener (``[ops]``) in a background thread; None when it is disabled."""
+    from fedge.transport.ops import build_ops_app, load_or_create_token, start_ops_server
+
+    if not config.ops.enabled:
+        return None
+    app = build_ops_app(
+        title="fedge coordinator",
+        verifier=verifier,
+        token=load_or_create_token(config.ops_token_path()),
+        routers=ops_routers(service),
+    )
+    return start_ops_server(app, config.ops.host, config.ops.port, config.tls())
+
+
 def run_coordinator(
-    config: CoordinatorConfig, on_started: Callable[[int], None] | None = None
+    config: CoordinatorConfig,
+    on_started: Callable[[int], None] | None = None,
+    on_ops_started: Callable[[RunningServer], None] | None = None,
 ) -> None:
-    """Serve the coordinator until SIGTERM/SIGINT, then shut down cleanly."""
+    """Serve the coordinator until SIGTERM/SIGINT, then shut down cleanly.
+
+    ``on_ops_started(server)`` is called once the ops listener listens (if it is enabled).
+    """
     from fedge.identity import PeerVerifier
     from fedge.transport.api import build_app
     from fedge.transport.server import run_server
@@ -96,10 +137,15 @@ def run_coordinator(
         title="fedge coordinator",
         secagg_uplink=service,
     )
+    ops = start_coordinator_ops(config, service, verifier)
+    if ops is not None and on_ops_started is not None:
+        on_ops_started(ops)
     ticker = Ticker(service.tick, config.tick_interval_s).start()
     try:
         run_server(app, config.host, config.port, tls, on_started=on_started)
     finally:
         ticker.stop()
+        if ops is not None:
+            ops.stop()
         service.store.close()
         log.info("coordinator stopped")

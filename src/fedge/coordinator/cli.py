@@ -25,6 +25,7 @@ from fedge.transport import messages as m
 
 if TYPE_CHECKING:
     from fedge.transport.client import FedgeClient
+    from fedge.transport.server import RunningServer
 
 __all__ = ["coordinator_command", "devices_group", "jobs_group"]
 
@@ -68,7 +69,14 @@ def coordinator_command(
     def started(bound: int) -> None:
         click.echo(f"fedge coordinator listening on https://{config.host}:{bound}", err=True)
 
-    run_coordinator(config, on_started=started)
+    def ops_started(ops: RunningServer) -> None:
+        click.echo(
+            f"fedge coordinator ops listener on {ops.url} (/metrics, /healthz;"
+            f" token in {config.ops_token_path()})",
+            err=True,
+        )
+
+    run_coordinator(config, on_started=started, on_ops_started=ops_started)
 
 
 def _client_options(func: F) -> F:

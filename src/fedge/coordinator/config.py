@@ -13,6 +13,12 @@ Example (``examples/coordinator.toml``)::
     name = "coordinator"   # issued/<name>.crt and .key
     # cert = "…"  key = "…"  ca = "…"  crl = "…"
 
+    [ops]                  # the operators' listener: /metrics, /healthz, the dashboard
+    enabled = true
+    host = "127.0.0.1"
+    port = 0               # 0: any free port (printed at start)
+    token_file = "ops.token"   # created (0600) at first start; Authorization: Bearer <token>
+
 Relative paths (and a relative SQLite path) are resolved against the config file's directory.
 """
 
@@ -28,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from fedge.coordinator.settings import CoordinatorSettings
 from fedge.errors import ConfigError
 from fedge.identity import PkiPaths
+from fedge.transport.ops import OpsSection
 from fedge.transport.server import ServerTls
 
 __all__ = ["CoordinatorConfig", "PkiFiles", "load_coordinator_config"]
@@ -80,6 +87,7 @@ class CoordinatorConfig(BaseModel):
     poll_interval_s: float = Field(2.0, gt=0)
     max_consecutive_abandoned: int = Field(10, ge=1)
     release_margin: float | None = Field(0.0, ge=0)  # release gate (None: promote by hand only)
+    ops: OpsSection = OpsSection()  # the operators' listener (fedge.transport.ops)
     base_dir: Path = Path()  # where relative paths start (the config file's directory)
 
     def settings(self) -> CoordinatorSettings:
@@ -109,6 +117,10 @@ class CoordinatorConfig(BaseModel):
     def release_key_path(self) -> Path | None:
         """The release key file, absolute (None: model versions go out unsigned)."""
         return None if self.release_key is None else (self.base_dir / self.release_key).resolve()
+
+    def ops_token_path(self) -> Path:
+        """The ops token file, absolute."""
+        return self.ops.token_path(self.base_dir)
 
     def artifacts_path(self) -> Path:
         """The artifact directory, absolute."""

@@ -23,6 +23,7 @@ from fedge.identity import init_pki, issue
 __all__ = ["FederationPlan", "LocalFederation", "device_name", "gateway_name"]
 
 _LISTENING = re.compile(r"listening on https://[^\s:]+:(\d+)")
+_OPS_LISTENER = re.compile(r"ops listener on https://[^\s:]+:(\d+)")
 _ENDPOINT = re.compile(r"prediction endpoint (http://\S+)")
 
 
@@ -85,6 +86,10 @@ class LocalFederation:
         self.supervisor = Supervisor(self.workdir / "logs")
         self.coordinator_url: str | None = None
         self.gateway_urls: dict[str, str] = {}
+        # the ops listeners (/metrics, /healthz, the dashboard; fedge.transport.ops), one token
+        self.coordinator_ops_url: str | None = None
+        self.gateway_ops_urls: dict[str, str] = {}
+        self.ops_token_file = self.workdir / "ops.token"
         self._uplink_override: dict[str, str] = {}
 
     # -- set-up ---------------------------------------------------------------------------
@@ -114,21 +119,36 @@ class LocalFederation:
         path = self.supervisor.log_dir / f"{name}.log"
         return path.stat().st_size if path.exists() else 0
 
-    def _wait_listening(self, proc: ManagedProcess, since: int, timeout: float = 120.0) -> int:
-        """The port ``proc`` reports; only its log after byte ``since`` counts (a restart appends
-        to the same log, whose earlier "listening" line is the previous process's)."""
+    def _wait_listening(
+        self,
+        proc: ManagedProcess,
+        since: int,
+        timeout: float = 120.0,
+        pattern: re.Pattern[str] = _LISTENING,
+    ) -> int:
+        """The port ``proc`` reports (``pattern``: its main or its ops listener); only its log
+        after byte ``since`` counts (a restart appends to the same log, whose earlier
+        "listening" line is the previous process's)."""
         port: list[int] = []
 
         def found() -> bool:
             with proc.log_path.open("rb") as log:
                 log.seek(since)
-                match = _LISTENING.search(log.read().decode("utf-8", "replace"))
+                match = pattern.search(log.read().decode("utf-8", "replace"))
             if match:
                 port.append(int(match.group(1)))
             return bool(match)
 
         self.supervisor.wait_until(found, timeout=timeout, what=f"{proc.name} to listen")
         return port[0]
+
+    def _ops_section(self, previous_url: str | None) -> dict[str, Any]:
+        """``[ops]``: loopback, the port it had before (a restart keeps it), the shared token."""
+        port = int(previous_url.rsplit(":", 1)[1]) if previous_url else 0
+        return {"host": "127.0.0.1", "port": port, "token_file": str(self.ops_token_file)}
+
+    def _ops_url(self, proc: ManagedProcess, since: int) -> str:
+        return f"https://127.0.0.1:{self._wait_listening(proc, since, pattern=_OPS_LISTENER)}"
 
     def start_coordinator(self, *, database_url: str | None = None) -> str:
         """Start (or restart) the coordinator; returns its URL."""
@@ -148,13 +168,17 @@ class LocalFederation:
                 "poll_interval_s": 0.5,
                 "release_key": str(self.pki / "release.key"),  # signs every model version
             },
-            {"pki": self._pki_section("coordinator", crl=True, release_pub=False)},
+            {
+                "pki": self._pki_section("coordinator", crl=True, release_pub=False),
+                "ops": self._ops_section(self.coordinator_ops_url),
+            },
         )
         since = self._log_size("coordinator")
         proc = self.supervisor.start(
             "coordinator", fedge_argv("--log-level", "info", "coordinator", "--config", str(config))
         )
         self.coordinator_url = f"https://127.0.0.1:{self._wait_listening(proc, since)}"
+        self.coordinator_ops_url = self._ops_url(proc, since)
         return self.coordinator_url
 
     def start_gateway(self, site: str, *, coordinator_url: str | None = None) -> str:
@@ -180,13 +204,17 @@ class LocalFederation:
                 "send_interval_s": 0.5,
                 "device_retry_s": 0.5,
             },
-            {"pki": self._pki_section(name, crl=True)},
+            {
+                "pki": self._pki_section(name, crl=True),
+                "ops": self._ops_section(self.gateway_ops_urls.get(site)),
+            },
         )
         since = self._log_size(name)
         proc = self.supervisor.start(
             name, fedge_argv("--log-level", "info", "gateway", "--config", str(config))
         )
         self.gateway_urls[site] = f"https://127.0.0.1:{self._wait_listening(proc, since)}"
+        self.gateway_ops_urls[site] = self._ops_url(proc, since)
         return self.gateway_urls[site]
 
     def start_device(self, site: str, index: int, serve_job: str | None = None) -> ManagedProcess:
@@ -272,6 +300,19 @@ class LocalFederation:
 
         self.supervisor.wait_until(logged, timeout=timeout, what="the prediction endpoint")
         return found[0]
+
+    def metrics_lines(self) -> list[str]:
+        """Where Prometheus reads each role's ``/metrics``, and the token it needs (to print)."""
+        urls = [("coordinator", self.coordinator_ops_url)] + [
+            (gateway_name(site), url) for site, url in self.gateway_ops_urls.items()
+        ]
+        lines = [f"metrics      {url}/metrics  ({who})" for who, url in urls if url is not None]
+        if lines:
+            lines.append(
+                f"ops token    {self.ops_token_file}: curl --cacert {self.pki / 'ca.crt'}"
+                f' -H "Authorization: Bearer $(cat {self.ops_token_file})" URL'
+            )
+        return lines
 
     def wait_for_job(self, job_id: str, *, timeout: float, on_poll: Any = None) -> Any:
         """Poll the job until completed/failed; returns its JobView."""

@@ -32,6 +32,7 @@ def gateway_command(config_path: str) -> None:
     from fedge.storage.outbox import Outbox
     from fedge.transport.api import build_app
     from fedge.transport.client import FedgeClient
+    from fedge.transport.ops import build_ops_app, load_or_create_token, start_ops_server
     from fedge.transport.server import ServerTls, run_server
 
     cfg = load_gateway_config(config_path)
@@ -69,14 +70,29 @@ def gateway_command(config_path: str) -> None:
         send_interval_s=cfg.send_interval_s,
         secure=relay,
     )
+    verifier = PeerVerifier(cfg.pki.ca, cfg.pki.crl)
     app = build_app(
         device=service,
         uplink=None,
         admin=None,
-        verifier=PeerVerifier(cfg.pki.ca, cfg.pki.crl),
+        verifier=verifier,
         title=f"fedge gateway {cfg.id}",
         secagg_relay=relay,
     )
+    tls = ServerTls(cfg.pki.ca, cfg.pki.cert, cfg.pki.key, cfg.pki.crl)
+    ops = None
+    if cfg.ops.enabled:
+        ops_app = build_ops_app(
+            title=f"fedge gateway {cfg.id}",
+            verifier=verifier,
+            token=load_or_create_token(cfg.ops.token_file),
+            routers=[],
+        )
+        ops = start_ops_server(ops_app, cfg.ops.host, cfg.ops.port, tls)
+        click.echo(
+            f"gateway {cfg.id} ops listener on {ops.url} (/metrics, /healthz;"
+            f" token in {cfg.ops.token_file})"
+        )
     stop = threading.Event()
     threads = uplink.start(stop)
 
@@ -86,15 +102,10 @@ def gateway_command(config_path: str) -> None:
         )
 
     try:
-        run_server(
-            app,
-            cfg.listen_host,
-            cfg.listen_port,
-            ServerTls(cfg.pki.ca, cfg.pki.cert, cfg.pki.key, cfg.pki.crl),
-            access_log=False,
-            on_started=started,
-        )
+        run_server(app, cfg.listen_host, cfg.listen_port, tls, access_log=False, on_started=started)
     finally:
+        if ops is not None:
+            ops.stop()
         stop.set()
         for t in threads:
             t.join(timeout=10)
