@@ -33,6 +33,7 @@ from fedge.coordinator.jobs import JobRuntime, encode_opt_state
 from fedge.coordinator.registry import ReleaseGate
 from fedge.coordinator.releases import sign_version
 from fedge.coordinator.rounds import Round, RoundState
+from fedge.coordinator.roundstats import RoundStats
 from fedge.coordinator.schema import CheckpointRow, ModelVersionRow
 from fedge.coordinator.secure import SecAggAuthority, SecureRound, SecureSettings
 from fedge.coordinator.selection import DIRECT, matches_selector, plan_quotas
@@ -91,6 +92,7 @@ class RoundDriver:
         self.live: dict[str, LiveRound] = {}
         self.secagg: SecAggAuthority | None = None  # set when the coordinator can run SecAgg+
         self.release_key: ReleaseSigningKey | None = None  # set: every version is signed
+        self.stats = RoundStats(store.engine)  # traffic and secure-sum outcomes, per round
 
     def runtime(self, job_id: str) -> JobRuntime:
         """The live job ``job_id``; UnknownNameError when it is not running or paused."""
@@ -289,6 +291,15 @@ class RoundDriver:
         result = secure.result
         if result is None:
             return False
+        self.stats.record_secagg(
+            rt.id,
+            live.number,
+            expected=secure.expected,
+            joined=len(secure.joined),
+            survivors=len(result.survivors),
+            reason=result.reason if result.abandoned else "",
+            now=now,
+        )
         if result.abandoned or result.sums is None:
             self._close(rt, live, now, f"secure aggregation abandoned: {result.reason}")
             return True

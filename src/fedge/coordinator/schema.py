@@ -23,6 +23,8 @@ __all__ = [
     "ParticipantRow",
     "ReleaseRow",
     "RoundRow",
+    "RoundTrafficRow",
+    "SecAggOutcomeRow",
 ]
 
 _ID = 64
@@ -157,3 +159,38 @@ class PartialReceiptRow(Base):
     num_accepted: Mapped[int] = mapped_column(Integer)
     total_weight: Mapped[float] = mapped_column(Float)
     received_at: Mapped[float] = mapped_column(Float)
+
+
+class RoundTrafficRow(Base):
+    """A payload the coordinator received for a round, and what it stands for without gateways.
+
+    ``devices``: the device vectors it folds in (0 for a message every design sends as it is,
+    like a secure-aggregation key share; 1 for a device's own update; n for a gateway's sum).
+    ``direct_bytes``: what a device-direct design would have received instead (n device vectors;
+    see :mod:`fedge.coordinator.roundstats`).
+    """
+
+    __tablename__ = "round_traffic"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(_ID), index=True)
+    round: Mapped[int] = mapped_column(Integer)
+    sender: Mapped[str] = mapped_column(String(_ID))  # gateway id, or the direct device's id
+    kind: Mapped[str] = mapped_column(String(16))  # partial | update | secagg
+    bytes: Mapped[int] = mapped_column(Integer)
+    devices: Mapped[int] = mapped_column(Integer)
+    direct_bytes: Mapped[int] = mapped_column(Integer)
+    received_at: Mapped[float] = mapped_column(Float)
+
+
+class SecAggOutcomeRow(Base):
+    """How a round's secure-aggregation session ended: tasks handed out, joins, survivors."""
+
+    __tablename__ = "secagg_outcomes"
+    job_id: Mapped[str] = mapped_column(String(_ID), primary_key=True)
+    round: Mapped[int] = mapped_column(Integer, primary_key=True)
+    expected: Mapped[int] = mapped_column(Integer)  # tasks handed out (the sum of the quotas)
+    joined: Mapped[int] = mapped_column(Integer)  # devices whose key binding was accepted
+    survivors: Mapped[int] = mapped_column(Integer)  # devices in the unmasked sum (0: abandoned)
+    abandoned: Mapped[bool] = mapped_column(Boolean, default=False)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    ended_at: Mapped[float] = mapped_column(Float)

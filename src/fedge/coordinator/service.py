@@ -30,6 +30,7 @@ from fedge.coordinator.payloads import (
     partial_limit,
 )
 from fedge.coordinator.releases import release_view
+from fedge.coordinator.roundstats import direct_equivalent
 from fedge.coordinator.schema import ModelVersionRow
 from fedge.coordinator.secure import SecAggAuthority, SecureRound
 from fedge.coordinator.selection import DIRECT, matches_selector
@@ -195,6 +196,10 @@ class CoordinatorService:
                     partial.contributors,
                 )
                 assert ok, live.acc.rejected[-1]  # every condition was checked above
+            self._record_traffic(
+                job_id, round_number, peer.name, "partial", len(payload), partial.num_accepted,
+                rt.param_spec.size,
+            )  # fmt: skip
             live.machine.mark_reported(peer.name)
             self.store.update_round(
                 job_id,
@@ -203,6 +208,22 @@ class CoordinatorService:
                 gateways_reported=len(live.machine.reported),
             )
         return m.Receipt(accepted=True)
+
+    def _record_traffic(
+        self,
+        job_id: str,
+        number: int,
+        sender: str,
+        kind: str,
+        nbytes: int,
+        devices: int,
+        parameters: int = 0,
+    ) -> None:
+        """Note a received payload and its device-direct equivalent (the dashboard's savings)."""
+        direct = direct_equivalent(kind, nbytes, devices, parameters)
+        self.driver.stats.record_traffic(
+            job_id, number, sender, kind, nbytes, devices, direct, self.clock()
+        )
 
     def _accepting(self, job_id: str, round_number: int) -> LiveRound:
         live = self.driver.live.get(job_id)
@@ -275,8 +296,12 @@ class CoordinatorService:
     ) -> m.Receipt:
         """A device's secagg message or the gateway's relay sum."""
         secure = self._secure(peer, job_id, round_number)
+        summed_before = peer.name in secure.relay_contributors
         receipt = secure.receive(peer, payload, self.clock())
         summed = secure.relay_contributors.get(peer.name)
+        if not receipt.duplicate:  # a relay sum folds in its devices' masked inputs
+            folded = len(summed) if summed and not summed_before else 0
+            self._record_traffic(job_id, round_number, peer.name, "secagg", len(payload), folded)
         if summed and not receipt.duplicate:
             # who took part, for the audit trail; a site's weight stays secret (recorded as 0)
             with self.driver.lock:
@@ -368,6 +393,7 @@ class CoordinatorService:
             if not live.direct.add(Update(peer.name, update.delta, weight)):
                 raise ValidationError(live.direct.rejected[-1][1])
             live.direct_submitted.add(peer.name)
+            self._record_traffic(job_id, round_number, peer.name, "update", len(payload), 1)
         return m.Receipt(accepted=True)
 
     # -- admin --------------------------------------------------------------------------------
