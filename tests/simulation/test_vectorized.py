@@ -21,6 +21,12 @@ CONFIGS = {
     "prox+wd, fused": LocalTrainingConfig(
         epochs=2, batch_size=7, lr=0.05, weight_decay=1e-3, proximal_mu=0.1
     ),
+    "class-balanced, fused": LocalTrainingConfig(
+        epochs=2, batch_size=7, lr=0.05, class_weighting="balanced"
+    ),
+    "class-balanced, momentum": LocalTrainingConfig(
+        epochs=2, batch_size=7, lr=0.05, momentum=0.9, class_weighting="balanced"
+    ),
 }
 
 

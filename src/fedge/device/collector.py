@@ -32,27 +32,34 @@ def device_share(
     seed: int = 0,
     options: dict[str, float] | None = None,
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    """Device ``index``'s slice of the task's training set split over ``num_devices``."""
+    """Device ``index``'s slice of the task's training set split over ``num_devices``.
+
+    With ``partitioner="natural"`` the slices are the task's own devices (machines, patients,
+    cars): one each when ``num_devices`` equals their number, else several dealt round-robin.
+    """
     if not 0 <= index < num_devices:
         raise DataError(f"device index {index} is outside 0..{num_devices - 1}")
     train, _ = get_task(task_name).load_data()
     extra: dict[str, Any] = dict(options or {})
     if partitioner == "natural":
-        # one device per machine / patient / car: this device plays back the index-th key's data
+        # one key per machine / patient / car; with fewer devices than keys the keys are dealt
+        # round-robin, so device i plays back the data of keys i, i + N, i + 2N, … in turn
         if train.keys is None:
             raise DataError(f"task {task_name!r} has no device keys; use another partitioner")
         part = make_partition(
             "natural", train.y, None, rng=np.random.default_rng(seed), keys=train.keys
         )
-        if index >= part.num_devices:
+        if num_devices > part.num_devices:
             raise DataError(
-                f"device index {index} but task {task_name!r} has only {part.num_devices} devices"
+                f"{num_devices} devices but task {task_name!r} has data of only "
+                f"{part.num_devices} (machines / patients / cars); start at most that many"
             )
+        rows = np.concatenate([part[k] for k in range(index, part.num_devices, num_devices)])
     else:
         part = make_partition(
             partitioner, train.y, num_devices, rng=np.random.default_rng(seed), **extra
         )
-    rows = part[index]
+        rows = part[index]
     return np.ascontiguousarray(train.x[rows], dtype=np.float32), train.y[rows].astype(np.int64)
 
 

@@ -73,6 +73,7 @@ class ClientSection(_Section):
     lr: float = Field(0.1, gt=0)
     momentum: float = Field(0.0, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
+    class_weighting: Literal["none", "balanced"] = "none"  # "balanced": rare classes count
 
     def training(self) -> LocalTrainingConfig:
         """The client optimizer as the trainers take it."""

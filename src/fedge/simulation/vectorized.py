@@ -23,7 +23,7 @@ import torch
 from torch.func import functional_call, grad_and_value, vmap
 
 from fedge.simulation.batched import compile_batched_forward
-from fedge.training.plan import LocalTrainingConfig, batch_schedule
+from fedge.training.plan import LocalTrainingConfig, batch_schedule, example_weights
 
 if TYPE_CHECKING:
     from fedge.tasks.base import Task
@@ -161,10 +161,19 @@ class VectorizedTrainer:
         steps = max(s.shape[0] for s in schedules)
         width = max(s.shape[1] for s in schedules)
         index = np.full((d, steps, width), -1, dtype=np.int64)
+        # each example's loss weight on its device (class_weighting); 0 marks padding
+        weight = np.zeros((d, steps, width), dtype=np.float32)
+        labels = data_y.numpy()
         for i, (ix, sched) in enumerate(zip(device_indices, schedules, strict=True)):
             local = np.where(sched >= 0, ix[np.maximum(sched, 0)], -1)
             index[i, : sched.shape[0], : sched.shape[1]] = local
+            w = example_weights(labels[ix], config.class_weighting)
+            on = (sched >= 0).astype(np.float32)
+            weight[i, : sched.shape[0], : sched.shape[1]] = (
+                on if w is None else np.where(sched >= 0, w[np.maximum(sched, 0)], 0.0)
+            )
         index_t = torch.from_numpy(index)
+        weight_t = torch.from_numpy(weight)
 
         params = {k: v.unsqueeze(0).repeat(d, *([1] * v.dim())) for k, v in global_params.items()}
         velocity = {k: torch.zeros_like(v) for k, v in params.items()} if config.momentum else {}
@@ -175,7 +184,7 @@ class VectorizedTrainer:
         with torch.no_grad():
             for s in range(steps):
                 batch = index_t[:, s]
-                mask = (batch >= 0).to(torch.float32)
+                mask = weight_t[:, s]  # losses are the mask-weighted mean over each batch
                 safe = batch.clamp_min(0)
                 if fused:
                     loss, active = self._fused_step(

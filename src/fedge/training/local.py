@@ -12,7 +12,7 @@ import numpy as np
 
 from fedge.core.params import Params, from_module, load_into_module
 from fedge.core.tree import tree_sub
-from fedge.training.plan import LocalTrainingConfig, batch_schedule
+from fedge.training.plan import LocalTrainingConfig, batch_schedule, example_weights
 
 if TYPE_CHECKING:
     from fedge.tasks.base import Task
@@ -49,11 +49,15 @@ def train_local(
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     yt = torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64))
     schedule = batch_schedule(len(yt), config.batch_size, config.epochs, rng)
+    weights = example_weights(y, config.class_weighting)
+    wt = None if weights is None else torch.from_numpy(weights)
     losses = []
     for row in schedule:
         idx = torch.from_numpy(row[row >= 0])
         optimizer.zero_grad(set_to_none=True)
-        loss = task.loss(model(xt[idx]), yt[idx]).mean()
+        per_example = task.loss(model(xt[idx]), yt[idx])
+        # with class weights: the batch's weighted mean (see example_weights)
+        loss = per_example.mean() if wt is None else (per_example * wt[idx]).sum() / wt[idx].sum()
         losses.append(float(loss.detach()))
         if config.proximal_mu > 0:
             prox = sum(

@@ -9,13 +9,22 @@ per-device reference trainer and the vectorised simulator take their batches fro
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
 from fedge.errors import ConfigError
 
-__all__ = ["LocalTrainingConfig", "batch_schedule", "device_rng"]
+__all__ = [
+    "ClassWeighting",
+    "LocalTrainingConfig",
+    "batch_schedule",
+    "device_rng",
+    "example_weights",
+]
+
+ClassWeighting = Literal["none", "balanced"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +37,9 @@ class LocalTrainingConfig:
     momentum: float = 0.0  # client SGD momentum (torch semantics, no dampening)
     weight_decay: float = 0.0  # L2 penalty added to the gradient
     proximal_mu: float = 0.0  # FedProx μ: adds μ/2·‖w − w_global‖² to the local loss
+    # "balanced": weigh each example by the inverse frequency of its class in this device's own
+    # data (see example_weights), so rare classes (faults, events) are not ignored
+    class_weighting: ClassWeighting = "none"
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -42,6 +54,10 @@ class LocalTrainingConfig:
             raise ConfigError(f"client momentum must be in [0, 1), got {self.momentum}")
         if self.weight_decay < 0 or self.proximal_mu < 0:
             raise ConfigError("weight_decay and proximal_mu must be ≥ 0")
+        if self.class_weighting not in ("none", "balanced"):
+            raise ConfigError(
+                f"class_weighting must be 'none' or 'balanced', got {self.class_weighting!r}"
+            )
 
     def with_plan(self, *, proximal_mu: float, single_full_batch_step: bool) -> LocalTrainingConfig:
         """Apply what the strategy asks of clients (FedProx μ, FedSGD's single full-batch step)."""
@@ -49,6 +65,27 @@ class LocalTrainingConfig:
         if single_full_batch_step:
             cfg = replace(cfg, epochs=1, batch_size=None, momentum=0.0)
         return cfg
+
+
+def example_weights(
+    labels: NDArray[np.int64], weighting: ClassWeighting
+) -> NDArray[np.float32] | None:
+    """Per-example loss weights for one device's own labels; ``None`` means all equal.
+
+    ``"balanced"``: example i weighs n / (k · n_{y_i}), where n is the device's example count,
+    k the number of classes present on it and n_c the count of class c, so every class present
+    carries the same total weight (a class a device never saw gets none: nothing leaves the
+    device to compute weights from). Trainers take each batch's *weighted mean* loss, so a step's
+    size stays that of a plain mean while a rare example counts as much as its class's share.
+    """
+    if weighting == "none":
+        return None
+    y = np.asarray(labels, dtype=np.int64)
+    if y.size == 0:
+        raise ConfigError("a device needs at least one example to train")
+    counts = np.bincount(y)
+    present = int(np.count_nonzero(counts))
+    return (y.size / (present * counts[y])).astype(np.float32)
 
 
 def device_rng(seed: int, round_number: int, device_index: int) -> np.random.Generator:

@@ -149,6 +149,9 @@ class TrainingPlan(_Msg):
     momentum: float = Field(0.0, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     proximal_mu: float = Field(0.0, ge=0)
+    # "balanced": the device weighs its examples by the inverse frequency of their class in its
+    # own data, so rare classes count (optional: older peers omit it)
+    class_weighting: Literal["none", "balanced"] = "none"
 
 
 class PrivacyPlan(_Msg):
