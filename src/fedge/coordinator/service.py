@@ -9,13 +9,18 @@ A partial aggregate is checked (:mod:`fedge.coordinator.payloads`) and then, und
 partial this gateway already delivered for this round is acknowledged as a duplicate and not
 counted again (also after a restart: receipts are in the database); otherwise the round must be
 the job's current one and still accepting, the gateway must hold a quota in it, its contributors
-must belong to its site, be unrevoked and number no more than its quota, the nonce must be new,
+must belong to its site (a device's site is known from its certificate, which the gateway sends
+before it names the device: :meth:`CoordinatorService.register_devices`; without a fleet CA an
+unseen device is bound to the first site that reports it), be unrevoked and number no more than
+its quota, the nonce must be new,
 and under central DP the sum must respect the clipping bound. Only then is the receipt recorded
 (exactly once: a unique constraint) and the partial folded into the round's running sum.
 """
 
 from __future__ import annotations
 
+import base64
+import logging
 import time
 from collections.abc import Callable
 
@@ -36,8 +41,14 @@ from fedge.coordinator.secure import SecAggAuthority, SecureRound
 from fedge.coordinator.selection import DIRECT, matches_selector
 from fedge.coordinator.settings import CoordinatorSettings
 from fedge.coordinator.store import Store
-from fedge.errors import AuthorizationError, ProtocolError, UnknownNameError, ValidationError
-from fedge.identity import Identity, Role, authorize
+from fedge.errors import (
+    AuthorizationError,
+    FedgeError,
+    ProtocolError,
+    UnknownNameError,
+    ValidationError,
+)
+from fedge.identity import Identity, Role, authorize, verify_peer
 from fedge.identity.signing import ReleaseSigningKey
 from fedge.transport import messages as m
 from fedge.transport.releases import release_metadata
@@ -45,6 +56,8 @@ from fedge.transport.releases import release_metadata
 __all__ = ["CoordinatorService"]
 
 _FLEET = (Role.DEVICE, Role.GATEWAY, Role.COORDINATOR, Role.ADMIN)
+
+log = logging.getLogger(__name__)
 
 
 class CoordinatorService:
@@ -108,7 +121,6 @@ class CoordinatorService:
     def gateway_checkin(self, peer: Identity, request: m.GatewayCheckIn) -> m.GatewayAssignments:
         """Record the gateway; hand it the quotas it holds in the rounds now open."""
         authorize(peer, roles={Role.GATEWAY}, site=request.site, name=request.gateway_id)
-        self.driver.audit.record_contact(peer)  # enrolment, at its first check-in
         now = self.clock()
         self.store.upsert_gateway(
             peer.name, request.site, request.online_devices, request.eligible_devices, now
@@ -236,11 +248,57 @@ class CoordinatorService:
             )
         return live
 
-    def _check_contributors(self, peer: Identity, contributors: tuple[str, ...]) -> None:
-        for device_id in contributors:
-            row = self.store.get_device(device_id)
-            if row is None:
+    def register_devices(
+        self, peer: Identity, request: m.DeviceCertificates
+    ) -> m.DeviceRegistration:
+        """Learn the sites of a gateway's devices from their certificates (CA and CRL checked).
+
+        A partial may name only devices whose site the coordinator knows; a device certified
+        for another site, by another CA, expired, revoked or not a device is refused here.
+        """
+        authorize(peer, roles={Role.GATEWAY})
+        authority = self.driver.secagg
+        if authority is None:
+            raise ValidationError(
+                "this coordinator was started without the fleet CA, so it cannot check device "
+                "certificates; start it with its PKI files"
+            )
+        sites: dict[str, str] = {}
+        refused: dict[str, str] = {}
+        for i, text in enumerate(request.certificates):
+            try:
+                who = verify_peer(base64.b64decode(text), authority.ca, authority.revocation)
+            except (FedgeError, ValueError) as exc:
+                refused[f"#{i}"] = str(exc)
                 continue
+            if who.role is not Role.DEVICE or who.site != peer.site:
+                refused[who.name] = (
+                    f"{who.role} of site {who.site!r}: gateway {peer.name!r} registers only "
+                    f"devices of site {peer.site!r}"
+                )
+                continue
+            sites[who.name] = str(who.site)
+        if sites:
+            self.store.register_devices(sites, peer.name, self.clock())
+        if refused:
+            log.warning(
+                "gateway %s: refused %d device certificate(s): %s",
+                peer.name, len(refused), "; ".join(f"{k}: {v}" for k, v in list(refused.items())[:5]),
+            )  # fmt: skip
+        return m.DeviceRegistration(registered=sorted(sites), refused=refused)
+
+    def _check_contributors(self, peer: Identity, contributors: tuple[str, ...]) -> None:
+        known = self.store.get_devices(contributors)  # one query, under the lock
+        for device_id in contributors:
+            row = known.get(device_id)
+            if row is None or row.site is None:
+                if self.driver.secagg is None:
+                    continue  # no fleet CA to check against: the partial binds it to this site
+                raise AuthorizationError(
+                    f"device {device_id!r} is not registered with the coordinator, so its site "
+                    f"cannot be checked: gateway {peer.name!r} must send its devices' "
+                    "certificates (POST /v1/gateway/devices) before a partial names them"
+                )
             if row.revoked:
                 raise AuthorizationError(
                     f"device {device_id!r} is revoked; the gateway must refuse its updates"
@@ -329,7 +387,6 @@ class CoordinatorService:
         row = self.store.get_device(peer.name)
         if row is not None and row.revoked:
             raise AuthorizationError(f"device {peer.name!r} is revoked; it may not take part")
-        self.driver.audit.record_contact(peer)  # enrolment, at its first check-in
         now = self.clock()
         self.store.touch_device(peer.name, peer.site, None, now, labels=request.labels)
         wait = m.Wait(retry_after_s=self.settings.poll_interval_s, reason="no round needs you now")
@@ -407,12 +464,7 @@ class CoordinatorService:
                 f"job {spec.name!r}: this coordinator was started without the PKI files secure "
                 "aggregation needs (CA, its certificate and key); remove secure_aggregation"
             )
-        view = admin.create_job(self.driver, spec, self.clock())
-        audit = self.driver.audit
-        audit.record_admin(peer, "job.create", spec.name, {"spec": spec.model_dump(mode="json")})
-        initial = self.store.list_model_versions(spec.name)[0]
-        audit.record_release(initial, signed=self.driver.release_key is not None)
-        return view
+        return admin.create_job(self.driver, spec, self.clock())
 
     def list_jobs(self, peer: Identity) -> list[m.JobView]:
         """Every job with its rounds."""
@@ -427,16 +479,12 @@ class CoordinatorService:
     def pause_job(self, peer: Identity, job_id: str) -> m.JobView:
         """Stop handing out work (rounds already training finish); no new round opens."""
         authorize(peer, roles={Role.ADMIN})
-        view = admin.set_job_state(self.driver, job_id, "running", "paused")
-        self.driver.audit.record_admin(peer, "job.pause", job_id)
-        return view
+        return admin.set_job_state(self.driver, job_id, "running", "paused")
 
     def resume_job(self, peer: Identity, job_id: str) -> m.JobView:
         """Let a paused job go on."""
         authorize(peer, roles={Role.ADMIN})
-        view = admin.set_job_state(self.driver, job_id, "paused", "running")
-        self.driver.audit.record_admin(peer, "job.resume", job_id)
-        return view
+        return admin.set_job_state(self.driver, job_id, "paused", "running")
 
     def list_devices(self, peer: Identity) -> list[m.DeviceView]:
         """Every device the coordinator has heard of."""
@@ -447,7 +495,6 @@ class CoordinatorService:
         """Refuse a device from now on (direct check-ins, and partials that count it)."""
         authorize(peer, roles={Role.ADMIN})
         self.store.set_revoked(device_id)
-        self.driver.audit.record_admin(peer, "revocation", device_id)
         return admin.device_views(self.store, device_id)[0]
 
     # -- model registry -----------------------------------------------------------------------
@@ -472,7 +519,6 @@ class CoordinatorService:
         authorize(peer, roles={Role.ADMIN})
         with self.driver.lock:
             row = self.store.promote_version(sha256, f"promoted by {peer.name}")
-        self.driver.audit.record_admin(peer, "promotion", sha256, {"job": row.job_id})
         return models.version_view(self.store, row)
 
     def reject_model(self, peer: Identity, sha256: str) -> m.ModelVersionView:
@@ -480,16 +526,13 @@ class CoordinatorService:
         authorize(peer, roles={Role.ADMIN})
         with self.driver.lock:
             row = self.store.set_version_status(sha256, "rejected", f"rejected by {peer.name}")
-        self.driver.audit.record_admin(peer, "rejection", sha256, {"job": row.job_id})
         return models.version_view(self.store, row)
 
     def rollback_model(self, peer: Identity, job_id: str) -> m.ModelVersionView:
         """Roll the job's production version back to the previous one; returns the restored one."""
         authorize(peer, roles={Role.ADMIN})
         with self.driver.lock:
-            old, restored = self.store.rollback_job(job_id, f"rolled back by {peer.name}")
-        moved = {"rolled_back": old.sha256, "restored": restored.sha256}
-        self.driver.audit.record_admin(peer, "rollback", job_id, moved)
+            _, restored = self.store.rollback_job(job_id, f"rolled back by {peer.name}")
         return models.version_view(self.store, restored)
 
     def diff_models(self, peer: Identity, a: str, b: str) -> m.ModelDiff:

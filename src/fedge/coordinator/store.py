@@ -192,17 +192,17 @@ class Store:
                     )
                 )
                 s.flush()
-                for device in contributors:
-                    s.add(
-                        ParticipantRow(
-                            job_id=job_id,
-                            round=number,
-                            device_id=device,
-                            gateway_id=gateway_id,
-                            received_at=now,
-                        )
+                s.add_all(
+                    ParticipantRow(
+                        job_id=job_id,
+                        round=number,
+                        device_id=device,
+                        gateway_id=gateway_id,
+                        received_at=now,
                     )
-                    _touch_device(s, device, site, gateway_id, now)
+                    for device in contributors
+                )
+                _bind_devices(s, dict.fromkeys(contributors, site), gateway_id, now)
         except IntegrityError:
             if self.has_partial(job_id, number, gateway_id):
                 return False
@@ -304,6 +304,18 @@ class Store:
         """One device, or None."""
         with self._tx() as s:
             return s.get(DeviceRow, device_id)
+
+    def get_devices(self, device_ids: Sequence[str]) -> dict[str, DeviceRow]:
+        """The known devices among ``device_ids``, by id (one query)."""
+        with self._tx() as s:
+            return _devices(s, device_ids)
+
+    def register_devices(
+        self, sites: Mapping[str, str], gateway_id: str, now: float
+    ) -> list[DeviceRow]:
+        """Record each device's site as its certificate proved it (creating unknown ids)."""
+        with self._tx() as s:
+            return _bind_devices(s, sites, gateway_id, now)
 
     def list_devices(self) -> list[DeviceRow]:
         """Every known device, by id."""
@@ -462,6 +474,31 @@ class Store:
         """Insert a checkpoint (the initial one; later ones come with :meth:`commit_round`)."""
         with self._tx() as s:
             s.add(row)
+
+
+def _devices(s: Session, device_ids: Sequence[str]) -> dict[str, DeviceRow]:
+    out: dict[str, DeviceRow] = {}
+    ids = list(dict.fromkeys(device_ids))
+    for start in range(0, len(ids), 500):  # bounded IN lists (SQLite's variable limit)
+        q = select(DeviceRow).where(DeviceRow.id.in_(ids[start : start + 500]))
+        out.update((row.id, row) for row in s.scalars(q))
+    return out
+
+
+def _bind_devices(
+    s: Session, sites: Mapping[str, str], gateway_id: str, now: float
+) -> list[DeviceRow]:
+    """Set each device's site and gateway (creating unknown ids), with one query for all."""
+    known = _devices(s, list(sites))
+    rows = []
+    for device, site in sites.items():
+        row = known.get(device)
+        if row is None:
+            row = DeviceRow(id=device, revoked=False, labels={})
+            s.add(row)
+        row.site, row.gateway_id, row.last_seen = site, gateway_id, now
+        rows.append(row)
+    return rows
 
 
 def _touch_device(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from fedge.core.params import ParamSpec
@@ -86,6 +86,10 @@ class GatewayService:
         self._cohorts: dict[RoundKey, Cohort] = {}
         self._specs: dict[str, ParamSpec] = {}
         self._seen: dict[str, _Seen] = {}
+        # devices' certificates (DER) not yet registered with the coordinator: it learns their
+        # sites from them before a partial names them (fedge.gateway.uplink sends them)
+        self._unregistered: dict[str, bytes] = {}
+        self._registered: set[str] = set()
         # where the job's production version is looked up (the coordinator); None: not served
         self.production_source: Callable[[str], ModelRelease] | None = None
 
@@ -102,6 +106,8 @@ class GatewayService:
         now = self.clock()
         with self._lock:
             self._seen[device] = _Seen(now, request.eligibility.num_examples > 0)
+            if device not in self._registered and peer.der:
+                self._unregistered[device] = peer.der
             if request.eligibility.num_examples <= 0:
                 return Wait(retry_after_s=self.device_retry_s, reason="no local examples yet")
             # only rounds whose model the site already holds: a device must never be sent to
@@ -218,6 +224,19 @@ class GatewayService:
         return spec
 
     # -- uplink side ------------------------------------------------------------------------
+    def unregistered_certificates(self, limit: int = 200) -> dict[str, bytes]:
+        """Up to ``limit`` devices' certificates (DER) the coordinator has not confirmed yet
+        (200 base64 certificates, ~140 KB, fit the coordinator's 256 KiB JSON limit)."""
+        with self._lock:
+            return dict(list(self._unregistered.items())[:limit])
+
+    def mark_registered(self, devices: Iterable[str]) -> None:
+        """The coordinator answered for these devices (registered, or refused for good)."""
+        with self._lock:
+            for device in devices:
+                self._unregistered.pop(device, None)
+                self._registered.add(device)
+
     def checkin_request(self) -> GatewayCheckIn:
         """What the uplink loop tells the coordinator about this site."""
         now = self.clock()

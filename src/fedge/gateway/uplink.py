@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 from typing import TYPE_CHECKING, Protocol
@@ -21,7 +22,13 @@ from typing import TYPE_CHECKING, Protocol
 from fedge.device.backoff import Backoff
 from fedge.errors import FedgeError, UnavailableError
 from fedge.gateway.service import GatewayService
-from fedge.transport.messages import GatewayAssignments, GatewayCheckIn, Receipt
+from fedge.transport.messages import (
+    DeviceCertificates,
+    DeviceRegistration,
+    GatewayAssignments,
+    GatewayCheckIn,
+    Receipt,
+)
 
 if TYPE_CHECKING:
     from fedge.gateway.secure import SecureRelay
@@ -44,6 +51,10 @@ class CoordinatorLink(Protocol):
 
     def submit_partial(self, job_id: str, round_number: int, payload: bytes) -> Receipt:
         """Upload one round's partial sum."""
+        ...
+
+    def register_devices(self, request: DeviceCertificates) -> DeviceRegistration:
+        """Send devices' certificates so the coordinator knows their site."""
         ...
 
 
@@ -94,6 +105,28 @@ class Uplink:
             return interval
         return max(0.05, min(interval, close_at - self.service.clock() + 0.01))
 
+    def register_once(self) -> bool:
+        """Send the certificates of devices the coordinator does not know yet; False if it could
+        not be reached (partials naming them would be refused, so they wait too)."""
+        while pending := self.service.unregistered_certificates():
+            request = DeviceCertificates(
+                certificates=[base64.b64encode(der).decode() for der in pending.values()]
+            )
+            try:
+                answer = self.link.register_devices(request)
+            except UnavailableError as exc:
+                log.info("coordinator unavailable, %d device(s) not registered yet: %s",
+                         len(pending), exc)  # fmt: skip
+                return False
+            except FedgeError as exc:
+                log.error("coordinator refused to register devices %s: %s", sorted(pending), exc)
+                self.service.mark_registered(pending)  # asking again would be refused again
+                continue
+            for device, why in answer.refused.items():
+                log.error("coordinator refused device %s: %s", device, why)
+            self.service.mark_registered(pending)
+        return True
+
     def send_once(self) -> bool:
         """Try to deliver every due partial; False if some are left for a later retry."""
         self.service.close_due_rounds()
@@ -101,6 +134,8 @@ class Uplink:
             self.secure.flush_due()
         outbox = self.service.outbox
         now = self.service.clock()
+        if outbox.due(now) and not self.register_once():
+            return False
         for item in outbox.due(now):
             _, job, rnd = item.key.split("/", 2)
             try:

@@ -84,6 +84,11 @@ def to_pem(obj: x509.Certificate | x509.CertificateRevocationList) -> bytes:
     return obj.public_bytes(serialization.Encoding.PEM)
 
 
+def to_der(cert: x509.Certificate) -> bytes:
+    """The certificate in DER form."""
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
 def _name(common_name: str, organization: str) -> x509.Name:
     return x509.Name(
         [

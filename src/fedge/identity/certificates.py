@@ -17,7 +17,7 @@ revocation list, then returns its :class:`Identity`.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -28,6 +28,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import NameOID
 
 from fedge.errors import CertificateError, ExpiredCertificateError, RevokedError
+from fedge.identity._x509 import to_der
 
 __all__ = [
     "ROLE_URI_PREFIX",
@@ -77,6 +78,9 @@ class Identity:
     serial: int
     not_before: datetime  # UTC
     not_after: datetime  # UTC
+    # the certificate it was read from (DER; empty when built by hand), so a gateway can pass
+    # its devices' certificates on to the coordinator as proof of their site
+    der: bytes = field(default=b"", repr=False, compare=False)
 
     @property
     def serial_hex(self) -> str:
@@ -166,6 +170,7 @@ def identity_from_certificate(cert: bytes | x509.Certificate) -> Identity:
         serial=cert.serial_number,
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
+        der=to_der(cert),
     )
 
 

@@ -23,6 +23,8 @@ from fedge.transport.messages import (
     PROTOCOL_VERSION,
     CheckInRequest,
     CheckInResponse,
+    DeviceCertificates,
+    DeviceRegistration,
     DeviceView,
     ErrorBody,
     GatewayAssignments,
@@ -275,6 +277,11 @@ def _uplink_routes(app: FastAPI, uplink: UplinkService) -> None:
     def gateway_checkin(request: GatewayCheckIn, peer: GatewayPeer) -> GatewayAssignments:
         """A gateway's quotas for the rounds now open."""
         return uplink.gateway_checkin(peer, request)
+
+    @app.post("/v1/gateway/devices", tags=["gateway"], responses=_JSON_ERRORS)
+    def register_devices(request: DeviceCertificates, peer: GatewayPeer) -> DeviceRegistration:
+        """Certificates of the gateway's devices: their sites, before a partial names them."""
+        return uplink.register_devices(peer, request)
 
     @app.post(
         "/v1/jobs/{job_id}/rounds/{round_number}/partials",

@@ -37,6 +37,8 @@ from fedge.transport.errors import error_from_response
 from fedge.transport.messages import (
     CheckInRequest,
     CheckInResponse,
+    DeviceCertificates,
+    DeviceRegistration,
     DeviceView,
     GatewayAssignments,
     GatewayCheckIn,
@@ -251,6 +253,10 @@ class FedgeClient:
     def submit_partial(self, job_id: str, round_number: int, payload: bytes) -> Receipt:
         """``POST /v1/jobs/{job}/rounds/{r}/partials`` with a partial-sum payload."""
         return self._upload(f"/v1/jobs/{job_id}/rounds/{round_number}/partials", payload)
+
+    def register_devices(self, request: DeviceCertificates) -> DeviceRegistration:
+        """``POST /v1/gateway/devices``: the site's devices' certificates."""
+        return self._model(DeviceRegistration, self._json("POST", "/v1/gateway/devices", request))
 
     # -- admin -----------------------------------------------------------------------------
     def create_job(self, spec: JobSpec) -> JobView:

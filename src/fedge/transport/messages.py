@@ -61,6 +61,8 @@ __all__ = [
     "UPDATE_KEYS",
     "CheckInRequest",
     "CheckInResponse",
+    "DeviceCertificates",
+    "DeviceRegistration",
     "DeviceView",
     "Eligibility",
     "ErrorBody",
@@ -289,6 +291,21 @@ class RoundAssignment(_Msg):
 class GatewayAssignments(_Msg):
     assignments: list[RoundAssignment]
     retry_after_s: float = Field(ge=0)
+
+
+class DeviceCertificates(_Msg):
+    """``POST /v1/gateway/devices``: certificates of devices a gateway admitted (base64 DER), so
+    the coordinator learns each device's site from the fleet CA before a partial names it."""
+
+    certificates: list[Annotated[str, Field(max_length=4096)]] = Field(max_length=256)
+
+
+class DeviceRegistration(_Msg):
+    """The answer: devices whose certificate proved they belong to the gateway's site, and the
+    refused ones with why (another site, another CA, expired, revoked, not a device)."""
+
+    registered: list[str] = Field(default_factory=list)
+    refused: dict[str, str] = Field(default_factory=dict)
 
 
 # -- admin ------------------------------------------------------------------------------------

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from fedge.identity import Identity
     from fedge.transport.messages import (
         CheckInRequest,
+        DeviceCertificates,
+        DeviceRegistration,
         DeviceView,
         GatewayAssignments,
         GatewayCheckIn,
@@ -96,6 +98,10 @@ class UplinkService(Protocol):
         self, peer: Identity, job_id: str, round_number: int, payload: bytes
     ) -> Receipt:
         """A gateway's partial aggregate for a round; idempotent (exactly once per gateway)."""
+        ...
+
+    def register_devices(self, peer: Identity, request: DeviceCertificates) -> DeviceRegistration:
+        """Learn the sites of the gateway's devices from their certificates."""
         ...
 
 
