@@ -16,7 +16,9 @@
 - **committed** / **abandoned**: terminal.
 
 Every other transition raises :class:`~fedge.errors.ProtocolError`. Clocks are passed in
-(``now``), never read: :meth:`Round.due` says whether the deadlines ask for aggregation.
+(``now``), never read: :meth:`Round.due` says whether the deadlines ask for aggregation. Each
+transition is reported to :func:`fedge.telemetry.metrics.record_round_transition` (phase and
+round durations, rounds committed and abandoned; a no-op unless the process serves metrics).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from fedge.errors import ProtocolError
+from fedge.telemetry.metrics import record_round_transition
 
 __all__ = ["TERMINAL", "TRANSITIONS", "Round", "RoundState"]
 
@@ -86,7 +89,8 @@ class Round:
                 f"round {self.number} of job {self.job_id!r} is {self.state}; it cannot become "
                 f"{target} (allowed next: {', '.join(sorted(TRANSITIONS[self.state])) or 'none'})"
             )
-        self.state = target
+        previous, self.state = self.state, target
+        record_round_transition(self.job_id, self.number, previous.value, target.value)
 
     def open(
         self, quotas: Mapping[str, int], training_deadline: float, report_deadline: float

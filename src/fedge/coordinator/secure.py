@@ -64,6 +64,7 @@ from fedge.secagg import (
     to_wire,
 )
 from fedge.secagg.crypto import ed25519_keypair
+from fedge.telemetry.metrics import record_secagg_phase
 from fedge.transport import messages as m
 from fedge.transport.errors import secagg_errors
 
@@ -225,6 +226,7 @@ class SecureRound:
         self.relay_contributors: dict[str, tuple[str, ...]] = {}  # gateway -> devices summed
         self.phase_deadline: float | None = None
         self.relay_deadline: float | None = None
+        self.phase_started: float | None = None  # when the current phase opened (metrics)
         self.result: SecureResult | None = None
 
     # -- joining --------------------------------------------------------------------------------
@@ -318,6 +320,7 @@ class SecureRound:
             device = getattr(msg, "device_id", "")
             self._inbox[device].append(base64.b64encode(to_wire(msg)).decode())
         timeout = self.settings.phase_timeout_s
+        self.phase_started = now
         if self._session.phase is CoordinatorPhase.MASKED_INPUT:
             self.relay_deadline = now + timeout
             self.phase_deadline = now + 1.5 * timeout
@@ -334,6 +337,7 @@ class SecureRound:
             return
         closing, missing = session.phase.value, len(session.waiting_for)
         out = session.close_phase()
+        record_secagg_phase(closing, now - (self.phase_started or now), missing)
         log.info(
             "job %s round %d: secure phase %s closed (%d missing)",
             self.job_id, self.round_number, closing, missing,

@@ -50,6 +50,7 @@ from fedge.errors import (
 )
 from fedge.identity import Identity, Role, authorize, verify_peer
 from fedge.identity.signing import ReleaseSigningKey
+from fedge.telemetry.metrics import record_update_norm
 from fedge.transport import messages as m
 from fedge.transport.releases import release_metadata
 
@@ -453,6 +454,11 @@ class CoordinatorService:
                 raise ValidationError(live.direct.rejected[-1][1])
             live.direct_submitted.add(peer.name)
             self._record_traffic(job_id, round_number, peer.name, "update", len(payload), 1)
+        # a direct device's plain update: the coordinator holds it anyway
+        plan = rt.privacy_plan
+        record_update_norm(
+            update.delta, plan.clip_norm if plan and plan.mode == "central" else None
+        )
         return m.Receipt(accepted=True)
 
     # -- admin --------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from fedge.gateway.cohort import Cohort, decode_update, encode_partial
 from fedge.gateway.rounds import RoundBook, RoundKey, RoundState
 from fedge.identity import Identity, Role, authorize
 from fedge.storage.outbox import Outbox
+from fedge.telemetry.metrics import record_dropouts, record_update_norm
 from fedge.transport.messages import (
     CheckInRequest,
     GatewayAssignments,
@@ -192,6 +193,11 @@ class GatewayService:
             if not cohort.add(decoded):
                 raise ValidationError(f"update refused: {cohort.rejected()[-1][1]}")
             state.reported.add(device)
+        # the gateway holds this plain update anyway: its norm adds nothing it did not know
+        privacy = state.assignment.privacy  # clipped only: noise (local DP) moves the norm
+        record_update_norm(
+            decoded.update.delta, privacy.clip_norm if privacy.mode == "central" else None
+        )
         return Receipt(accepted=True)
 
     def _check_round(self, key: RoundKey, device: str) -> RoundState:
@@ -284,6 +290,7 @@ class GatewayService:
             a = state.assignment
             if a.secagg is not None:
                 continue  # a secure round sends one masked sum instead (fedge.gateway.secure)
+            record_dropouts("training", len(state.handed - state.reported))
             key = partial_key(a.job_id, a.round)
             cohort = held
             if cohort is None:

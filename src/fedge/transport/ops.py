@@ -47,6 +47,7 @@ __all__ = [
     "load_or_create_token",
     "ops_ssl_context",
     "require_ops_access",
+    "start_ops",
     "start_ops_server",
 ]
 
@@ -224,3 +225,23 @@ def start_ops_server(
 ) -> RunningServer:
     """Serve the ops app in a background thread (client certificate optional)."""
     return start_server(app, host, port, ops_ssl_context(tls), access_log=access_log)
+
+
+def start_ops(
+    section: OpsSection,
+    token_file: Path,
+    *,
+    title: str,
+    verifier: PeerVerifier,
+    tls: ServerTls,
+    routers: Sequence[APIRouter] = (),
+) -> RunningServer | None:
+    """A role's ops listener as ``[ops]`` says (None when disabled), its traffic counted."""
+    from fedge.telemetry.traffic import TrafficMetricsMiddleware
+
+    if not section.enabled:
+        return None
+    token = load_or_create_token(token_file)
+    app = build_ops_app(title=title, verifier=verifier, token=token, routers=routers)
+    app.add_middleware(TrafficMetricsMiddleware, group="ops")
+    return start_ops_server(app, section.host, section.port, tls)

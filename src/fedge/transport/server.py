@@ -38,6 +38,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from fedge.errors import ConfigError
 from fedge.identity import server_ssl_context
+from fedge.telemetry.metrics import record_refused
 
 __all__ = [
     "LoggedHandshakeSSLObject",
@@ -109,9 +110,11 @@ class LoggedHandshakeSSLObject(ssl.SSLObject):
             raise
         except ssl.SSLCertVerificationError as exc:
             log.warning("refused a TLS client: certificate rejected: %s", exc.verify_message)
+            record_refused("tls_certificate")
             raise
         except ssl.SSLError as exc:
             log.warning("refused a TLS client: handshake failed: %s", exc.reason or exc)
+            record_refused("tls_handshake")
             raise
 
 
@@ -133,7 +136,19 @@ class PeerCertH11Protocol(H11Protocol):
 
 
 class _Server(uvicorn.Server):
-    """A uvicorn server whose signal handling stops it and then simply returns (no re-raise)."""
+    """A uvicorn server whose signal handling stops it and then simply returns (no re-raise).
+
+    ``on_exit`` runs when it is asked to stop, before requests in flight are waited for (e.g.
+    held long-poll check-ins are answered then, not at the graceful-shutdown timeout).
+    """
+
+    on_exit: Callable[[], None] | None = None
+
+    def ask_exit(self) -> None:
+        """Stop accepting connections and finish what is in flight."""
+        self.should_exit = True
+        if self.on_exit is not None:
+            self.on_exit()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -145,7 +160,7 @@ class _Server(uvicorn.Server):
             log.info("received %s: shutting down", signal.Signals(sig).name)
             if self.should_exit and sig == signal.SIGINT:
                 self.force_exit = True
-            self.should_exit = True
+            self.ask_exit()
 
         previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -211,7 +226,7 @@ class RunningServer:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop accepting connections, finish requests in flight, and join the thread."""
-        self._server.should_exit = True
+        self._server.ask_exit()
         self._thread.join(timeout)
         if self._thread.is_alive():
             self._server.force_exit = True
@@ -233,11 +248,16 @@ def start_server(
     access_log: bool = False,
     graceful_s: float = 5.0,
     startup_timeout_s: float = 10.0,
+    on_shutdown: Callable[[], None] | None = None,
 ) -> RunningServer:
-    """Serve ``app`` with mutual TLS on ``host:port`` (0: any free port) in a background thread."""
+    """Serve ``app`` with mutual TLS on ``host:port`` (0: any free port) in a background thread.
+
+    ``on_shutdown`` is called when the server is asked to stop (see :class:`_Server`).
+    """
     if tls is None:
         raise ConfigError("start_server needs tls: fedge serves mutual TLS only")
     server = _make_server(app, tls, access_log, graceful_s)
+    server.on_exit = on_shutdown
     sock = _bind(host, port)
     bound_port = int(sock.getsockname()[1])
     thread = threading.Thread(
@@ -267,12 +287,15 @@ def run_server(
     access_log: bool = True,
     graceful_s: float = 10.0,
     on_started: Callable[[int], None] | None = None,
+    on_shutdown: Callable[[], None] | None = None,
 ) -> None:
     """Serve ``app`` with mutual TLS until SIGTERM/SIGINT, then finish requests and return.
 
-    ``on_started(port)`` is called once the socket is listening (useful with ``port=0``).
+    ``on_started(port)`` is called once the socket is listening (useful with ``port=0``);
+    ``on_shutdown()`` when a signal asks it to stop, before requests in flight are waited for.
     """
     server = _make_server(app, tls, access_log, graceful_s)
+    server.on_exit = on_shutdown
     sock = _bind(host, port)
     bound_port = int(sock.getsockname()[1])
     if on_started is not None:

@@ -1,0 +1,398 @@
+"""OpenTelemetry metrics for a fedge role process, read by Prometheus at ``/metrics``.
+
+A role process (``fedge coordinator``, ``fedge gateway``) calls :func:`setup_metrics` once at
+start: an OpenTelemetry ``MeterProvider`` with a Prometheus reader (the
+``opentelemetry-exporter-prometheus`` package: OTel instruments rendered in the Prometheus text
+format, units as suffixes, counters ending in ``_total``) on a registry of its own, served by
+:func:`metrics_router` on the process's ops listener (:mod:`fedge.transport.ops`); and, when an
+OTLP endpoint is configured (``otlp_endpoint``, else ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`` or
+``OTEL_EXPORTER_OTLP_ENDPOINT``), a periodic OTLP/HTTP export of the same instruments.
+
+Code that has something to count calls the ``record_*`` functions here; until
+:func:`setup_metrics` ran (tests, the simulator, a device) they cost one attribute read and do
+nothing. Every name starts with ``fedge_``:
+
+====================================  ==========================================================
+``fedge_rounds_committed_total``      rounds committed, by job (coordinator)
+``fedge_rounds_abandoned_total``      rounds abandoned, by job (coordinator)
+``fedge_round_duration_seconds``      histogram: a round from open to commit/abandon, by outcome
+``fedge_round_phase_duration_seconds``  histogram: configuring, training, aggregating
+``fedge_secagg_phase_duration_seconds``  histogram: each secure-aggregation phase
+``fedge_dropouts_total``              devices lost, by phase (secagg phases at the coordinator;
+                                      ``training`` at a gateway: handed a task, never reported)
+``fedge_http_received_bytes_total``   request bytes, by tier and route group
+``fedge_http_sent_bytes_total``       response bytes, by tier and route group
+``fedge_requests_refused_total``      refused requests, by tier and reason
+``fedge_models_served_total``         model payloads served (downloads), by tier
+``fedge_update_norm``                 histogram: L2 norm of plain device updates, by tier
+``fedge_updates_clipped_total``       plain updates at the clip norm (clipped), by tier
+====================================  ==========================================================
+
+plus gauges a process observes when scraped (:meth:`Metrics.observe`): participants of the last
+round, ε spent, model versions by status, devices online and eligible.
+
+**Privacy.** Only aggregate counts, sizes and durations leave the process, never a device id as
+a label. Update norms are recorded only where the tier already sees the plain update (a gateway
+or a coordinator receiving unmasked updates); with secure aggregation a gateway relays masked
+vectors and the coordinator sees only sums, so no norm exists to record and none is estimated.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
+from fedge.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter
+    from opentelemetry.sdk.metrics import MeterProvider
+    from prometheus_client import CollectorRegistry
+
+__all__ = [
+    "ROUTE_GROUPS",
+    "Metrics",
+    "MetricsSetup",
+    "metrics_router",
+    "reason_for_status",
+    "record_dropouts",
+    "record_model_served",
+    "record_refused",
+    "record_round_transition",
+    "record_secagg_phase",
+    "record_traffic",
+    "record_update_norm",
+    "route_group",
+    "setup_metrics",
+    "shutdown_metrics",
+]
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = {"coordinator": "fedge-coordinator", "gateway": "fedge-gateway"}
+_EXPORT_INTERVAL_MS = 15_000
+_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+_NORM_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100)
+_CLIP_TOLERANCE = 1e-3  # an update within 0.1 % of the clip norm was clipped
+_TERMINAL = frozenset({"committed", "abandoned"})
+
+# Route groups: the first pattern (a path prefix or a /-separated segment) that matches wins.
+ROUTE_GROUPS: tuple[tuple[str, str], ...] = (
+    ("/v1/gateway/checkin", "gateway_checkin"),
+    ("/secagg", "secagg"),
+    ("/partials", "partials"),
+    ("/updates", "updates"),
+    ("/production", "production"),
+    ("/release", "releases"),
+    ("/v1/models/", "models"),
+    ("/v1/checkin", "checkin"),
+    ("/v1/admin/", "admin"),
+    ("/v1/health", "health"),
+)
+_REASONS = {
+    400: "invalid",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "invalid",
+    409: "conflict",
+    413: "too_large",
+    415: "invalid",
+    422: "invalid",
+    429: "rate_limited",
+}
+
+
+def route_group(path: str) -> str:
+    """The route group of a request path (a bounded label: never ids or hashes)."""
+    for pattern, group in ROUTE_GROUPS:
+        if pattern in path:
+            return group
+    return "other"
+
+
+def reason_for_status(status: int) -> str | None:
+    """Why a request was refused, from its 4xx status (None: it was not refused)."""
+    if not 400 <= status < 500:
+        return None
+    return _REASONS.get(status, "other")
+
+
+class _Instruments:
+    """The process's instruments, made from one meter."""
+
+    def __init__(self, meter: Meter) -> None:
+        self.meter = meter
+        self.committed = meter.create_counter(
+            "fedge.rounds.committed", "{round}", "Rounds committed (a new model version)"
+        )
+        self.abandoned = meter.create_counter(
+            "fedge.rounds.abandoned", "{round}", "Rounds abandoned (nothing published)"
+        )
+        self.round_duration = meter.create_histogram(
+            "fedge.round.duration",
+            "s",
+            "Round duration, from open to commit or abandon",
+            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
+        )
+        self.phase_duration = meter.create_histogram(
+            "fedge.round.phase.duration",
+            "s",
+            "Time a round spent in a phase (configuring, training, aggregating)",
+            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
+        )
+        self.secagg_phase_duration = meter.create_histogram(
+            "fedge.secagg.phase.duration",
+            "s",
+            "Time a secure-aggregation phase stayed open",
+            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
+        )
+        self.dropouts = meter.create_counter(
+            "fedge.dropouts", "{device}", "Devices that dropped out of a round, by phase"
+        )
+        self.received = meter.create_counter(
+            "fedge.http.received", "By", "Request bytes received, by route group"
+        )
+        self.sent = meter.create_counter(
+            "fedge.http.sent", "By", "Response bytes sent, by route group"
+        )
+        self.refused = meter.create_counter(
+            "fedge.requests.refused", "{request}", "Requests refused, by reason"
+        )
+        self.models_served = meter.create_counter(
+            "fedge.models.served", "{model}", "Model payloads served to gateways or devices"
+        )
+        self.update_norm = meter.create_histogram(
+            "fedge.update.norm",
+            "1",
+            "L2 norm of plain (unmasked) device updates",
+            explicit_bucket_boundaries_advisory=_NORM_BUCKETS,
+        )
+        self.clipped = meter.create_counter(
+            "fedge.updates.clipped", "{update}", "Plain device updates at the clip norm"
+        )
+
+
+@dataclass(frozen=True)
+class MetricsSetup:
+    """Where this process's metrics go: always Prometheus text; OTLP when ``otlp`` is set."""
+
+    tier: str
+    otlp: str | None = None
+
+    def describe(self) -> str:
+        """One line for the start-up log."""
+        where = "/metrics on the ops listener"
+        return f"metrics: {where}" + (f" and OTLP {self.otlp}" if self.otlp else "")
+
+
+class Metrics:
+    """The process's meter provider, Prometheus registry and instruments (one per process)."""
+
+    def __init__(
+        self, tier: str, provider: MeterProvider, registry: CollectorRegistry, otlp: str | None
+    ) -> None:
+        self.tier = tier
+        self.provider = provider
+        self.registry = registry
+        self.setup = MetricsSetup(tier, otlp)
+        self.instruments = _Instruments(provider.get_meter("fedge"))
+        self._phases: dict[tuple[str, int], tuple[str, float, float]] = {}  # state, since, open
+        self._lock = threading.Lock()
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every instrument (collected now)."""
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+    def observe(
+        self,
+        name: str,
+        unit: str,
+        description: str,
+        read: Callable[[], Iterable[tuple[float, Mapping[str, str]]]],
+    ) -> None:
+        """A gauge read when scraped: ``read()`` yields (value, labels); a failure is logged."""
+
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            try:
+                return [Observation(value, dict(labels)) for value, labels in read()]
+            except Exception:
+                log.exception("metric %s could not be read", name)
+                return []
+
+        self.instruments.meter.create_observable_gauge(name, [callback], unit, description)
+
+    def round_transition(self, job_id: str, number: int, previous: str, state: str) -> None:
+        """A round changed phase: time the phase it left; at the end, the round and its outcome."""
+        now = time.monotonic()
+        key = (job_id, number)
+        with self._lock:
+            held = self._phases.pop(key, None)
+            if state not in _TERMINAL:
+                opened = held[2] if held is not None else now
+                self._phases[key] = (state, now, opened)
+        ins = self.instruments
+        if held is not None and held[0] == previous:
+            ins.phase_duration.record(now - held[1], {"phase": previous})
+        if state in _TERMINAL:
+            counter = ins.committed if state == "committed" else ins.abandoned
+            counter.add(1, {"job": job_id})
+            if held is not None:
+                ins.round_duration.record(now - held[2], {"outcome": state})
+
+
+class _Current:
+    """The process's :class:`Metrics`, or None while metrics are off."""
+
+    metrics: Metrics | None = None
+
+
+def _otlp_endpoint(explicit: str | None, environ: Mapping[str, str]) -> str | None:
+    if explicit:
+        return explicit.rstrip("/") + "/v1/metrics"
+    specific = environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+    if specific:
+        return specific
+    base = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    return base.rstrip("/") + "/v1/metrics" if base else None
+
+
+def setup_metrics(
+    tier: str,
+    holder: str,
+    *,
+    otlp_endpoint: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Metrics:
+    """Start this process's metrics (Prometheus reader; OTLP too when an endpoint is set).
+
+    ``tier`` is ``coordinator`` or ``gateway``; ``holder`` its certificate subject. A second
+    call replaces the first (its OTLP export is shut down).
+    """
+    if tier not in SERVICE_NAMES:
+        raise ConfigError(f"unknown tier {tier!r}; expected one of {sorted(SERVICE_NAMES)}")
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+    from opentelemetry.sdk.resources import Resource
+    from prometheus_client import CollectorRegistry
+
+    from fedge import __version__
+
+    registry = CollectorRegistry(auto_describe=True)
+    readers: list[MetricReader] = [PrometheusMetricReader(registry=registry)]
+    otlp = _otlp_endpoint(otlp_endpoint, os.environ if environ is None else environ)
+    if otlp is not None:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+        readers.append(
+            PeriodicExportingMetricReader(
+                OTLPMetricExporter(endpoint=otlp), export_interval_millis=_EXPORT_INTERVAL_MS
+            )
+        )
+    resource = Resource.create(
+        {
+            "service.name": SERVICE_NAMES[tier],
+            "service.namespace": "fedge",
+            "service.instance.id": holder,
+            "service.version": __version__,
+            "fedge.role": tier,
+        }
+    )
+    shutdown_metrics()
+    metrics = Metrics(
+        tier, MeterProvider(metric_readers=readers, resource=resource), registry, otlp
+    )
+    _Current.metrics = metrics
+    log.info("%s", metrics.setup.describe())
+    return metrics
+
+
+def shutdown_metrics() -> None:
+    """Stop the process's metrics (flushes a last OTLP export); the record_* calls go quiet."""
+    current, _Current.metrics = _Current.metrics, None
+    if current is not None:
+        current.provider.shutdown()
+
+
+def metrics_router() -> APIRouter:
+    """``GET /metrics``: the Prometheus text of the process's :class:`Metrics` (503 while off)."""
+    from fastapi import APIRouter
+    from fastapi.responses import Response
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    router = APIRouter()
+
+    @router.get("/metrics", tags=["ops"], response_class=Response)
+    def prometheus_metrics() -> Response:
+        """Every fedge metric of this process, in the Prometheus text format."""
+        current = _Current.metrics
+        if current is None:
+            return Response("metrics are off in this process\n", status_code=503)
+        return Response(current.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+# -- what instrumented code calls (no-ops while metrics are off) -------------------------------
+def record_round_transition(job_id: str, number: int, previous: str, state: str) -> None:
+    """A round of ``job_id`` went from phase ``previous`` to ``state``."""
+    if (current := _Current.metrics) is not None:
+        current.round_transition(job_id, number, previous, state)
+
+
+def record_secagg_phase(phase: str, seconds: float, missing: int) -> None:
+    """A secure-aggregation phase closed after ``seconds`` with ``missing`` devices absent."""
+    if (current := _Current.metrics) is not None:
+        current.instruments.secagg_phase_duration.record(seconds, {"phase": phase})
+        if missing:
+            current.instruments.dropouts.add(missing, {"phase": phase})
+
+
+def record_dropouts(phase: str, count: int) -> None:
+    """``count`` devices dropped out of a round in ``phase``."""
+    if (current := _Current.metrics) is not None and count > 0:
+        current.instruments.dropouts.add(count, {"phase": phase})
+
+
+def record_traffic(group: str, received: int, sent: int) -> None:
+    """One request of route ``group``: bytes received and sent (its tier is the process's)."""
+    if (current := _Current.metrics) is not None:
+        labels = {"tier": current.tier, "route": group}
+        current.instruments.received.add(received, labels)
+        current.instruments.sent.add(sent, labels)
+
+
+def record_refused(reason: str) -> None:
+    """A request (or a TLS handshake) was refused for ``reason``."""
+    if (current := _Current.metrics) is not None:
+        current.instruments.refused.add(1, {"tier": current.tier, "reason": reason})
+
+
+def record_model_served() -> None:
+    """A model payload was served to a gateway or a device."""
+    if (current := _Current.metrics) is not None:
+        current.instruments.models_served.add(1, {"tier": current.tier})
+
+
+def record_update_norm(tensors: Mapping[str, Any], clip_norm: float | None) -> None:
+    """The L2 norm of a plain update (and whether it sat at ``clip_norm``: clipped)."""
+    current = _Current.metrics
+    if current is None:
+        return
+    import numpy as np
+
+    norm = float(np.sqrt(sum(float(np.vdot(t, t)) for t in tensors.values())))
+    labels = {"tier": current.tier}
+    current.instruments.update_norm.record(norm, labels)
+    if clip_norm is not None and norm >= clip_norm * (1 - _CLIP_TOLERANCE):
+        current.instruments.clipped.add(1, labels)

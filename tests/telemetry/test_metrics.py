@@ -1,0 +1,215 @@
+"""Metrics in one process: instruments, Prometheus rendering, the traffic middleware, OTLP export."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from fedge.coordinator.rounds import Round
+from fedge.errors import ConfigError
+from fedge.telemetry.metrics import (
+    Metrics,
+    metrics_router,
+    reason_for_status,
+    record_secagg_phase,
+    record_update_norm,
+    route_group,
+    setup_metrics,
+    shutdown_metrics,
+)
+from fedge.telemetry.traffic import TrafficMetricsMiddleware
+
+
+@pytest.fixture
+def metrics() -> Iterator[Metrics]:
+    current = setup_metrics("coordinator", "coord", environ={})
+    try:
+        yield current
+    finally:
+        shutdown_metrics()
+
+
+def samples(metrics: Metrics) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Every sample the Prometheus text holds now, by sample name."""
+    found: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(metrics.render().decode()):
+        for s in family.samples:
+            found.setdefault(s.name, []).append((dict(s.labels), float(s.value)))
+    return found
+
+
+def total(metrics: Metrics, name: str, **labels: str) -> float:
+    """Σ of ``name``'s samples whose labels include ``labels``."""
+    return sum(v for got, v in samples(metrics).get(name, []) if labels.items() <= got.items())
+
+
+@pytest.mark.parametrize(
+    ("path", "group"),
+    [
+        ("/v1/checkin", "checkin"),
+        ("/v1/jobs/j/rounds/3/updates", "updates"),
+        ("/v1/jobs/j/rounds/3/partials", "partials"),
+        ("/v1/gateway/jobs/j/rounds/3/secagg/inbox/dev-1", "secagg"),
+        ("/v1/models/" + "a" * 64, "models"),
+        ("/v1/models/" + "a" * 64 + "/release", "releases"),
+        ("/v1/admin/models/" + "a" * 64 + "/payload", "admin"),
+        ("/v1/gateway/checkin", "gateway_checkin"),
+        ("/v1/jobs/j/production", "production"),
+        ("/nowhere", "other"),
+    ],
+)
+def test_route_groups_are_bounded_labels(path: str, group: str) -> None:
+    assert route_group(path) == group
+
+
+def test_refusal_reasons() -> None:
+    assert [reason_for_status(s) for s in (200, 401, 403, 409, 413, 422, 429, 418, 503)] == [
+        None, "unauthenticated", "forbidden", "conflict", "too_large", "invalid", "rate_limited",
+        "other", None,
+    ]  # fmt: skip
+
+
+def test_unknown_tier_is_refused() -> None:
+    with pytest.raises(ConfigError, match="unknown tier"):
+        setup_metrics("device", "dev-1", environ={})
+
+
+def test_round_transitions_become_counters_and_durations(metrics: Metrics) -> None:
+    committed = Round("job1", 1)
+    committed.open({"gw-a": 2}, training_deadline=10.0, report_deadline=20.0)
+    committed.start_training()
+    committed.begin_aggregation()
+    committed.commit()
+    abandoned = Round("job1", 2)
+    abandoned.open({"gw-a": 2}, training_deadline=10.0, report_deadline=20.0)
+    abandoned.abandon("nobody came")
+
+    assert total(metrics, "fedge_rounds_committed_total", job="job1") == 1
+    assert total(metrics, "fedge_rounds_abandoned_total", job="job1") == 1
+    assert total(metrics, "fedge_round_duration_seconds_count", outcome="committed") == 1
+    assert total(metrics, "fedge_round_duration_seconds_count", outcome="abandoned") == 1
+    for phase, count in (("configuring", 2), ("training", 1), ("aggregating", 1)):
+        assert total(metrics, "fedge_round_phase_duration_seconds_count", phase=phase) == count
+    text = metrics.render().decode()
+    assert "# TYPE fedge_rounds_committed_total counter" in text
+    assert "# TYPE fedge_round_duration_seconds histogram" in text
+
+
+def test_secagg_phases_and_dropouts(metrics: Metrics) -> None:
+    record_secagg_phase("share_keys", 1.5, missing=2)
+    record_secagg_phase("masked_input", 0.5, missing=0)
+    assert total(metrics, "fedge_dropouts_total", phase="share_keys") == 2
+    assert total(metrics, "fedge_dropouts_total", phase="masked_input") == 0
+    assert total(metrics, "fedge_secagg_phase_duration_seconds_sum") == pytest.approx(2.0)
+
+
+def test_update_norms_and_clipping(metrics: Metrics) -> None:
+    import numpy as np
+
+    record_update_norm({"w": np.full(4, 0.5, np.float32), "b": np.zeros(2, np.float32)}, 1.0)
+    record_update_norm({"w": np.full(4, 0.1, np.float32)}, 1.0)
+    record_update_norm({"w": np.full(4, 3.0, np.float32)}, None)  # no clipping asked
+    assert total(metrics, "fedge_update_norm_count", tier="coordinator") == 3
+    assert total(metrics, "fedge_update_norm_sum") == pytest.approx(1.0 + 0.2 + 6.0, rel=1e-6)
+    assert total(metrics, "fedge_updates_clipped_total") == 1
+
+
+def test_record_calls_are_quiet_while_metrics_are_off() -> None:
+    shutdown_metrics()
+    rnd = Round("job1", 1)
+    rnd.open({"gw-a": 1}, training_deadline=1.0, report_deadline=2.0)  # no error, no state
+    record_secagg_phase("unmask", 1.0, 3)
+    app = FastAPI()
+    app.include_router(metrics_router())
+    answer = TestClient(app).get("/metrics")
+    assert answer.status_code == 503
+
+
+def test_observed_gauges_are_read_at_scrape_time(metrics: Metrics) -> None:
+    online = [3.0]
+    metrics.observe(
+        "fedge.devices.online", "{device}", "online", lambda: [(online[0], {"site": "a"})]
+    )
+    assert total(metrics, "fedge_devices_online", site="a") == 3
+    online[0] = 5.0
+    assert total(metrics, "fedge_devices_online", site="a") == 5
+
+
+def test_a_failing_gauge_is_logged_not_raised(
+    metrics: Metrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken() -> list[tuple[float, dict[str, str]]]:
+        raise RuntimeError("database gone")
+
+    metrics.observe("fedge.devices.eligible", "{device}", "eligible", broken)
+    assert "fedge_devices_eligible" not in samples(metrics)
+    assert "could not be read" in caplog.text
+
+
+def test_traffic_middleware_counts_bytes_refusals_and_models(metrics: Metrics) -> None:
+    app = FastAPI()
+
+    @app.post("/v1/jobs/{job}/rounds/{n}/updates")
+    async def update(request: Request) -> dict[str, int]:
+        return {"got": len(await request.body())}
+
+    @app.get("/v1/models/{sha}")
+    def model(sha: str) -> dict[str, str]:
+        return {"sha": sha}
+
+    @app.get("/v1/admin/jobs")
+    def admin() -> None:
+        raise HTTPException(403, "admins only")
+
+    app.add_middleware(TrafficMetricsMiddleware)
+    client = TestClient(app)
+    sent = client.post("/v1/jobs/j/rounds/1/updates", content=b"x" * 1000)
+    assert sent.json() == {"got": 1000}
+    assert client.get("/v1/models/abc").status_code == 200
+    assert client.get("/v1/admin/jobs").status_code == 403
+    assert client.get("/v1/nothing-here").status_code == 404
+
+    received = total(metrics, "fedge_http_received_bytes_total", route="updates")
+    assert received == 1000
+    assert total(metrics, "fedge_http_sent_bytes_total", route="updates") == len(sent.content)
+    assert total(metrics, "fedge_models_served_total", tier="coordinator") == 1
+    assert total(metrics, "fedge_requests_refused_total", reason="forbidden") == 1
+    assert total(metrics, "fedge_requests_refused_total", reason="not_found") == 1
+
+
+class _Collector(BaseHTTPRequestHandler):
+    """An OTLP/HTTP endpoint that keeps what it is sent (path, content type, body size)."""
+
+    received: list[tuple[str, str, int]] = []  # noqa: RUF012
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("content-length", "0")))
+        self.received.append((self.path, self.headers.get("content-type", ""), len(body)))
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_otlp_export_when_an_endpoint_is_set() -> None:
+    server = HTTPServer(("127.0.0.1", 0), _Collector)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}"
+        current = setup_metrics("gateway", "gw-a", environ={"OTEL_EXPORTER_OTLP_ENDPOINT": base})
+        assert current.setup.otlp == f"{base}/v1/metrics"
+        record_secagg_phase("unmask", 0.25, 1)
+        shutdown_metrics()  # flushes the last export
+    finally:
+        server.shutdown()
+    posted = [r for r in _Collector.received if r[0] == "/v1/metrics"]
+    assert posted and posted[-1][1] == "application/x-protobuf" and posted[-1][2] > 0
