@@ -196,9 +196,6 @@ def run_networked_demo(
             with console.status("starting the coordinator…"):
                 url = fed.start_coordinator()
             console.print(f"coordinator  {url}")
-            console.print(  # the browser warns once: the throwaway fleet CA signed its certificate
-                f"dashboard    {fed.dashboard_url()}", highlight=False, soft_wrap=True
-            )
             for site in plan.sites:
                 with console.status(f"starting the gateway of {site}…"):
                     console.print(f"gateway      {fed.start_gateway(site)}  ({site})")
@@ -253,9 +250,6 @@ def run_networked_demo(
                 console.print(
                     f"[bold]--keep[/]: the federation stays up (coordinator {url}); "
                     "Ctrl-C stops every process"
-                )
-                console.print(
-                    f"dashboard    {fed.dashboard_url()}", highlight=False, soft_wrap=True
                 )
                 for line in fed.metrics_lines():
                     console.print(line, highlight=False, soft_wrap=True)
