@@ -99,17 +99,17 @@ def start_coordinator_ops(
     config: CoordinatorConfig, service: CoordinatorService, verifier: PeerVerifier
 ) -> RunningServer | None:
     """Start the ops listener (``[ops]``) in a background thread; None when it is disabled."""
-    from fedge.transport.ops import build_ops_app, load_or_create_token, start_ops_server
+    from fedge.telemetry.metrics import metrics_router
+    from fedge.transport.ops import start_ops
 
-    if not config.ops.enabled:
-        return None
-    app = build_ops_app(
+    return start_ops(
+        config.ops,
+        config.ops_token_path(),
         title="fedge coordinator",
         verifier=verifier,
-        token=load_or_create_token(config.ops_token_path()),
-        routers=ops_routers(service),
+        tls=config.tls(),
+        routers=[metrics_router(), *ops_routers(service)],
     )
-    return start_ops_server(app, config.ops.host, config.ops.port, config.tls())
 
 
 def run_coordinator(
@@ -121,11 +121,16 @@ def run_coordinator(
 
     ``on_ops_started(server)`` is called once the ops listener listens (if it is enabled).
     """
+    from fedge.coordinator.fleet_metrics import observe_coordinator
     from fedge.identity import PeerVerifier
+    from fedge.telemetry.metrics import setup_metrics, shutdown_metrics
+    from fedge.telemetry.traffic import TrafficMetricsMiddleware
     from fedge.transport.api import build_app
     from fedge.transport.server import run_server
 
     service = build_coordinator(config)
+    metrics = setup_metrics("coordinator", config.pki.name)  # OTLP: OTEL_EXPORTER_OTLP_ENDPOINT
+    observe_coordinator(metrics, service.store, config.settings())
     tls = config.tls()
     assert tls.crl is not None  # PkiFiles.resolve always names one
     verifier = PeerVerifier(tls.ca_cert, tls.crl)
@@ -137,6 +142,7 @@ def run_coordinator(
         title="fedge coordinator",
         secagg_uplink=service,
     )
+    app.add_middleware(TrafficMetricsMiddleware)  # bytes in/out and refusals, by route
     ops = start_coordinator_ops(config, service, verifier)
     if ops is not None and on_ops_started is not None:
         on_ops_started(ops)
@@ -147,5 +153,6 @@ def run_coordinator(
         ticker.stop()
         if ops is not None:
             ops.stop()
+        shutdown_metrics()
         service.store.close()
         log.info("coordinator stopped")

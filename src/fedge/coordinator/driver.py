@@ -35,7 +35,7 @@ from fedge.coordinator.releases import sign_version
 from fedge.coordinator.rounds import Round, RoundState
 from fedge.coordinator.roundstats import RoundStats
 from fedge.coordinator.schema import CheckpointRow, ModelVersionRow
-from fedge.coordinator.secure import SecAggAuthority, SecureRound
+from fedge.coordinator.secure import SecAggAuthority, SecureRound, SecureSettings
 from fedge.coordinator.selection import DIRECT, matches_selector, plan_quotas
 from fedge.coordinator.settings import CoordinatorSettings
 from fedge.coordinator.store import Store
@@ -259,7 +259,7 @@ class RoundDriver:
             live.secure = SecureRound(
                 rt.id,
                 live.number,
-                rt.secure_settings(),
+                SecureSettings.parse(rt.spec.secure_aggregation),
                 rt.param_spec.size,
                 self.secagg,
                 expected=sum(quotas.values()),

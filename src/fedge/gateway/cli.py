@@ -4,12 +4,34 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from fedge.gateway.service import GatewayService
+    from fedge.telemetry.metrics import Metrics
 
 __all__ = ["gateway_command"]
 
 log = logging.getLogger(__name__)
+
+
+def _observe_site(metrics: Metrics, service: GatewayService) -> None:
+    """The site's devices online and eligible, as the gateway reports them upstream."""
+
+    def online() -> list[tuple[float, dict[str, str]]]:
+        report = service.checkin_request()
+        return [(float(report.online_devices), {"site": report.site})]
+
+    def eligible() -> list[tuple[float, dict[str, str]]]:
+        report = service.checkin_request()
+        return [(float(report.eligible_devices), {"site": report.site})]
+
+    metrics.observe("fedge.devices.online", "{device}", "Devices online at this site", online)
+    metrics.observe(
+        "fedge.devices.eligible", "{device}", "Devices eligible to train at this site", eligible
+    )
 
 
 @click.command("gateway")
@@ -30,9 +52,11 @@ def gateway_command(config_path: str) -> None:
     from fedge.identity import PeerVerifier
     from fedge.identity.signing import ReleaseVerifyKey
     from fedge.storage.outbox import Outbox
+    from fedge.telemetry.metrics import metrics_router, setup_metrics, shutdown_metrics
+    from fedge.telemetry.traffic import TrafficMetricsMiddleware
     from fedge.transport.api import build_app
     from fedge.transport.client import FedgeClient
-    from fedge.transport.ops import build_ops_app, load_or_create_token, start_ops_server
+    from fedge.transport.ops import start_ops
     from fedge.transport.server import ServerTls, run_server
 
     cfg = load_gateway_config(config_path)
@@ -79,16 +103,18 @@ def gateway_command(config_path: str) -> None:
         title=f"fedge gateway {cfg.id}",
         secagg_relay=relay,
     )
+    app.add_middleware(TrafficMetricsMiddleware)  # bytes in/out and refusals, by route
+    _observe_site(setup_metrics("gateway", cfg.id), service)  # OTLP: OTEL_EXPORTER_OTLP_ENDPOINT
     tls = ServerTls(cfg.pki.ca, cfg.pki.cert, cfg.pki.key, cfg.pki.crl)
-    ops = None
-    if cfg.ops.enabled:
-        ops_app = build_ops_app(
-            title=f"fedge gateway {cfg.id}",
-            verifier=verifier,
-            token=load_or_create_token(cfg.ops.token_file),
-            routers=[],
-        )
-        ops = start_ops_server(ops_app, cfg.ops.host, cfg.ops.port, tls)
+    ops = start_ops(
+        cfg.ops,
+        cfg.ops.token_file,
+        title=f"fedge gateway {cfg.id}",
+        verifier=verifier,
+        tls=tls,
+        routers=[metrics_router()],
+    )
+    if ops is not None:
         click.echo(
             f"gateway {cfg.id} ops listener on {ops.url} (/metrics, /healthz;"
             f" token in {cfg.ops.token_file})"
@@ -110,6 +136,7 @@ def gateway_command(config_path: str) -> None:
         for t in threads:
             t.join(timeout=10)
         uplink.send_once()  # one last try: anything still pending stays in the outbox
+        shutdown_metrics()
         client.close()
         outbox.close()
         log.info("gateway %s stopped", cfg.id)

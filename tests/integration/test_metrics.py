@@ -1,0 +1,160 @@
+"""``/metrics`` of a real federation after real rounds (issue 7, item 2).
+
+Coordinator, two gateways and six devices run as processes on loopback; a two-round job with
+central differential privacy trains through the gateways (plain sums, so gateways see each
+update and record its norm). Then Prometheus' view is read from each role's ops listener with
+the ops token, parsed with ``prometheus_client``'s own parser, and compared with what the admin
+API and the coordinator's database say happened.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from fedge.demo.federation import LocalFederation, gateway_name
+from fedge.errors import AuthorizationError
+from fedge.transport.client import FedgeClient
+from fedge.transport.messages import JobView
+
+from .harness import (
+    Logs,
+    create_job,
+    job_spec,
+    running_federation,
+    small_plan,
+    wait_for_job,
+    wait_gateways_counted,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
+
+DEVICES = 3  # per site, two sites
+
+Samples = dict[str, list[tuple[dict[str, str], float]]]
+
+
+def scrape(fed: LocalFederation, url: str) -> Samples:
+    """Every sample of ``url``/metrics, by sample name (read with the ops token)."""
+    token = fed.ops_token_file.read_text().strip()
+    context = ssl.create_default_context(cafile=str(fed.pki / "ca.crt"))
+    response = httpx.get(
+        f"{url}/metrics", headers={"Authorization": f"Bearer {token}"}, verify=context, timeout=30
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    samples: Samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for s in family.samples:
+            samples.setdefault(s.name, []).append((dict(s.labels), float(s.value)))
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of ``name``'s samples whose labels include ``labels`` (0 when there is none)."""
+    return sum(v for got, v in samples.get(name, []) if labels.items() <= got.items())
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalFederation, JobView]]:
+    """A federation that has run a two-round job to the end (and a refused admin request)."""
+    workdir: Path = tmp_path_factory.mktemp("metrics")
+    with running_federation(workdir, small_plan(DEVICES)) as fed:
+        wait_gateways_counted(fed, {gateway_name(s): DEVICES for s in ("a", "b")}, timeout=60)
+        spec = job_spec(
+            "metrics",
+            rounds=2,
+            privacy={"mode": "central", "clip_norm": 0.5, "noise_multiplier": 1.0},
+        )
+        job = create_job(fed, spec)
+        view = wait_for_job(fed, job.id, timeout=240)
+        issued = fed.pki / "issued"
+        device = FedgeClient(
+            str(fed.coordinator_url),
+            ca=fed.pki / "ca.crt",
+            cert=issued / "dev-a-0.crt",
+            key=issued / "dev-a-0.key",
+            timeout=30,
+        )
+        with device, pytest.raises(AuthorizationError):
+            device.list_jobs()  # a device may not use the admin API: 403, counted as refused
+        yield fed, view
+
+
+def test_coordinator_metrics_match_the_rounds_that_ran(
+    ran: tuple[LocalFederation, JobView],
+) -> None:
+    fed, view = ran
+    assert view.state == "completed"
+    committed = [r for r in view.rounds if r.state == "committed"]
+    assert committed, view
+    m = scrape(fed, str(fed.coordinator_ops_url))
+
+    assert value(m, "fedge_rounds_committed_total", job=view.id) == len(committed)
+    abandoned = sum(r.state == "abandoned" for r in view.rounds)
+    assert value(m, "fedge_rounds_abandoned_total", job=view.id) == abandoned
+    last = view.rounds[-1]
+    assert value(m, "fedge_round_participants", job=view.id) == last.participants > 0
+    assert value(m, "fedge_round_duration_seconds_count", outcome="committed") == len(committed)
+    assert value(m, "fedge_round_duration_seconds_sum", outcome="committed") > 0
+    for phase in ("configuring", "training", "aggregating"):
+        assert value(m, "fedge_round_phase_duration_seconds_count", phase=phase) >= len(committed)
+    epsilon = committed[-1].epsilon
+    assert epsilon is not None and epsilon > 0
+    assert value(m, "fedge_privacy_epsilon", job=view.id) == pytest.approx(epsilon)
+    # the initial model and one version per committed round
+    assert value(m, "fedge_model_versions", job=view.id) == len(committed) + 1
+    assert value(m, "fedge_devices_online") == 2 * DEVICES
+    assert value(m, "fedge_devices_eligible") == 2 * DEVICES
+
+    # traffic: the gateways' partials came in, models went out, the admin API was used
+    assert value(m, "fedge_http_received_bytes_total", tier="coordinator", route="partials") > 0
+    assert value(m, "fedge_http_sent_bytes_total", tier="coordinator", route="models") > 0
+    assert value(m, "fedge_models_served_total", tier="coordinator") >= 1
+    assert value(m, "fedge_requests_refused_total", reason="forbidden") >= 1
+    # the coordinator saw sums only: it recorded no update norm
+    assert value(m, "fedge_update_norm_count") == 0
+
+
+def test_gateway_metrics_show_its_devices_traffic_and_norms(
+    ran: tuple[LocalFederation, JobView],
+) -> None:
+    fed, _ = ran
+    site = "a"
+    m = scrape(fed, fed.gateway_ops_urls[site])
+    assert value(m, "fedge_devices_online", site=site) == DEVICES
+    received = value(m, "fedge_http_received_bytes_total", tier="gateway", route="updates")
+    assert received > 0
+    assert value(m, "fedge_http_sent_bytes_total", tier="gateway", route="models") > 0
+    assert value(m, "fedge_models_served_total", tier="gateway") >= 1
+    # one norm per plain update the gateway accepted; every update is clipped to C = 0.5
+    updates = value(m, "fedge_update_norm_count", tier="gateway")
+    assert updates >= 1
+    assert value(m, "fedge_update_norm_sum", tier="gateway") <= 0.5 * updates * (1 + 1e-3)
+    assert 0 <= value(m, "fedge_updates_clipped_total", tier="gateway") <= updates
+    # the gateway does not run rounds: no round counters of its own
+    assert value(m, "fedge_rounds_committed_total") == 0
+    # every device handed a task either reported (one norm each) or dropped out in training
+    handed = Logs(fed).lines(gateway_name(site), r"handed \S+ round \d+ to ")
+    assert value(m, "fedge_dropouts_total", phase="training") + updates == len(handed)
+
+
+def test_metrics_need_the_token(ran: tuple[LocalFederation, JobView]) -> None:
+    fed, _ = ran
+    context = ssl.create_default_context(cafile=str(fed.pki / "ca.crt"))
+    url = str(fed.coordinator_ops_url)
+    refused = httpx.get(f"{url}/metrics", verify=context, timeout=30)
+    assert refused.status_code == 401
+    wrong = httpx.get(
+        f"{url}/metrics", headers={"Authorization": "Bearer nope"}, verify=context, timeout=30
+    )
+    assert wrong.status_code == 401
+    m = scrape(fed, url)
+    assert (
+        value(m, "fedge_requests_refused_total", tier="coordinator", reason="unauthenticated") >= 2
+    )
