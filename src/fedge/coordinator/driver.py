@@ -36,7 +36,7 @@ from fedge.coordinator.releases import sign_version
 from fedge.coordinator.rounds import Round, RoundState
 from fedge.coordinator.roundstats import RoundStats
 from fedge.coordinator.schema import CheckpointRow, ModelVersionRow
-from fedge.coordinator.secure import SecAggAuthority, SecureRound, SecureSettings
+from fedge.coordinator.secure import SecAggAuthority, SecureRound
 from fedge.coordinator.selection import DIRECT, matches_selector, plan_quotas
 from fedge.coordinator.settings import CoordinatorSettings
 from fedge.coordinator.store import Store
@@ -261,7 +261,7 @@ class RoundDriver:
             live.secure = SecureRound(
                 rt.id,
                 live.number,
-                SecureSettings.parse(rt.spec.secure_aggregation),
+                rt.secure_settings(),
                 rt.param_spec.size,
                 self.secagg,
                 expected=sum(quotas.values()),
