@@ -29,13 +29,14 @@ import numpy as np
 
 from fedge.aggregation import Aggregate, WeightedMeanAccumulator
 from fedge.coordinator.artifacts import ArtifactStore
+from fedge.coordinator.audit import AuditLog
 from fedge.coordinator.jobs import JobRuntime, encode_opt_state
 from fedge.coordinator.registry import ReleaseGate
 from fedge.coordinator.releases import sign_version
 from fedge.coordinator.rounds import Round, RoundState
 from fedge.coordinator.roundstats import RoundStats
 from fedge.coordinator.schema import CheckpointRow, ModelVersionRow
-from fedge.coordinator.secure import SecAggAuthority, SecureRound, SecureSettings
+from fedge.coordinator.secure import SecAggAuthority, SecureRound
 from fedge.coordinator.selection import DIRECT, matches_selector, plan_quotas
 from fedge.coordinator.settings import CoordinatorSettings
 from fedge.coordinator.store import Store
@@ -93,6 +94,7 @@ class RoundDriver:
         self.secagg: SecAggAuthority | None = None  # set when the coordinator can run SecAgg+
         self.release_key: ReleaseSigningKey | None = None  # set: every version is signed
         self.stats = RoundStats(store.engine)  # traffic and secure-sum outcomes, per round
+        self.audit = AuditLog(store.engine, clock)  # who took part, releases, admin actions
 
     def runtime(self, job_id: str) -> JobRuntime:
         """The live job ``job_id``; UnknownNameError when it is not running or paused."""
@@ -259,7 +261,7 @@ class RoundDriver:
             live.secure = SecureRound(
                 rt.id,
                 live.number,
-                SecureSettings.parse(rt.spec.secure_aggregation),
+                rt.secure_settings(),
                 rt.param_spec.size,
                 self.secagg,
                 expected=sum(quotas.values()),
@@ -388,6 +390,8 @@ class RoundDriver:
             ended_at=now,
         )
         rt.state, rt.model_sha256, rt.consecutive_abandoned = state, sha, 0
+        self.audit.record_round(rt.id, live.number, "committed", model_sha256=sha)
+        self.audit.record_release(version, signed=self.release_key is not None)
         self._gate(rt.id, sha, metrics)
         del self.live[rt.id]
         log.info(
@@ -411,6 +415,9 @@ class RoundDriver:
         try:
             if decision.promote:
                 self.store.promote_version(sha, f"release gate: {decision.reason}")
+                self.audit.record(
+                    "promotion", "release-gate", sha, {"job": job_id, "reason": decision.reason}
+                )
             else:
                 self.store.note_version(sha, f"release gate held it: {decision.reason}")
         except ProtocolError as exc:  # e.g. these weights were rejected before: leave them be
@@ -433,4 +440,5 @@ class RoundDriver:
         )
         rt.consecutive_abandoned += 1
         del self.live[rt.id]
+        self.audit.record_round(rt.id, live.number, "abandoned", model_sha256=None, reason=reason)
         log.warning("job %s round %d abandoned: %s", rt.id, live.number, reason)
