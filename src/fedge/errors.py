@@ -34,6 +34,7 @@ Messages say what happened and what to do about it::
         │   └── RevokedError     listed on the fleet's certificate revocation list
         ├── AuthorizationError   a valid identity whose role/site/name may not do this
         └── SignatureError       a release signature is missing, wrong, or made by another key
+            └── DowngradeError   a release manifest older than one already accepted (replay)
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ __all__ = [
     "CertificateError",
     "ConfigError",
     "DataError",
+    "DowngradeError",
     "ExpiredCertificateError",
     "FedgeError",
     "HealthCheckError",
@@ -116,7 +118,14 @@ class NonFiniteError(ValidationError):
 
 
 class HealthCheckError(ValidationError):
-    """A model version failed to load, to predict, or to reach the accuracy floor on the holdout."""
+    """A model version failed to load, to predict, or to reach the accuracy floor on the holdout.
+
+    ``check`` names the check that failed: "load", "smoke" or "accuracy" ("" when unknown).
+    """
+
+    def __init__(self, message: str, *, check: str = "") -> None:
+        super().__init__(message)
+        self.check = check
 
 
 class AggregationError(FedgeError):
@@ -169,6 +178,10 @@ class AuthorizationError(IdentityError):
 
 class SignatureError(IdentityError):
     """A release signature is missing, malformed, wrong, or made by a key we do not trust."""
+
+
+class DowngradeError(SignatureError):
+    """A release manifest with a lower sequence than one already accepted: a downgrade or replay."""
 
 
 class SecAggError(FedgeError):

@@ -92,9 +92,7 @@ class Ticker:
 
 def ops_routers(service: CoordinatorService) -> list[APIRouter]:
     """The routers the coordinator's ops listener serves besides /healthz and /login."""
-    from fedge.dashboard import dashboard_router
-
-    return [dashboard_router(service)]
+    return []
 
 
 def start_coordinator_ops(

@@ -19,6 +19,12 @@ Example (``examples/coordinator.toml``)::
     port = 0               # 0: any free port (printed at start)
     token_file = "ops.token"   # created (0600) at first start; Authorization: Bearer <token>
 
+    [canary]               # optional staged rollout of each new production version
+    fraction = 0.25        # share of the gateways seen recently that get it first (at least 1)
+    min_healthy = 2        # passed device health reports needed to widen to every gateway
+    max_failures = 0       # more failed reports than this halt it (the version is rolled back)
+    hold_s = 600           # not widened by then: halted
+
 Relative paths (and a relative SQLite path) are resolved against the config file's directory.
 """
 
@@ -31,6 +37,7 @@ from typing import Any
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
+from fedge.coordinator.canary import CanaryPolicy
 from fedge.coordinator.settings import CoordinatorSettings
 from fedge.errors import ConfigError
 from fedge.identity import PkiPaths
@@ -87,6 +94,7 @@ class CoordinatorConfig(BaseModel):
     poll_interval_s: float = Field(2.0, gt=0)
     max_consecutive_abandoned: int = Field(10, ge=1)
     release_margin: float | None = Field(0.0, ge=0)  # release gate (None: promote by hand only)
+    canary: CanaryPolicy | None = None  # [canary]: staged rollout (None: all gateways at once)
     ops: OpsSection = OpsSection()  # the operators' listener (fedge.transport.ops)
     base_dir: Path = Path()  # where relative paths start (the config file's directory)
 
@@ -98,6 +106,7 @@ class CoordinatorConfig(BaseModel):
             poll_interval_s=self.poll_interval_s,
             max_consecutive_abandoned=self.max_consecutive_abandoned,
             release_margin=self.release_margin,
+            canary=self.canary,
         )
 
     def resolved_database_url(self) -> str:

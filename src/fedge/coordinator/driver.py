@@ -29,14 +29,13 @@ import numpy as np
 
 from fedge.aggregation import Aggregate, WeightedMeanAccumulator
 from fedge.coordinator.artifacts import ArtifactStore
-from fedge.coordinator.audit import AuditLog
 from fedge.coordinator.jobs import JobRuntime, encode_opt_state
 from fedge.coordinator.registry import ReleaseGate
 from fedge.coordinator.releases import sign_version
 from fedge.coordinator.rounds import Round, RoundState
 from fedge.coordinator.roundstats import RoundStats
 from fedge.coordinator.schema import CheckpointRow, ModelVersionRow
-from fedge.coordinator.secure import SecAggAuthority, SecureRound
+from fedge.coordinator.secure import SecAggAuthority, SecureRound, SecureSettings
 from fedge.coordinator.selection import DIRECT, matches_selector, plan_quotas
 from fedge.coordinator.settings import CoordinatorSettings
 from fedge.coordinator.store import Store
@@ -93,8 +92,9 @@ class RoundDriver:
         self.live: dict[str, LiveRound] = {}
         self.secagg: SecAggAuthority | None = None  # set when the coordinator can run SecAgg+
         self.release_key: ReleaseSigningKey | None = None  # set: every version is signed
+        # called with the job id after the release gate promoted a version (its rollout starts)
+        self.on_promoted: Callable[[str], None] | None = None
         self.stats = RoundStats(store.engine)  # traffic and secure-sum outcomes, per round
-        self.audit = AuditLog(store.engine, clock)  # who took part, releases, admin actions
 
     def runtime(self, job_id: str) -> JobRuntime:
         """The live job ``job_id``; UnknownNameError when it is not running or paused."""
@@ -261,7 +261,7 @@ class RoundDriver:
             live.secure = SecureRound(
                 rt.id,
                 live.number,
-                rt.secure_settings(),
+                SecureSettings.parse(rt.spec.secure_aggregation),
                 rt.param_spec.size,
                 self.secagg,
                 expected=sum(quotas.values()),
@@ -390,8 +390,6 @@ class RoundDriver:
             ended_at=now,
         )
         rt.state, rt.model_sha256, rt.consecutive_abandoned = state, sha, 0
-        self.audit.record_round(rt.id, live.number, "committed", model_sha256=sha)
-        self.audit.record_release(version, signed=self.release_key is not None)
         self._gate(rt.id, sha, metrics)
         del self.live[rt.id]
         log.info(
@@ -415,9 +413,8 @@ class RoundDriver:
         try:
             if decision.promote:
                 self.store.promote_version(sha, f"release gate: {decision.reason}")
-                self.audit.record(
-                    "promotion", "release-gate", sha, {"job": job_id, "reason": decision.reason}
-                )
+                if self.on_promoted is not None:
+                    self.on_promoted(job_id)
             else:
                 self.store.note_version(sha, f"release gate held it: {decision.reason}")
         except ProtocolError as exc:  # e.g. these weights were rejected before: leave them be
@@ -440,5 +437,4 @@ class RoundDriver:
         )
         rt.consecutive_abandoned += 1
         del self.live[rt.id]
-        self.audit.record_round(rt.id, live.number, "abandoned", model_sha256=None, reason=reason)
         log.warning("job %s round %d abandoned: %s", rt.id, live.number, reason)

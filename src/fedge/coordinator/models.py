@@ -7,6 +7,7 @@ admin API returns.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -23,8 +24,10 @@ if TYPE_CHECKING:
 __all__ = ["diff_versions", "version_view", "version_views"]
 
 
-def version_view(store: Store, row: ModelVersionRow) -> m.ModelVersionView:
-    """One registry entry as the admin API shows it."""
+def version_view(
+    store: Store, row: ModelVersionRow, rollout: m.RolloutView | None = None
+) -> m.ModelVersionView:
+    """One registry entry as the admin API shows it (with its staged rollout, if given)."""
     job = store.get_job(row.job_id)
     return m.ModelVersionView(
         sha256=row.sha256,
@@ -39,13 +42,21 @@ def version_view(store: Store, row: ModelVersionRow) -> m.ModelVersionView:
         signed=store.get_release(row.sha256) is not None,
         task_name=str(job.spec.get("task", "")),
         created_at=row.created_at,
+        rollout=rollout,
     )
 
 
-def version_views(store: Store, job_id: str) -> list[m.ModelVersionView]:
-    """Every version of a job, oldest first."""
+def version_views(
+    store: Store,
+    job_id: str,
+    rollout_of: Callable[[str], m.RolloutView | None] | None = None,
+) -> list[m.ModelVersionView]:
+    """Every version of a job, oldest first (with each one's rollout, given ``rollout_of``)."""
     store.get_job(job_id)  # UnknownNameError for an unknown job
-    return [version_view(store, r) for r in store.list_model_versions(job_id)]
+    return [
+        version_view(store, r, rollout_of(r.sha256) if rollout_of else None)
+        for r in store.list_model_versions(job_id)
+    ]
 
 
 def diff_versions(

@@ -13,8 +13,6 @@ from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, 
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
-    "AuditEntryRow",
-    "AuditHeadRow",
     "Base",
     "CheckpointRow",
     "DeviceRow",
@@ -23,7 +21,10 @@ __all__ = [
     "ModelVersionRow",
     "PartialReceiptRow",
     "ParticipantRow",
+    "ReleaseManifestRow",
     "ReleaseRow",
+    "RolloutHealthRow",
+    "RolloutRow",
     "RoundRow",
     "RoundTrafficRow",
     "SecAggOutcomeRow",
@@ -135,6 +136,55 @@ class ReleaseRow(Base):
     created_at: Mapped[float] = mapped_column(Float)
 
 
+class ReleaseManifestRow(Base):
+    """A signed release manifest (:mod:`fedge.transport.manifests`): whom to serve which version.
+
+    ``sequence`` grows by one per job with every manifest; ``audience`` is "all" (every gateway)
+    or "canary" (the canary gateways of the job's rollout in progress).
+    """
+
+    __tablename__ = "release_manifests"
+    job_id: Mapped[str] = mapped_column(String(_ID), primary_key=True)
+    sequence: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    sha256: Mapped[str] = mapped_column(ForeignKey("model_versions.sha256"))
+    audience: Mapped[str] = mapped_column(String(16))  # all | canary
+    release_metadata: Mapped[dict[str, str]] = mapped_column(JSON)
+    signature: Mapped[str] = mapped_column(String(128))  # base64; "" when unsigned
+    issued_at: Mapped[float] = mapped_column(Float)
+
+
+class RolloutRow(Base):
+    """A staged rollout of a production version (see :mod:`fedge.coordinator.canary`)."""
+
+    __tablename__ = "rollouts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(_ID), index=True)
+    sha256: Mapped[str] = mapped_column(ForeignKey("model_versions.sha256"))
+    previous_sha256: Mapped[str | None] = mapped_column(String(_SHA))
+    stage: Mapped[str] = mapped_column(String(16))  # canary | widened | halted | superseded
+    canary_gateways: Mapped[list[str]] = mapped_column(JSON)
+    min_healthy: Mapped[int] = mapped_column(Integer)
+    max_failures: Mapped[int] = mapped_column(Integer)
+    hold_until: Mapped[float] = mapped_column(Float)
+    sequence: Mapped[int] = mapped_column(Integer)  # the canary manifest
+    reason: Mapped[str] = mapped_column(Text, default="")
+    started_at: Mapped[float] = mapped_column(Float)
+    ended_at: Mapped[float | None] = mapped_column(Float)
+
+
+class RolloutHealthRow(Base):
+    """A canary device's latest health report on a rollout's version."""
+
+    __tablename__ = "rollout_health"
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id"), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(_ID), primary_key=True)
+    gateway_id: Mapped[str] = mapped_column(String(_ID))
+    check: Mapped[str] = mapped_column(String(16))  # passed | release | load | smoke | accuracy
+    holdout_accuracy: Mapped[float | None] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    reported_at: Mapped[float] = mapped_column(Float)
+
+
 class CheckpointRow(Base):
     """Server state after ``step`` committed rounds: params and optimizer state artifacts."""
 
@@ -196,30 +246,3 @@ class SecAggOutcomeRow(Base):
     abandoned: Mapped[bool] = mapped_column(Boolean, default=False)
     reason: Mapped[str] = mapped_column(Text, default="")
     ended_at: Mapped[float] = mapped_column(Float)
-
-class AuditEntryRow(Base):
-    """One entry of the hash-chained audit log (see :mod:`fedge.telemetry.audit`); append-only.
-
-    ``prev_hash`` is unique: two entries can never follow the same one, so the chain cannot fork
-    even if two writers raced past the lock on :class:`AuditHeadRow`.
-    """
-
-    __tablename__ = "audit_log"
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    at: Mapped[float] = mapped_column(Float)
-    kind: Mapped[str] = mapped_column(String(32), index=True)
-    actor: Mapped[str] = mapped_column(String(_ID))
-    subject: Mapped[str] = mapped_column(String(160), index=True)
-    details: Mapped[dict[str, Any]] = mapped_column(JSON)
-    prev_hash: Mapped[str] = mapped_column(String(_SHA), unique=True)
-    hash: Mapped[str] = mapped_column(String(_SHA), unique=True)
-
-
-class AuditHeadRow(Base):
-    """The audit log's last entry as its writer recorded it (one row, id 1), and its append lock."""
-
-    __tablename__ = "audit_head"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    seq: Mapped[int] = mapped_column(Integer)
-    hash: Mapped[str] = mapped_column(String(_SHA))
-

@@ -35,6 +35,7 @@ from fedge.coordinator.payloads import (
     partial_limit,
 )
 from fedge.coordinator.releases import release_view
+from fedge.coordinator.rollouts import Rollouts
 from fedge.coordinator.roundstats import direct_equivalent
 from fedge.coordinator.schema import ModelVersionRow
 from fedge.coordinator.secure import SecAggAuthority, SecureRound
@@ -52,7 +53,6 @@ from fedge.identity import Identity, Role, authorize, verify_peer
 from fedge.identity.signing import ReleaseSigningKey
 from fedge.telemetry.metrics import record_update_norm
 from fedge.transport import messages as m
-from fedge.transport.releases import release_metadata
 
 __all__ = ["CoordinatorService"]
 
@@ -79,11 +79,17 @@ class CoordinatorService:
         self.driver = RoundDriver(store, artifacts, self.settings, clock)
         self.driver.secagg = secagg
         self.driver.release_key = release_key  # signs every model version it publishes
+        # signed release manifests and staged (canary) rollouts of production versions
+        self.rollouts = Rollouts(
+            store, release_key, self.settings.canary, self.settings.gateway_ttl_s
+        )
+        self.driver.on_promoted = lambda job_id: self.rollouts.sync(job_id, self.clock())
         self.driver.recover(clock())
 
     def tick(self, now: float | None = None) -> None:
         """Drive deadlines: open, close, aggregate, commit or abandon rounds as ``now`` says."""
         self.driver.tick(now)
+        self.rollouts.tick(self.clock() if now is None else now)  # canary hold times
 
     def live_round(self, job_id: str) -> LiveRound | None:
         """The round of ``job_id`` in flight, if any (for inspection)."""
@@ -106,23 +112,25 @@ class CoordinatorService:
         return release_view(row)
 
     def production(self, peer: Identity, job_id: str) -> m.ModelRelease:
-        """The job's production version with its release (an empty signature when unsigned)."""
+        """The signed release manifest this peer is to serve (a canary gateway's may be newer)."""
         authorize(peer, roles=_FLEET)
-        row = self.store.production_version(job_id)
-        if row is None:
-            raise UnknownNameError(f"job {job_id!r} has no production model version yet")
-        release = self.store.get_release(row.sha256)
-        if release is not None:
-            return release_view(release)
-        task = str(self.store.get_job(job_id).spec.get("task", ""))
-        metadata = release_metadata(row.job_id, row.round, task, row.parent_sha256)
-        return m.ModelRelease(sha256=row.sha256, metadata=metadata, signature="")
+        gateway = peer.name if peer.role is Role.GATEWAY else None
+        return self.rollouts.pointer(job_id, gateway, self.clock())
+
+    def report_health(self, peer: Identity, job_id: str, report: m.HealthReport) -> m.Receipt:
+        """A canary device's health report, forwarded by its gateway; may widen or halt."""
+        authorize(peer, roles={Role.GATEWAY, Role.DEVICE})
+        if peer.role is not Role.GATEWAY:
+            raise ProtocolError(
+                "devices connected directly are never canaries; health reports come from the"
+                " canary gateways' devices"
+            )
+        return self.rollouts.report(peer.name, job_id, report, self.clock())
 
     # -- gateways -----------------------------------------------------------------------------
     def gateway_checkin(self, peer: Identity, request: m.GatewayCheckIn) -> m.GatewayAssignments:
         """Record the gateway; hand it the quotas it holds in the rounds now open."""
         authorize(peer, roles={Role.GATEWAY}, site=request.site, name=request.gateway_id)
-        self.driver.audit.record_contact(peer)  # enrolment, at its first check-in
         now = self.clock()
         self.store.upsert_gateway(
             peer.name, request.site, request.online_devices, request.eligible_devices, now
@@ -266,7 +274,6 @@ class CoordinatorService:
                 "certificates; start it with its PKI files"
             )
         sites: dict[str, str] = {}
-        certified: list[Identity] = []
         refused: dict[str, str] = {}
         for i, text in enumerate(request.certificates):
             try:
@@ -281,10 +288,8 @@ class CoordinatorService:
                 )
                 continue
             sites[who.name] = str(who.site)
-            certified.append(who)
         if sites:
             self.store.register_devices(sites, peer.name, self.clock())
-            self.driver.audit.record_contacts(certified, via=peer.name)  # enrolments
         if refused:
             log.warning(
                 "gateway %s: refused %d device certificate(s): %s",
@@ -392,7 +397,6 @@ class CoordinatorService:
         row = self.store.get_device(peer.name)
         if row is not None and row.revoked:
             raise AuthorizationError(f"device {peer.name!r} is revoked; it may not take part")
-        self.driver.audit.record_contact(peer)  # enrolment, at its first check-in
         now = self.clock()
         self.store.touch_device(peer.name, peer.site, None, now, labels=request.labels)
         wait = m.Wait(retry_after_s=self.settings.poll_interval_s, reason="no round needs you now")
@@ -475,12 +479,7 @@ class CoordinatorService:
                 f"job {spec.name!r}: this coordinator was started without the PKI files secure "
                 "aggregation needs (CA, its certificate and key); remove secure_aggregation"
             )
-        view = admin.create_job(self.driver, spec, self.clock())
-        audit = self.driver.audit
-        audit.record_admin(peer, "job.create", spec.name, {"spec": spec.model_dump(mode="json")})
-        initial = self.store.list_model_versions(spec.name)[0]
-        audit.record_release(initial, signed=self.driver.release_key is not None)
-        return view
+        return admin.create_job(self.driver, spec, self.clock())
 
     def list_jobs(self, peer: Identity) -> list[m.JobView]:
         """Every job with its rounds."""
@@ -495,16 +494,12 @@ class CoordinatorService:
     def pause_job(self, peer: Identity, job_id: str) -> m.JobView:
         """Stop handing out work (rounds already training finish); no new round opens."""
         authorize(peer, roles={Role.ADMIN})
-        view = admin.set_job_state(self.driver, job_id, "running", "paused")
-        self.driver.audit.record_admin(peer, "job.pause", job_id)
-        return view
+        return admin.set_job_state(self.driver, job_id, "running", "paused")
 
     def resume_job(self, peer: Identity, job_id: str) -> m.JobView:
         """Let a paused job go on."""
         authorize(peer, roles={Role.ADMIN})
-        view = admin.set_job_state(self.driver, job_id, "paused", "running")
-        self.driver.audit.record_admin(peer, "job.resume", job_id)
-        return view
+        return admin.set_job_state(self.driver, job_id, "paused", "running")
 
     def list_devices(self, peer: Identity) -> list[m.DeviceView]:
         """Every device the coordinator has heard of."""
@@ -515,7 +510,6 @@ class CoordinatorService:
         """Refuse a device from now on (direct check-ins, and partials that count it)."""
         authorize(peer, roles={Role.ADMIN})
         self.store.set_revoked(device_id)
-        self.driver.audit.record_admin(peer, "revocation", device_id)
         return admin.device_views(self.store, device_id)[0]
 
     # -- model registry -----------------------------------------------------------------------
@@ -528,19 +522,19 @@ class CoordinatorService:
     def list_models(self, peer: Identity, job_id: str) -> list[m.ModelVersionView]:
         """Every version of a job with its lineage, metrics and status."""
         authorize(peer, roles={Role.ADMIN})
-        return models.version_views(self.store, job_id)
+        return models.version_views(self.store, job_id, self.rollouts.view)
 
     def get_model(self, peer: Identity, sha256: str) -> m.ModelVersionView:
         """One version."""
         authorize(peer, roles={Role.ADMIN})
-        return models.version_view(self.store, self._version(sha256))
+        return models.version_view(self.store, self._version(sha256), self.rollouts.view(sha256))
 
     def promote_model(self, peer: Identity, sha256: str) -> m.ModelVersionView:
         """Make a candidate (or retired) version production; the current one is retired."""
         authorize(peer, roles={Role.ADMIN})
         with self.driver.lock:
             row = self.store.promote_version(sha256, f"promoted by {peer.name}")
-        self.driver.audit.record_admin(peer, "promotion", sha256, {"job": row.job_id})
+            self.rollouts.sync(row.job_id, self.clock())  # its manifest (or canary stage)
         return models.version_view(self.store, row)
 
     def reject_model(self, peer: Identity, sha256: str) -> m.ModelVersionView:
@@ -548,16 +542,14 @@ class CoordinatorService:
         authorize(peer, roles={Role.ADMIN})
         with self.driver.lock:
             row = self.store.set_version_status(sha256, "rejected", f"rejected by {peer.name}")
-        self.driver.audit.record_admin(peer, "rejection", sha256, {"job": row.job_id})
         return models.version_view(self.store, row)
 
     def rollback_model(self, peer: Identity, job_id: str) -> m.ModelVersionView:
         """Roll the job's production version back to the previous one; returns the restored one."""
         authorize(peer, roles={Role.ADMIN})
         with self.driver.lock:
-            old, restored = self.store.rollback_job(job_id, f"rolled back by {peer.name}")
-        moved = {"rolled_back": old.sha256, "restored": restored.sha256}
-        self.driver.audit.record_admin(peer, "rollback", job_id, moved)
+            _, restored = self.store.rollback_job(job_id, f"rolled back by {peer.name}")
+            self.rollouts.sync(job_id, self.clock())  # a new manifest names the restored one
         return models.version_view(self.store, restored)
 
     def diff_models(self, peer: Identity, a: str, b: str) -> m.ModelDiff:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fedge.coordinator.canary import CanaryPolicy
+
 __all__ = ["CoordinatorSettings"]
 
 
@@ -19,3 +21,6 @@ class CoordinatorSettings:
     # release gate: a committed version becomes production only if its accuracy is at most this
     # much below production's; otherwise it stays a candidate (None: never promote automatically)
     release_margin: float | None = 0.0
+    # staged rollout: a new production version goes to a share of gateways first and widens
+    # only if their devices' health reports hold (None: every gateway at once)
+    canary: CanaryPolicy | None = None

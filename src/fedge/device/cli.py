@@ -118,6 +118,7 @@ def _start_serving(
     from fedge.device.follower import ProductionFollower
     from fedge.device.predictor import HealthCheck, Predictor
     from fedge.device.serving import start_endpoint
+    from fedge.transport.manifests import ManifestGuard
 
     s = cfg.serving
     x, y = store.examples()
@@ -128,7 +129,14 @@ def _start_serving(
         min_accuracy=s.min_accuracy,
     )
     predictor = Predictor(s.task or cfg.data.task, health)
-    follower = ProductionFollower(client, predictor, s.job, release_key)
+    follower = ProductionFollower(
+        client,
+        predictor,
+        s.job,
+        release_key,
+        guard=ManifestGuard(cfg.state_dir / "manifests.json"),  # no downgrade across restarts
+        health_sink=client.report_health,  # canary versions' health checks go to the gateway
+    )
     endpoint = start_endpoint(predictor, s.host, s.port)
     threading.Thread(target=follower.run, args=(stop, s.poll_s), daemon=True).start()
     click.echo(f"prediction endpoint {endpoint.url} (job {s.job}, production version)")

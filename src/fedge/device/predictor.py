@@ -137,7 +137,8 @@ class Predictor:
             self.refused.append((version, str(exc)))
             raise HealthCheckError(
                 f"model version {version} does not load into task {self.task.name}: {exc};"
-                " keeping the version being served"
+                " keeping the version being served",
+                check="load",
             ) from exc
         with self._lock:
             self._good = [m for m in self._good if m.version != version]
@@ -198,12 +199,14 @@ class Predictor:
         if out.shape != (len(smoke), k):
             raise HealthCheckError(
                 f"model version {version}: smoke prediction has shape {out.shape}, expected"
-                f" {(len(smoke), k)}; keeping the version being served"
+                f" {(len(smoke), k)}; keeping the version being served",
+                check="smoke",
             )
         if not np.all(np.isfinite(out)):
             raise HealthCheckError(
                 f"model version {version}: smoke prediction is not finite (NaN/Inf);"
-                " keeping the version being served"
+                " keeping the version being served",
+                check="smoke",
             )
         accuracy = None
         if h.holdout_x is not None and h.holdout_y is not None and len(h.holdout_y) > 0:
@@ -212,6 +215,7 @@ class Predictor:
             if h.min_accuracy is not None and accuracy < h.min_accuracy:
                 raise HealthCheckError(
                     f"model version {version}: holdout accuracy {accuracy:.4f} is below the floor"
-                    f" {h.min_accuracy:.4f}; keeping the version being served"
+                    f" {h.min_accuracy:.4f}; keeping the version being served",
+                    check="accuracy",
                 )
         return ServedModel(version, run, self._clock(), accuracy)

@@ -56,6 +56,7 @@ def gateway_command(config_path: str) -> None:
     from fedge.telemetry.traffic import TrafficMetricsMiddleware
     from fedge.transport.api import build_app
     from fedge.transport.client import FedgeClient
+    from fedge.transport.manifests import ManifestGuard
     from fedge.transport.ops import start_ops
     from fedge.transport.server import ServerTls, run_server
 
@@ -86,6 +87,8 @@ def gateway_command(config_path: str) -> None:
         device_retry_s=cfg.device_retry_s,
     )
     service.production_source = client.production  # devices' prediction endpoints follow it
+    service.health_sink = client.report_health  # canary devices' health reports go upstream
+    service.manifests = ManifestGuard(cfg.state_dir / "manifests.json")  # survives restarts
     relay = SecureRelay(service, client)
     uplink = Uplink(
         service,

@@ -21,17 +21,26 @@ from dataclasses import dataclass
 
 from fedge.core.params import ParamSpec
 from fedge.core.serde import decode_params
-from fedge.errors import AuthorizationError, ProtocolError, UnknownNameError, ValidationError
+from fedge.errors import (
+    AuthorizationError,
+    ProtocolError,
+    SignatureError,
+    UnavailableError,
+    UnknownNameError,
+    ValidationError,
+)
 from fedge.gateway.cache import ModelCache
 from fedge.gateway.cohort import Cohort, decode_update, encode_partial
 from fedge.gateway.rounds import RoundBook, RoundKey, RoundState
 from fedge.identity import Identity, Role, authorize
 from fedge.storage.outbox import Outbox
 from fedge.telemetry.metrics import record_dropouts, record_update_norm
+from fedge.transport.manifests import ManifestGuard, read_manifest
 from fedge.transport.messages import (
     CheckInRequest,
     GatewayAssignments,
     GatewayCheckIn,
+    HealthReport,
     ModelRelease,
     Receipt,
     RoundAssignment,
@@ -93,6 +102,10 @@ class GatewayService:
         self._registered: set[str] = set()
         # where the job's production version is looked up (the coordinator); None: not served
         self.production_source: Callable[[str], ModelRelease] | None = None
+        # where devices' health reports on canary versions go (the coordinator); None: nowhere
+        self.health_sink: Callable[[str, HealthReport], Receipt] | None = None
+        # the newest release manifest accepted per job: older ones are refused (downgrades)
+        self.manifests = ManifestGuard()
 
     # -- DeviceService ----------------------------------------------------------------------
     def _admit(self, peer: Identity) -> str:
@@ -146,13 +159,45 @@ class GatewayService:
         return self.cache.get(sha256)
 
     def production(self, peer: Identity, job_id: str) -> ModelRelease:
-        """The job's production version, asked of the coordinator; the model is cached first."""
+        """The job's release manifest, asked of the coordinator; the model is cached first.
+
+        The manifest must verify (given the release key) and be no older than the one accepted
+        before; otherwise -- and while the coordinator is unreachable -- the accepted one is
+        served, and the refusal logged.
+        """
         authorize(peer, roles={Role.DEVICE, Role.GATEWAY}, site=self.site)
         if self.production_source is None:
             raise UnknownNameError(f"gateway {self.gateway_id!r} does not serve production models")
-        pointer = self.production_source(job_id)
-        self.cache.get(pointer.sha256)  # fetched (and verified) once for the site
+        held = self.manifests.accepted(job_id)
+        try:
+            pointer = self.production_source(job_id)
+            manifest = read_manifest(pointer, self.cache.release_key)
+            fresh = self.manifests.check(manifest)
+            if fresh:
+                self.cache.get(pointer.sha256)  # fetched (and verified) once for the site
+        except (SignatureError, ValidationError, UnavailableError) as exc:
+            if held is None:
+                raise
+            log.error("kept release manifest %d for %s: %s", held.sequence, job_id, exc)
+            return held.release
+        if fresh:
+            self.manifests.accept(manifest)
         return pointer
+
+    def report_health(self, peer: Identity, job_id: str, report: HealthReport) -> Receipt:
+        """Forward a device's health report on the version this gateway serves it."""
+        device = self._admit(peer)
+        if report.device_id not in (None, device):
+            raise AuthorizationError(f"device {device!r} may not report for {report.device_id!r}")
+        held = self.manifests.accepted(job_id)
+        if held is None or (held.sha256, held.sequence) != (report.sha256, report.sequence):
+            raise ProtocolError(
+                f"this gateway does not serve model {report.sha256[:12]} under manifest"
+                f" {report.sequence} for job {job_id!r}; the report is stale"
+            )
+        if self.health_sink is None:
+            raise UnknownNameError(f"gateway {self.gateway_id!r} forwards no health reports")
+        return self.health_sink(job_id, report.model_copy(update={"device_id": device}))
 
     def release(self, peer: Identity, sha256: str) -> ModelRelease:
         """The release signature of a model version served from the site cache."""

@@ -30,6 +30,7 @@ from fedge.transport.messages import (
     GatewayAssignments,
     GatewayCheckIn,
     Health,
+    HealthReport,
     JobSpec,
     JobView,
     ModelDiff,
@@ -166,6 +167,14 @@ def build_app(
             if service is None:
                 raise AuthorizationError(f"a {peer.role} may not fetch models from this server")
             return service.production(peer, job_id)
+
+        @app.post("/v1/jobs/{job_id}/health", tags=["device", "gateway"], responses=_JSON_ERRORS)
+        def report_health(job_id: JobId, report: HealthReport, peer: ModelPeer) -> Receipt:
+            """A device's health check of a canary version (a gateway forwards its devices')."""
+            service = uplink if peer.role is Role.GATEWAY else device
+            if service is None:
+                raise AuthorizationError(f"a {peer.role} may not report health to this server")
+            return service.report_health(peer, job_id, report)
 
     if device is not None:
         _device_routes(app, device)

@@ -43,6 +43,7 @@ from fedge.transport.messages import (
     GatewayAssignments,
     GatewayCheckIn,
     Health,
+    HealthReport,
     JobSpec,
     JobView,
     ModelDiff,
@@ -201,6 +202,10 @@ class FedgeClient:
     def production(self, job_id: str) -> ModelRelease:
         """``GET /v1/jobs/{job}/production``: the production version (404: none yet)."""
         return self._model(ModelRelease, self._json("GET", f"/v1/jobs/{job_id}/production"))
+
+    def report_health(self, job_id: str, report: HealthReport) -> Receipt:
+        """``POST /v1/jobs/{job}/health``: a health check of a canary version."""
+        return self._model(Receipt, self._json("POST", f"/v1/jobs/{job_id}/health", report))
 
     # -- device ----------------------------------------------------------------------------
     def checkin(self, request: CheckInRequest) -> TaskAssignment | Wait:

@@ -12,7 +12,8 @@ Endpoints (all under ``/v1``; devices cannot tell a gateway from a coordinator):
 ``POST /v1/checkin``                       device       CheckInRequest → CheckInResponse
 ``GET  /v1/models/{sha256}``              device, gw   model payload (``application/octet-stream``)
 ``GET  /v1/models/{sha256}/release``      device, gw   → ModelRelease (signed metadata; 404 unsigned)
-``GET  /v1/jobs/{job}/production``        device, gw   → ModelRelease of the production version
+``GET  /v1/jobs/{job}/production``        device, gw   → ModelRelease: the signed release manifest
+``POST /v1/jobs/{job}/health``            device, gw   HealthReport → Receipt (canary rollouts)
 ``POST /v1/jobs/{job}/rounds/{r}/updates``  device       update payload → Receipt
 ``POST /v1/gateway/checkin``              gateway      GatewayCheckIn → GatewayAssignments
 ``POST /v1/jobs/{job}/rounds/{r}/partials`` gateway      partial-sum payload → Receipt
@@ -69,6 +70,7 @@ __all__ = [
     "GatewayAssignments",
     "GatewayCheckIn",
     "Health",
+    "HealthReport",
     "JobSpec",
     "JobView",
     "KeyBinding",
@@ -77,6 +79,7 @@ __all__ = [
     "ModelVersionView",
     "PrivacyPlan",
     "Receipt",
+    "RolloutView",
     "RoundAssignment",
     "RoundView",
     "SecAggInbox",
@@ -163,11 +166,6 @@ class PrivacyPlan(_Msg):
     clip_norm: float | None = Field(None, gt=0)
     local_noise_multiplier: float | None = Field(None, ge=0)
     epsilon_cost: float = Field(0.0, ge=0)  # ε this round adds to the device's ledger
-    # distributed DP (optional: older peers omit them): the integer grid step γ, each device's
-    # discrete Gaussian σ in grid steps, and the L2 bound Δ₂ its rounded update must stay within
-    granularity: float | None = Field(None, gt=0)
-    noise_stddev: float | None = Field(None, ge=0)
-    rounding_bound: float | None = Field(None, gt=0)
 
 
 class SecAggPlan(_Msg):
@@ -258,6 +256,23 @@ class ModelRelease(_Msg):
     sha256: Sha256
     metadata: dict[str, str] = Field(max_length=32)  # job, round, task, version, parent
     signature: str = Field(max_length=128)  # base64 of the 64-byte signature
+
+
+class HealthReport(_Msg):
+    """A device's health check of a version a release manifest told it to serve (canary).
+
+    Devices send it to their gateway, which fills in ``device_id`` (the certificate's subject)
+    and forwards it to the coordinator. ``check``: "passed", or the check that failed --
+    "release" (signature or hash), "load", "smoke" (prediction shape or finiteness) or
+    "accuracy" (below the holdout floor).
+    """
+
+    sha256: Sha256
+    sequence: int = Field(ge=1)  # the manifest that named the version
+    check: Literal["passed", "release", "load", "smoke", "accuracy"]
+    holdout_accuracy: float | None = Field(None, ge=0, le=1)
+    reason: str = Field("", max_length=500)
+    device_id: Name | None = None  # set by the gateway that forwards it
 
 
 class Receipt(_Msg):
@@ -358,7 +373,6 @@ class JobView(_Msg):
     state: Literal["running", "paused", "completed", "failed"]
     current_round: int
     rounds: list[RoundView] = Field(default_factory=list)
-    delta: float | None = None  # δ of the rounds' ε (None without differential privacy)
 
 
 class DeviceView(_Msg):
@@ -368,6 +382,22 @@ class DeviceView(_Msg):
     last_seen: float | None
     revoked: bool
     rounds_participated: int
+
+
+class RolloutView(_Msg):
+    """A version's staged rollout: on the canary gateways first, then widened or halted."""
+
+    stage: Literal["canary", "widened", "halted", "superseded"]
+    canary_gateways: list[str] = Field(default_factory=list)
+    healthy: int = 0  # devices whose health report passed
+    failed: int = 0  # devices whose health report failed
+    min_healthy: int = 0  # healthy reports needed to widen
+    max_failures: int = 0  # more failed reports than this halt the rollout
+    hold_until: float | None = None  # no widening by then: halted
+    sequence: int = 0  # the release manifest that put it on the canaries
+    reason: str = ""
+    started_at: float
+    ended_at: float | None = None
 
 
 class ModelVersionView(_Msg):
@@ -385,6 +415,7 @@ class ModelVersionView(_Msg):
     signed: bool = False
     task_name: str = ""
     created_at: float
+    rollout: RolloutView | None = None  # its staged rollout, if it had one
 
 
 class ModelDiff(_Msg):

@@ -26,7 +26,13 @@ from fedge.identity.signing import (
 )
 from fedge.transport.messages import ModelRelease
 
-__all__ = ["check_release", "make_release", "release_metadata", "version_id"]
+__all__ = [
+    "check_release",
+    "make_release",
+    "release_metadata",
+    "verify_signature",
+    "version_id",
+]
 
 
 def version_id(job_id: str, round_number: int | None) -> str:
@@ -71,8 +77,20 @@ def check_release(
             f"model {sha256} was altered in transit or storage (it hashes to {digest});"
             " refusing to use it"
         )
+    verify_signature(key, release)
+
+
+def verify_signature(key: ReleaseVerifyKey, release: ModelRelease) -> None:
+    """Raise :class:`SignatureError` unless ``release.signature`` covers its sha256 and metadata.
+
+    It does not look at the content (see :func:`check_release` for that).
+    """
+    if not release.signature:
+        raise SignatureError(f"model {release.sha256} is unsigned (no release); refusing it")
     try:
         signature = base64.b64decode(release.signature, validate=True)
     except (binascii.Error, ValueError):
-        raise SignatureError(f"the release signature of model {sha256} is not base64") from None
-    verify_release_digest(key, digest, release.metadata, signature)
+        raise SignatureError(
+            f"the release signature of model {release.sha256} is not base64"
+        ) from None
+    verify_release_digest(key, release.sha256, release.metadata, signature)

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         DeviceView,
         GatewayAssignments,
         GatewayCheckIn,
+        HealthReport,
         JobSpec,
         JobView,
         ModelDiff,
@@ -68,6 +69,10 @@ class DeviceService(Protocol):
         """The job's production version (UnknownNameError when it has none)."""
         ...
 
+    def report_health(self, peer: Identity, job_id: str, report: HealthReport) -> Receipt:
+        """A device's health check of the version a canary manifest told it to serve."""
+        ...
+
     def submit_update(
         self, peer: Identity, job_id: str, round_number: int, payload: bytes
     ) -> Receipt:
@@ -92,6 +97,10 @@ class UplinkService(Protocol):
 
     def production(self, peer: Identity, job_id: str) -> ModelRelease:
         """The job's production version (UnknownNameError when it has none)."""
+        ...
+
+    def report_health(self, peer: Identity, job_id: str, report: HealthReport) -> Receipt:
+        """A canary device's health report, forwarded by its gateway (``device_id`` set)."""
         ...
 
     def submit_partial(
