@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,8 @@ def test_demo_runs_a_networked_job_and_cleans_up(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "job completed: 2 rounds committed" in proc.stderr
     assert "secure aggregation (SecAgg+) on" in proc.stderr  # the default; --no-secagg: off
+    assert "(distributed DP)" in proc.stderr  # DP is on by default too; --no-dp: off
+    assert re.search(r"\(ε,\s+δ\)\s+=\s+\([\d.e+]+,\s+1e-05\)", proc.stderr)  # the summary's ε
     coordinator = (workdir / "logs" / "coordinator.log").read_text()
     assert coordinator.count("secure phase unmask closed") == 2
     assert "answered by model version demo/r" in proc.stderr  # a device's local endpoint

@@ -13,10 +13,49 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["USECASE_TASKS", "demo_command"]
+__all__ = [
+    "DEMO_CLIP_NORM",
+    "DEMO_NOISE_MULTIPLIER",
+    "USECASE_TASKS",
+    "demo_command",
+    "demo_privacy",
+]
 
 # `fedge demo --usecase NAME` → the task whose devices are real machines / patients / cars
 USECASE_TASKS = {"maintenance": "maintenance", "healthcare": "wearables", "mobility": "mobility"}
+
+
+# DP of the demo. A fleet of 8 cannot buy a small ε at a noise level that still learns (every
+# round may select all of it: no amplification by sampling), so the demo shows the mechanism at
+# such a level and prints the ε it costs; each device's ledger (limit 100) must cover 5 rounds.
+DEMO_CLIP_NORM = 1.0
+DEMO_NOISE_MULTIPLIER = 0.5
+DEMO_DELTA = 1e-5
+
+
+def demo_privacy(*, dp: bool, secagg: bool, noise_multiplier: float) -> dict[str, Any]:
+    """The demo job's ``privacy`` table: distributed DP under secure aggregation, else central."""
+    if not dp:
+        return {}
+    mode = "distributed" if secagg else "central"
+    return {
+        "mode": mode,
+        "clip_norm": DEMO_CLIP_NORM,
+        "noise_multiplier": noise_multiplier,
+        "delta": DEMO_DELTA,
+    }
+
+
+def _privacy_line(privacy: dict[str, Any], secagg: bool, delta: float | None) -> str:
+    how = (
+        "each device adds its share of discrete Gaussian noise before masking (distributed DP)"
+        if secagg
+        else "the coordinator adds Gaussian noise to the sum (central DP)"
+    )
+    return (
+        f"privacy      clip {privacy['clip_norm']:g}, noise multiplier "
+        f"{privacy['noise_multiplier']:g}: {how}; ε per round at δ = {delta or 0:.3g}"
+    )
 
 
 def _round_table(view: Any) -> Table:
@@ -139,14 +178,18 @@ def run_networked_demo(
     task: str,
     keep: bool,
     workdir: str | None,
-    dp: bool = False,
+    dp: bool = True,
     usecase: str | None = None,
     secagg: bool = True,
+    noise_multiplier: float = DEMO_NOISE_MULTIPLIER,
 ) -> None:
     """Start the federation, run one job to the end, report, and shut everything down.
 
     With ``secagg`` (the default) every round's sum is computed with SecAgg+ across the tiers:
     gateways see only masked vectors, the coordinator only the sum over the surviving devices.
+    With ``dp`` (the default) too, that sum is differentially private: each device adds its
+    share of discrete Gaussian noise before masking (distributed DP); without ``secagg`` the
+    coordinator adds Gaussian noise to the plain sum (central DP).
     """
     from fedge.demo.federation import FederationPlan, LocalFederation
     from fedge.transport.messages import JobSpec, TrainingPlan
@@ -164,10 +207,10 @@ def run_networked_demo(
         partitioner="natural" if usecase else "iid",
     )
     fleet = plan.num_devices
-    if secagg and (dp or fleet < 3):
-        why = "with --dp (not combined over the network yet)" if dp else "below 3 devices"
-        console.print(f"secure aggregation off {why}")
+    if secagg and fleet < 3:
+        console.print("secure aggregation off below 3 devices")
         secagg = False
+    privacy = demo_privacy(dp=dp, secagg=secagg, noise_multiplier=noise_multiplier)
     spec = JobSpec(
         name="demo",
         task=task,
@@ -182,11 +225,15 @@ def run_networked_demo(
         plan=TrainingPlan(epochs=5, batch_size=16, lr=0.1, class_weighting="balanced")
         if usecase
         else TrainingPlan(epochs=1, batch_size=10, lr=0.1),
-        # central DP (DP-FedAvg): devices clip to C, the coordinator adds N(0, (zC)²) to the sum
-        privacy={"mode": "central", "clip_norm": 1.0, "noise_multiplier": 1.0} if dp else {},
-        # SecAgg+: updates clipped to [-1, 1] per coordinate, weights (examples / 10⁵) summed
-        # inside the secure sum; each protocol phase waits at most 10 s for stragglers
-        secure_aggregation={"max_examples": 100_000, "phase_timeout_s": 10.0} if secagg else None,
+        privacy=privacy,
+        # SecAgg+: each protocol phase waits at most 10 s for stragglers. Without DP updates are
+        # clipped to [-1, 1] per coordinate and weights (examples / 10⁵) summed inside the secure
+        # sum; with DP the range and levels follow from the noise plan and every device weighs 1
+        secure_aggregation=(
+            {"phase_timeout_s": 10.0, **({} if dp else {"max_examples": 100_000})}
+            if secagg
+            else None
+        ),
         seed=0,
     )
     try:
@@ -214,6 +261,8 @@ def run_networked_demo(
                 f"round (×{spec.over_selection} over-selected), commit with ≥ {spec.min_devices}"
                 + (", secure aggregation (SecAgg+) on" if secagg else "")
             )
+            if dp:
+                console.print(_privacy_line(privacy, secagg, job.delta), soft_wrap=True)
             shown: set[int] = set()
 
             def show(view: Any) -> None:
@@ -238,6 +287,11 @@ def run_networked_demo(
                 + (
                     f", final accuracy {last.accuracy:.4f}"
                     if last and last.accuracy is not None
+                    else ""
+                )
+                + (
+                    f", (ε, δ) = ({last.epsilon:.3g}, {final.delta:.3g})"
+                    if last and last.epsilon is not None and final.delta is not None
                     else ""
                 )
                 + f" · {time.perf_counter() - started:.0f} s in all"
@@ -283,10 +337,19 @@ def run_networked_demo(
 @click.option("--keep", is_flag=True, help="Keep the federation running until Ctrl-C.")
 @click.option("--workdir", type=click.Path(file_okay=False), help="Keep PKI, state and logs here.")
 @click.option(
-    "--dp",
-    is_flag=True,
-    help="Central differential privacy: clip 1.0, noise multiplier 1.0; ε shown per round "
-    "(a fleet of 8 gives little privacy for much noise: see benchmarks/bench_privacy.py).",
+    "--dp/--no-dp",
+    default=True,
+    show_default=True,
+    help="Differential privacy, ε shown per round: with secure aggregation each device adds its "
+    "share of the noise before masking (distributed DP), with --no-secagg the coordinator adds "
+    "it (central DP). A fleet of 8 buys little privacy: see the README.",
+)
+@click.option(
+    "--noise-multiplier",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=DEMO_NOISE_MULTIPLIER,
+    show_default=True,
+    help="With --dp: noise std on the sum, in units of the clip norm.",
 )
 @click.option(
     "--usecase",
@@ -317,6 +380,7 @@ def demo_command(
     keep: bool,
     workdir: str | None,
     dp: bool,
+    noise_multiplier: float,
     usecase: str | None,
     secagg: bool,
     simulated: bool,
@@ -326,9 +390,10 @@ def demo_command(
 
     Creates a throwaway PKI, starts a coordinator, one edge gateway per site and the devices as
     separate processes talking mutual TLS on loopback, runs a FedAvg job with secure aggregation
-    (--no-secagg: plain sums), shows each round as it commits, prints a summary and stops every
-    process. By default the job is predictive maintenance (5 fault classes; the summary shows
-    each fault's recall on machines no device trained on); --task trains another task. With
+    (--no-secagg: plain sums) and distributed differential privacy (--no-dp: none), shows each
+    round as it commits with its ε, prints a summary and stops every process. By default the
+    job is predictive maintenance (5 fault classes; the summary shows each fault's recall on
+    machines no device trained on); --task trains another task. With
     --simulated it runs the simulator on the MNIST example instead (100 virtual devices,
     20 rounds).
     """
@@ -352,4 +417,5 @@ def demo_command(
         dp=dp,
         usecase=usecase,
         secagg=secagg,
+        noise_multiplier=noise_multiplier,
     )
