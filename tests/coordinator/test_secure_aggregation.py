@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,6 +148,11 @@ class World:
     uplinks: dict[str, ToCoordinator]
     fleet: Fleet
 
+    def close(self) -> None:
+        self.svc.store.close()
+        for g in self.gateways.values():
+            g.outbox.close()
+
 
 def build_world(tmp: Path, fleet: Fleet) -> World:
     settings = CoordinatorSettings(poll_interval_s=0.2, max_consecutive_abandoned=5)
@@ -239,13 +244,25 @@ def sessions(monkeypatch: pytest.MonkeyPatch) -> list[DeviceSession]:
 
 
 def run_round(
-    world: World, tasks: dict[str, m.TaskAssignment], drop_on: dict[str, str], seed: int = 1
+    world: World,
+    tasks: dict[str, m.TaskAssignment],
+    drop_on: dict[str, str],
+    seed: int = 1,
+    vector: Callable[[Params, int, m.TaskAssignment], np.ndarray] | None = None,
+    scale: float = 1.0,
 ) -> tuple[dict[str, tuple[str, str] | BaseException], dict[str, tuple[Params, int]]]:
-    """Devices run the protocol in threads while the coordinator ticks and relays flush."""
+    """Devices run the protocol in threads while the coordinator ticks and relays flush.
+
+    ``vector`` makes a device's secure vector (default: :func:`secure_vector`); every random
+    delta is multiplied by ``scale``.
+    """
     rt = world.svc.driver.jobs["secure"]
     spec = rt.param_spec
     number = world.svc.driver.live["secure"].number
-    updates = {d: (random_delta(spec, seed + i), 20 + 10 * i) for i, d in enumerate(sorted(tasks))}
+    updates = {
+        d: ({n: scale * a for n, a in random_delta(spec, seed + i).items()}, 20 + 10 * i)
+        for i, d in enumerate(sorted(tasks))
+    }
     outcomes: dict[str, tuple[str, str] | BaseException] = {}
     stop = threading.Event()
 
@@ -256,10 +273,12 @@ def run_round(
         assert task.secagg is not None
         link = ToGateway(world.relays[site], world.fleet.identity(name), drop_on.get(name))
         try:
-            outcomes[name] = run_secure_round(
-                link, task, name, secure_vector(delta, examples, task.secagg),
-                world.fleet.credentials(name),
-            )  # fmt: skip
+            vec = (
+                secure_vector(delta, examples, task.secagg)
+                if vector is None
+                else vector(delta, examples, task)
+            )
+            outcomes[name] = run_secure_round(link, task, name, vec, world.fleet.credentials(name))
         except BaseException as exc:
             outcomes[name] = exc
 
@@ -310,9 +329,7 @@ def fedavg(base: Params, updates: dict[str, tuple[Params, int]], who: list[str])
 def world(tmp_path: Path, fleet: Fleet) -> Iterator[World]:
     w = build_world(tmp_path, fleet)
     yield w
-    w.svc.store.close()
-    for g in w.gateways.values():
-        g.outbox.close()
+    w.close()
 
 
 def test_secure_round_commits_the_fedavg_of_all_devices(
@@ -461,7 +478,7 @@ def test_secure_jobs_need_the_coordinator_pki(tmp_path: Path) -> None:
     from fedge.coordinator.jobs import validate_spec
 
     dp = {"mode": "central", "noise_multiplier": 1.0, "clip_norm": 1.0}
-    with pytest.raises(ValidationError, match="differential privacy"):
-        validate_spec(job_spec(privacy=dp))
+    with pytest.raises(ValidationError, match="use privacy.mode = 'distributed'"):
+        validate_spec(job_spec(privacy=dp))  # central DP would show the coordinator the sum
     with pytest.raises(ValidationError, match="at least 3 devices"):
         validate_spec(job_spec(devices_per_round=2, min_devices=1))

@@ -61,6 +61,11 @@ def total(metrics: Metrics, name: str, **labels: str) -> float:
         ("/v1/admin/models/" + "a" * 64 + "/payload", "admin"),
         ("/v1/gateway/checkin", "gateway_checkin"),
         ("/v1/jobs/j/production", "production"),
+        ("/v1/jobs/updates/production", "production"),  # a job may be named like a route
+        ("/v1/jobs/j/health", "health_reports"),
+        ("/v1/health", "health"),
+        ("/v1/gateway/devices", "gateway_devices"),
+        ("/v1/jobs/j/rounds/2/secagg/join", "secagg"),
         ("/nowhere", "other"),
     ],
 )

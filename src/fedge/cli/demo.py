@@ -243,6 +243,9 @@ def run_networked_demo(
             with console.status("starting the coordinator…"):
                 url = fed.start_coordinator()
             console.print(f"coordinator  {url}")
+            console.print(  # the browser warns once: the throwaway fleet CA signed its certificate
+                f"dashboard    {fed.dashboard_url()}", highlight=False, soft_wrap=True
+            )
             for site in plan.sites:
                 with console.status(f"starting the gateway of {site}…"):
                     console.print(f"gateway      {fed.start_gateway(site)}  ({site})")
@@ -305,6 +308,9 @@ def run_networked_demo(
                     f"[bold]--keep[/]: the federation stays up (coordinator {url}); "
                     "Ctrl-C stops every process"
                 )
+                console.print(
+                    f"dashboard    {fed.dashboard_url()}", highlight=False, soft_wrap=True
+                )
                 for line in fed.metrics_lines():
                     console.print(line, highlight=False, soft_wrap=True)
                 try:
@@ -334,7 +340,9 @@ def run_networked_demo(
     help="Train this task instead of a use case (e.g. mnist_2nn; see `fedge tasks`); "
     "its training set is split IID over the devices.",
 )
-@click.option("--keep", is_flag=True, help="Keep the federation running until Ctrl-C.")
+@click.option(
+    "--keep", is_flag=True, help="Keep the federation (and its dashboard) running until Ctrl-C."
+)
 @click.option("--workdir", type=click.Path(file_okay=False), help="Keep PKI, state and logs here.")
 @click.option(
     "--dp/--no-dp",

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from fedge.coordinator.driver import RoundDriver
     from fedge.coordinator.store import Store
 
-__all__ = ["create_job", "device_views", "job_view", "set_job_state"]
+__all__ = ["create_job", "device_views", "job_delta", "job_view", "set_job_state"]
 
 
 def job_view(store: Store, job_id: str) -> m.JobView:
@@ -36,13 +36,27 @@ def job_view(store: Store, job_id: str) -> m.JobView:
         )
         for r in store.list_rounds(job_id)
     ]
+    spec = m.JobSpec.model_validate(job.spec)
     return m.JobView(
         id=job.id,
-        spec=m.JobSpec.model_validate(job.spec),
+        spec=spec,
         state=cast(Any, job.state),
         current_round=rounds[-1].round if rounds else 0,
         rounds=rounds,
+        delta=job_delta(spec, job.fleet_size),
     )
+
+
+def job_delta(spec: m.JobSpec, fleet_size: int) -> float | None:
+    """δ of the job's (ε, δ) guarantee: the [privacy] table's, else 1/N^1.1 (None without DP)."""
+    from fedge.privacy import default_delta, load_privacy_config
+
+    privacy = load_privacy_config(spec.privacy)
+    if privacy.mode == "none":
+        return None
+    if privacy.delta is not None:
+        return privacy.delta
+    return default_delta(max(fleet_size, spec.devices_per_round))  # the N the accountant uses
 
 
 def create_job(driver: RoundDriver, spec: m.JobSpec, now: float) -> m.JobView:

@@ -92,7 +92,9 @@ class Ticker:
 
 def ops_routers(service: CoordinatorService) -> list[APIRouter]:
     """The routers the coordinator's ops listener serves besides /healthz and /login."""
-    return []
+    from fedge.dashboard import dashboard_router
+
+    return [dashboard_router(service)]
 
 
 def start_coordinator_ops(

@@ -29,13 +29,14 @@ import numpy as np
 
 from fedge.aggregation import Aggregate, WeightedMeanAccumulator
 from fedge.coordinator.artifacts import ArtifactStore
+from fedge.coordinator.audit import AuditLog
 from fedge.coordinator.jobs import JobRuntime, encode_opt_state
 from fedge.coordinator.registry import ReleaseGate
 from fedge.coordinator.releases import sign_version
 from fedge.coordinator.rounds import Round, RoundState
 from fedge.coordinator.roundstats import RoundStats
 from fedge.coordinator.schema import CheckpointRow, ModelVersionRow
-from fedge.coordinator.secure import SecAggAuthority, SecureRound, SecureSettings
+from fedge.coordinator.secure import SecAggAuthority, SecureRound
 from fedge.coordinator.selection import DIRECT, matches_selector, plan_quotas
 from fedge.coordinator.settings import CoordinatorSettings
 from fedge.coordinator.store import Store
@@ -95,6 +96,7 @@ class RoundDriver:
         # called with the job id after the release gate promoted a version (its rollout starts)
         self.on_promoted: Callable[[str], None] | None = None
         self.stats = RoundStats(store.engine)  # traffic and secure-sum outcomes, per round
+        self.audit = AuditLog(store.engine, clock)  # who took part, releases, admin actions
 
     def runtime(self, job_id: str) -> JobRuntime:
         """The live job ``job_id``; UnknownNameError when it is not running or paused."""
@@ -261,7 +263,7 @@ class RoundDriver:
             live.secure = SecureRound(
                 rt.id,
                 live.number,
-                SecureSettings.parse(rt.spec.secure_aggregation),
+                rt.secure_settings(),
                 rt.param_spec.size,
                 self.secagg,
                 expected=sum(quotas.values()),
@@ -390,6 +392,8 @@ class RoundDriver:
             ended_at=now,
         )
         rt.state, rt.model_sha256, rt.consecutive_abandoned = state, sha, 0
+        self.audit.record_round(rt.id, live.number, "committed", model_sha256=sha)
+        self.audit.record_release(version, signed=self.release_key is not None)
         self._gate(rt.id, sha, metrics)
         del self.live[rt.id]
         log.info(
@@ -413,6 +417,9 @@ class RoundDriver:
         try:
             if decision.promote:
                 self.store.promote_version(sha, f"release gate: {decision.reason}")
+                self.audit.record(
+                    "promotion", "release-gate", sha, {"job": job_id, "reason": decision.reason}
+                )
                 if self.on_promoted is not None:
                     self.on_promoted(job_id)
             else:
@@ -437,4 +444,5 @@ class RoundDriver:
         )
         rt.consecutive_abandoned += 1
         del self.live[rt.id]
+        self.audit.record_round(rt.id, live.number, "abandoned", model_sha256=None, reason=reason)
         log.warning("job %s round %d abandoned: %s", rt.id, live.number, reason)

@@ -10,10 +10,16 @@ needs and back into artifacts:
 - ``mean_delta`` turns a round's summed partials into the mean delta the server optimizer takes:
   example-weighted without DP; with central DP the sum of clipped, unweighted updates plus
   N(0, (z·C)²) over the planned K devices (DP-FedAvg, McMahan et al. 2018, arXiv:1710.06963);
-  with local DP the plain mean of the devices' already-noised updates.
+  with local DP the plain mean of the devices' already-noised updates; with distributed DP the
+  securely summed integer shares, which already carry the noise, × γ / K
+  (:mod:`fedge.coordinator.distributed`).
 
-Privacy modes "distributed" (needs secure aggregation) and adaptive clipping (needs the clipped
-count from the devices) are refused at job creation for now.
+Distributed DP needs secure aggregation, and secure aggregation over the network is combined with
+distributed DP only (central DP would show the coordinator the un-noised sum). Adaptive clipping
+(needs the clipped count from the devices) is refused at job creation for now.
+
+The accountant samples the most devices a round can hand tasks to (K × over-selection, at most
+the fleet), not K: over-selected devices' updates reach the sum too.
 """
 
 from __future__ import annotations
@@ -24,9 +30,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fedge.aggregation import ServerState, Strategy, WeightedMeanAccumulator, make_strategy
+from fedge.coordinator.secure import SecureSettings
 from fedge.core.params import Params, ParamSpec
 from fedge.core.serde import decode_arrays, decode_params, encode_arrays, encode_params
-from fedge.errors import AggregationError, ConfigError, ValidationError
+from fedge.errors import AggregationError, ConfigError, PrivacyError, ValidationError
 from fedge.privacy import (
     PrivacyConfig,
     PrivacyPlan,
@@ -54,19 +61,22 @@ def validate_spec(spec: m.JobSpec) -> tuple[Task, Strategy, PrivacyConfig]:
         privacy = load_privacy_config(spec.privacy)
     except ConfigError as exc:
         raise ValidationError(f"job {spec.name!r}: {exc}") from None
-    if privacy.mode == "distributed":
+    if privacy.mode == "distributed" and spec.secure_aggregation is None:
         raise ValidationError(
-            f"job {spec.name!r}: privacy.mode = 'distributed' is not served by the coordinator "
-            "yet; use privacy.mode = 'central' or 'local'"
+            f"job {spec.name!r}: privacy.mode = 'distributed' adds each device's share of the "
+            "noise under secure aggregation: add a secure_aggregation table (it may be "
+            "empty) or use privacy.mode = 'central'"
         )
     if spec.secure_aggregation is not None:
         from fedge.coordinator.secure import check_secagg_settings
 
-        check_secagg_settings(spec.secure_aggregation)
-        if privacy.mode != "none":
+        if privacy.mode == "none":
+            check_secagg_settings(spec.secure_aggregation)
+        elif privacy.mode != "distributed":
             raise ValidationError(
-                f"job {spec.name!r}: secure aggregation together with differential privacy is "
-                "not served over the network yet; drop [privacy] or secure_aggregation"
+                f"job {spec.name!r}: with secure aggregation use privacy.mode = 'distributed' "
+                f"(each device adds its share of the noise before masking), not "
+                f"{privacy.mode!r}"
             )
         if spec.devices_per_round < 3:
             raise ValidationError(
@@ -123,14 +133,23 @@ class JobRuntime:
 
     def __post_init__(self) -> None:
         if self.privacy.mode != "none":
-            self.privacy_plan = plan_privacy(
-                self.privacy,
-                rounds=self.spec.rounds,
-                devices_per_round=self.spec.devices_per_round,
-                fleet_size=max(self.fleet_size, self.spec.devices_per_round),
-                sampling="fixed_size",
-                dim=self.param_spec.size,
-            )
+            from fedge.coordinator.selection import round_target
+
+            try:
+                self.privacy_plan = plan_privacy(
+                    self.privacy,
+                    rounds=self.spec.rounds,
+                    devices_per_round=self.spec.devices_per_round,
+                    fleet_size=max(self.fleet_size, self.spec.devices_per_round),
+                    sampling="fixed_size",
+                    dim=self.param_spec.size,
+                    min_devices=self.spec.min_devices,
+                    sampled_per_round=round_target(
+                        self.spec.devices_per_round, self.spec.over_selection
+                    ),
+                )
+            except (ConfigError, PrivacyError) as exc:
+                raise ValidationError(f"job {self.spec.name!r}: [privacy] {exc}") from None
             if self.privacy_plan.accountant is not None and self.state.round:
                 self.privacy_plan.accountant.step(self.state.round)
 
@@ -187,12 +206,30 @@ class JobRuntime:
         if p is None:
             return m.PrivacyPlan()
         local = p.noise_multiplier if p.mode == "local" else None
+        d = p.distributed
         return m.PrivacyPlan(
             mode=p.mode,
             clip_norm=p.clip_norm,
             local_noise_multiplier=local,
             epsilon_cost=self.round_epsilon_cost(),
+            granularity=d.granularity if d else None,
+            noise_stddev=d.per_device_stddev if d else None,
+            rounding_bound=d.l2_sensitivity if d else None,
         )
+
+    def secure_settings(self) -> SecureSettings:
+        """This job's SecAgg+ settings (under distributed DP: range and bits from the noise)."""
+        from fedge.coordinator.distributed import distributed_settings
+        from fedge.coordinator.selection import round_target
+
+        raw = self.spec.secure_aggregation
+        if raw is None:
+            raise ValidationError(f"job {self.id!r} has no secure_aggregation")
+        p = self.privacy_plan
+        if p is None or p.distributed is None:
+            return SecureSettings.parse(raw)
+        most = round_target(self.spec.devices_per_round, self.spec.over_selection)
+        return distributed_settings(raw, p.distributed, most)
 
     def round_epsilon_cost(self) -> float:
         """ε the next round adds to the job's total: what a device's ledger is charged.
@@ -239,6 +276,15 @@ class JobRuntime:
                 p.update_noise_multiplier,
                 secure_generator(),
             )
+        if p.distributed is not None:
+            from fedge.coordinator.distributed import distributed_mean
+
+            if acc.num_accepted < p.distributed.devices:
+                raise AggregationError(
+                    f"only {acc.num_accepted} devices' noise is in the sum, the noise was "
+                    f"planned for at least {p.distributed.devices}: the round is not committed"
+                )
+            return distributed_mean(acc.weighted_sum, p.distributed, p.devices_per_round)
         return {n: (a / acc.num_accepted).astype(np.float32) for n, a in acc.weighted_sum.items()}
 
     def spend_privacy(self) -> float | None:
@@ -270,6 +316,8 @@ class JobRuntime:
         task, strategy, privacy = validate_spec(spec)
         state = strategy.init(cls.initial_params(task, spec.seed))
         rt = cls(spec, task, strategy, privacy, state, "", fleet_size)
+        if spec.secure_aggregation is not None:
+            rt.secure_settings()  # refuse a table the noise plan cannot serve now, not later
         model = rt.model_payload(state.params)
         rt.model_sha256 = artifacts.put(model)
         opt = encode_opt_state(state.opt_state)

@@ -13,6 +13,8 @@ from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, 
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
+    "AuditEntryRow",
+    "AuditHeadRow",
     "Base",
     "CheckpointRow",
     "DeviceRow",
@@ -246,3 +248,30 @@ class SecAggOutcomeRow(Base):
     abandoned: Mapped[bool] = mapped_column(Boolean, default=False)
     reason: Mapped[str] = mapped_column(Text, default="")
     ended_at: Mapped[float] = mapped_column(Float)
+
+class AuditEntryRow(Base):
+    """One entry of the hash-chained audit log (see :mod:`fedge.telemetry.audit`); append-only.
+
+    ``prev_hash`` is unique: two entries can never follow the same one, so the chain cannot fork
+    even if two writers raced past the lock on :class:`AuditHeadRow`.
+    """
+
+    __tablename__ = "audit_log"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[float] = mapped_column(Float)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    actor: Mapped[str] = mapped_column(String(_ID))
+    subject: Mapped[str] = mapped_column(String(160), index=True)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    prev_hash: Mapped[str] = mapped_column(String(_SHA), unique=True)
+    hash: Mapped[str] = mapped_column(String(_SHA), unique=True)
+
+
+class AuditHeadRow(Base):
+    """The audit log's last entry as its writer recorded it (one row, id 1), and its append lock."""
+
+    __tablename__ = "audit_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(_SHA))
+

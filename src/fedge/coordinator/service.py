@@ -131,6 +131,7 @@ class CoordinatorService:
     def gateway_checkin(self, peer: Identity, request: m.GatewayCheckIn) -> m.GatewayAssignments:
         """Record the gateway; hand it the quotas it holds in the rounds now open."""
         authorize(peer, roles={Role.GATEWAY}, site=request.site, name=request.gateway_id)
+        self.driver.audit.record_contact(peer)  # enrolment, at its first check-in
         now = self.clock()
         self.store.upsert_gateway(
             peer.name, request.site, request.online_devices, request.eligible_devices, now
@@ -274,6 +275,7 @@ class CoordinatorService:
                 "certificates; start it with its PKI files"
             )
         sites: dict[str, str] = {}
+        certified: list[Identity] = []
         refused: dict[str, str] = {}
         for i, text in enumerate(request.certificates):
             try:
@@ -288,8 +290,10 @@ class CoordinatorService:
                 )
                 continue
             sites[who.name] = str(who.site)
+            certified.append(who)
         if sites:
             self.store.register_devices(sites, peer.name, self.clock())
+            self.driver.audit.record_contacts(certified, via=peer.name)  # enrolments
         if refused:
             log.warning(
                 "gateway %s: refused %d device certificate(s): %s",
@@ -397,6 +401,7 @@ class CoordinatorService:
         row = self.store.get_device(peer.name)
         if row is not None and row.revoked:
             raise AuthorizationError(f"device {peer.name!r} is revoked; it may not take part")
+        self.driver.audit.record_contact(peer)  # enrolment, at its first check-in
         now = self.clock()
         self.store.touch_device(peer.name, peer.site, None, now, labels=request.labels)
         wait = m.Wait(retry_after_s=self.settings.poll_interval_s, reason="no round needs you now")
@@ -479,7 +484,12 @@ class CoordinatorService:
                 f"job {spec.name!r}: this coordinator was started without the PKI files secure "
                 "aggregation needs (CA, its certificate and key); remove secure_aggregation"
             )
-        return admin.create_job(self.driver, spec, self.clock())
+        view = admin.create_job(self.driver, spec, self.clock())
+        audit = self.driver.audit
+        audit.record_admin(peer, "job.create", spec.name, {"spec": spec.model_dump(mode="json")})
+        initial = self.store.list_model_versions(spec.name)[0]
+        audit.record_release(initial, signed=self.driver.release_key is not None)
+        return view
 
     def list_jobs(self, peer: Identity) -> list[m.JobView]:
         """Every job with its rounds."""
@@ -494,12 +504,16 @@ class CoordinatorService:
     def pause_job(self, peer: Identity, job_id: str) -> m.JobView:
         """Stop handing out work (rounds already training finish); no new round opens."""
         authorize(peer, roles={Role.ADMIN})
-        return admin.set_job_state(self.driver, job_id, "running", "paused")
+        view = admin.set_job_state(self.driver, job_id, "running", "paused")
+        self.driver.audit.record_admin(peer, "job.pause", job_id)
+        return view
 
     def resume_job(self, peer: Identity, job_id: str) -> m.JobView:
         """Let a paused job go on."""
         authorize(peer, roles={Role.ADMIN})
-        return admin.set_job_state(self.driver, job_id, "paused", "running")
+        view = admin.set_job_state(self.driver, job_id, "paused", "running")
+        self.driver.audit.record_admin(peer, "job.resume", job_id)
+        return view
 
     def list_devices(self, peer: Identity) -> list[m.DeviceView]:
         """Every device the coordinator has heard of."""
@@ -510,6 +524,7 @@ class CoordinatorService:
         """Refuse a device from now on (direct check-ins, and partials that count it)."""
         authorize(peer, roles={Role.ADMIN})
         self.store.set_revoked(device_id)
+        self.driver.audit.record_admin(peer, "revocation", device_id)
         return admin.device_views(self.store, device_id)[0]
 
     # -- model registry -----------------------------------------------------------------------
@@ -535,6 +550,7 @@ class CoordinatorService:
         with self.driver.lock:
             row = self.store.promote_version(sha256, f"promoted by {peer.name}")
             self.rollouts.sync(row.job_id, self.clock())  # its manifest (or canary stage)
+        self.driver.audit.record_admin(peer, "promotion", sha256, {"job": row.job_id})
         return models.version_view(self.store, row)
 
     def reject_model(self, peer: Identity, sha256: str) -> m.ModelVersionView:
@@ -542,14 +558,17 @@ class CoordinatorService:
         authorize(peer, roles={Role.ADMIN})
         with self.driver.lock:
             row = self.store.set_version_status(sha256, "rejected", f"rejected by {peer.name}")
+        self.driver.audit.record_admin(peer, "rejection", sha256, {"job": row.job_id})
         return models.version_view(self.store, row)
 
     def rollback_model(self, peer: Identity, job_id: str) -> m.ModelVersionView:
         """Roll the job's production version back to the previous one; returns the restored one."""
         authorize(peer, roles={Role.ADMIN})
         with self.driver.lock:
-            _, restored = self.store.rollback_job(job_id, f"rolled back by {peer.name}")
+            old, restored = self.store.rollback_job(job_id, f"rolled back by {peer.name}")
             self.rollouts.sync(job_id, self.clock())  # a new manifest names the restored one
+        moved = {"rolled_back": old.sha256, "restored": restored.sha256}
+        self.driver.audit.record_admin(peer, "rollback", job_id, moved)
         return models.version_view(self.store, restored)
 
     def diff_models(self, peer: Identity, a: str, b: str) -> m.ModelDiff:

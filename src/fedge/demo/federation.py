@@ -314,6 +314,13 @@ class LocalFederation:
             )
         return lines
 
+    def dashboard_url(self) -> str:
+        """The coordinator's dashboard, as a login link carrying the ops token (for a browser)."""
+        if self.coordinator_ops_url is None:
+            raise FedgeError("the coordinator's ops listener is not running ([ops] enabled?)")
+        token = self.ops_token_file.read_text(encoding="ascii").strip()
+        return f"{self.coordinator_ops_url}/login?token={token}&next=/dashboard/"
+
     def wait_for_job(self, job_id: str, *, timeout: float, on_poll: Any = None) -> Any:
         """Poll the job until completed/failed; returns its JobView."""
         deadline = time.monotonic() + timeout

@@ -190,7 +190,7 @@ class DeviceAgent:
         epsilon_after = self.ledger.spent(job) + task.privacy.epsilon_cost
         try:
             self.ledger.require(job, epsilon_after)
-            check_privacy_plan(task.privacy)
+            check_privacy_plan(task.privacy, secure=task.secagg is not None)
         except PrivacyError as exc:
             self.stats.declined += 1
             self.stats.last_reason = str(exc)
@@ -251,7 +251,7 @@ class DeviceAgent:
     def _secure_round(self, task: TaskAssignment, payload: bytes, examples: int, key: str) -> bool:
         assert task.secagg is not None and self.secagg is not None
         delta, _ = decode_params(payload)
-        vector = secure_vector(delta, examples, task.secagg)
+        vector = secure_vector(delta, examples, task.secagg, task.privacy, self.noise_rng())
         self.outbox.put(
             key, f"/v1/jobs/{task.job_id}/rounds/{task.round}/secagg", b"-", deadline=task.deadline
         )

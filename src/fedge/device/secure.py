@@ -13,7 +13,11 @@ upload its update. Instead the device:
    once its neighbours' shares are in, its **masked input**: the update flattened in sorted
    name order, scaled by its weight ``w = min(examples, max_examples) / max_examples`` with
    ``w`` appended (``weighting = "examples"``) or as is (``"uniform"``); the session clips it to
-   the job's range, quantises it and masks it.
+   the job's range, quantises it and masks it. Under distributed DP the (L2-clipped) update is
+   first made this device's noised integer share
+   (:func:`fedge.privacy.distributed.discretise_and_noise`: grid step γ, conditional rounding,
+   discrete Gaussian noise) -- the noise is in before quantisation and masking, and the round's
+   range has one quantisation level per integer, so quantising it changes nothing.
 
 The round ends when the session answered the unmask request, or when the coordinator says the
 round is done or abandoned, or at the give-up time (training deadline + the phases' timeouts).
@@ -35,13 +39,15 @@ from cryptography import x509
 from numpy.typing import NDArray
 
 from fedge.core.params import Params, ParamSpec
-from fedge.errors import ProtocolError, UnavailableError
+from fedge.errors import PrivacyError, ProtocolError, UnavailableError
 from fedge.identity import Role, load_certificate
 from fedge.identity.binding import binding_message, sign_key_binding, verify_key_binding
+from fedge.privacy import DistributedNoisePlan, discretise_and_noise
 from fedge.secagg import DevicePhase, DeviceSession, RoundSetup, ShareBundle, from_wire, to_wire
 from fedge.secagg.crypto import RandBytes, ed25519_keypair
 from fedge.transport.messages import (
     KeyBinding,
+    PrivacyPlan,
     Receipt,
     SecAggInbox,
     SecAggJoin,
@@ -86,15 +92,51 @@ class SecAggCredentials:
         return cls(Path(cert).read_bytes(), Path(key).read_bytes(), load_certificate(ca))
 
 
-def secure_vector(delta: Params, num_examples: int, plan: SecAggPlan) -> NDArray[np.float64]:
-    """The vector this device securely sums (see the module docstring)."""
+def secure_vector(
+    delta: Params,
+    num_examples: int,
+    plan: SecAggPlan,
+    privacy: PrivacyPlan | None = None,
+    noise_rng: np.random.Generator | None = None,
+) -> NDArray[np.float64]:
+    """The vector this device securely sums (see the module docstring).
+
+    With a distributed-DP ``privacy`` plan, ``delta`` must already be clipped to its clip_norm
+    and ``noise_rng`` must be a fresh :func:`~fedge.privacy.secure_generator`.
+    """
     ordered = dict(sorted(delta.items()))
     flat = ParamSpec.of(ordered).flatten(ordered).astype(np.float64)
+    if privacy is not None and privacy.mode == "distributed":
+        return _noised_share(flat, privacy, noise_rng).astype(np.float64)
     if plan.params.get("weighting", "examples") == "uniform":
         return flat
     cap = int(plan.params.get("max_examples", 1000))
     w = min(max(num_examples, 0), cap) / cap
     return np.concatenate([w * flat, [w]])
+
+
+def _noised_share(
+    flat: NDArray[np.float64], privacy: PrivacyPlan, rng: np.random.Generator | None
+) -> NDArray[np.int64]:
+    if rng is None:
+        raise PrivacyError(
+            "distributed DP needs a noise generator (fedge.privacy.secure_generator)"
+        )
+    d, c = privacy, privacy.clip_norm
+    if c is None or d.granularity is None or d.noise_stddev is None or d.rounding_bound is None:
+        raise PrivacyError("the task's distributed-DP plan is incomplete; the task is declined")
+    norm = float(np.sqrt(np.dot(flat, flat)))
+    if norm > c * (1 + 1e-5):  # float32 encoding may move the clipped norm by a few ulps
+        raise PrivacyError(f"update norm {norm:.6g} exceeds clip_norm {c:g}: clip it first")
+    noise = DistributedNoisePlan(
+        devices=1,  # not used here: σ_dev comes from the coordinator's plan
+        granularity=d.granularity,
+        l2_sensitivity=d.rounding_bound,
+        per_device_stddev=d.noise_stddev,
+        tau=0.0,
+        effective_noise_multiplier=0.0,
+    )
+    return discretise_and_noise(flat, noise, rng)
 
 
 def _b64(data: bytes) -> str:

@@ -59,14 +59,27 @@ def training_config(plan: TrainingPlan) -> LocalTrainingConfig:
     return LocalTrainingConfig(**plan.model_dump())  # the wire plan mirrors the config
 
 
-def check_privacy_plan(plan: PrivacyPlan) -> None:
-    """Raise :class:`PrivacyError` when this device cannot honour the plan (decline the task)."""
+def check_privacy_plan(plan: PrivacyPlan, *, secure: bool = True) -> None:
+    """Raise :class:`PrivacyError` when this device cannot honour the plan (decline the task).
+
+    ``secure``: the task's sum is a secure one (distributed DP needs it).
+    """
     if plan.mode == "distributed":
-        raise PrivacyError(
-            "distributed DP needs secure aggregation, which this device runtime does not run yet;"
-            " the task is declined"
-        )
-    if plan.mode in ("central", "local") and plan.clip_norm is None:
+        missing = [
+            k for k in ("clip_norm", "granularity", "noise_stddev", "rounding_bound")
+            if getattr(plan, k) is None
+        ]  # fmt: skip
+        if missing:
+            raise PrivacyError(
+                f"distributed DP needs {', '.join(missing)} in the task's privacy plan; the task "
+                "is declined"
+            )
+        if not secure:
+            raise PrivacyError(
+                "distributed DP noise protects only a securely aggregated sum, and this task has "
+                "no secure aggregation; the task is declined"
+            )
+    if plan.mode in ("central", "local", "distributed") and plan.clip_norm is None:
         raise PrivacyError(f"privacy mode {plan.mode!r} needs a clip_norm; the task is declined")
     if plan.mode == "local" and plan.local_noise_multiplier is None:
         raise PrivacyError("local DP needs a local_noise_multiplier; the task is declined")
@@ -75,7 +88,11 @@ def check_privacy_plan(plan: PrivacyPlan) -> None:
 def privatise(
     delta: Params, plan: PrivacyPlan, noise_rng: np.random.Generator
 ) -> tuple[Params, float]:
-    """Clip (and under local DP, noise) the delta as the plan says; returns (delta, its raw norm)."""
+    """Clip (and under local DP, noise) the delta as the plan says; returns (delta, its raw norm).
+
+    Under distributed DP the clipped delta gets its noise later, on the integer grid, just before
+    it is masked (:func:`fedge.device.secure.secure_vector`).
+    """
     check_privacy_plan(plan)
     if plan.clip_norm is None:
         spec = ParamSpec.of(delta)

@@ -26,7 +26,16 @@ rounding (:func:`rounded_l2_sensitivity`, their Theorem 8 bound for conditional 
 retry probability β) and Δ₁ ≤ min(Δ₂², √d·Δ₂) for integer vectors.
 
 Plan with n = the *minimum* number of devices the round needs to commit: if more survive, the sum
-only carries more noise.
+only carries more noise. A round with fewer survivors than n must not be committed.
+
+**One device's share** (:func:`discretise_and_noise`): scale the L2-clipped update by 1/γ,
+round it conditionally (:func:`conditional_rounding`: unbiased, redrawn until its norm is ≤ Δ₂)
+and add N_Z(0, σ_dev²). The result is an integer vector; secure aggregation then only has to sum
+integers. :meth:`DistributedNoisePlan.secagg_range` gives the range and levels that make its
+quantiser exact on them (one level per integer, so there is no second rounding) and
+:meth:`DistributedNoisePlan.secagg_bits` a modulus with headroom for the most devices a round can
+sum. The simulator (:mod:`fedge.simulation.distributed`) and the networked device
+(:mod:`fedge.device.secure`) both call these, so they run the same algorithm.
 """
 
 from __future__ import annotations
@@ -40,15 +49,21 @@ from numpy.typing import NDArray
 from fedge.errors import ConfigError, PrivacyError
 
 __all__ = [
+    "NOISE_TAIL",
     "DistributedNoisePlan",
     "add_discrete_gaussian_noise",
+    "conditional_rounding",
     "discrete_gaussian",
+    "discretise_and_noise",
     "distributed_tau",
     "plan_distributed_noise",
     "rounded_l2_sensitivity",
 ]
 
 DEFAULT_BETA = math.exp(-0.5)  # Kairouz et al.'s retry probability for conditional rounding
+# The secure sum's range covers ±(Δ₂ + 12σ) per coordinate and device: a noised coordinate falls
+# outside it (and would be clipped) with probability below 2·exp(-72) ≈ 1e-31.
+NOISE_TAIL = 12.0
 
 
 def discrete_gaussian(
@@ -119,6 +134,68 @@ class DistributedNoisePlan:
     per_device_stddev: float  # σ_dev in integer units
     tau: float
     effective_noise_multiplier: float  # what the accountant must use for one round
+
+    def summed_stddev(self, survivors: int) -> float:
+        """Std of the noise on the sum of ``survivors`` devices' shares, in update units."""
+        if survivors < 1:
+            raise ConfigError(f"survivors must be >= 1, got {survivors}")
+        return self.per_device_stddev * self.granularity * math.sqrt(survivors)
+
+    @property
+    def reach(self) -> int:
+        """Bound on |coordinate| of a device's share: Δ₂ (the rounded norm) + 12σ of noise."""
+        return math.ceil(self.l2_sensitivity + NOISE_TAIL * self.per_device_stddev)
+
+    def secagg_range(self) -> tuple[float, float, int]:
+        """``(lo, hi, levels)`` that quantise the integers in ±reach exactly (step 1)."""
+        r = self.reach
+        return -float(r), float(r), 2 * r
+
+    def secagg_bits(self, max_devices: int) -> int:
+        """Modulus bits so ``max_devices`` shares sum without wrapping, with 2x headroom (≥ 32)."""
+        if max_devices < 1:
+            raise ConfigError(f"max_devices must be >= 1, got {max_devices}")
+        bits = max(32, (max_devices * self.secagg_range()[2]).bit_length() + 1)
+        if bits > 62:  # masks are at most 64 bits, and dequantisation must stay exact in float64
+            raise ConfigError(
+                f"{max_devices} devices × {2 * self.reach} levels need {bits} bits: use a coarser "
+                f"granularity (larger than {self.granularity:g}) or fewer devices per round"
+            )
+        return bits
+
+
+def conditional_rounding(
+    scaled: NDArray[np.float64], bound: float, rng: np.random.Generator, max_tries: int = 100
+) -> NDArray[np.int64]:
+    """Unbiased randomized rounding of each row, redrawn until its L2 norm is ≤ ``bound``."""
+    rows = np.atleast_2d(np.asarray(scaled, dtype=np.float64))
+    floor = np.floor(rows)
+    frac = rows - floor
+    out = np.empty(rows.shape, dtype=np.int64)
+    todo = np.arange(rows.shape[0])
+    for _ in range(max_tries):
+        draw = floor[todo] + (rng.random((todo.size, rows.shape[1])) < frac[todo])
+        ok = np.sqrt(np.einsum("ij,ij->i", draw, draw)) <= bound
+        out[todo[ok]] = draw[ok].astype(np.int64)
+        todo = todo[~ok]
+        if todo.size == 0:
+            return out.reshape(np.shape(scaled))
+    raise PrivacyError(
+        f"randomized rounding exceeded the norm bound {bound:.4g} {max_tries} times; use a finer "
+        "privacy.granularity"
+    )
+
+
+def discretise_and_noise(
+    clipped: NDArray[np.floating], plan: DistributedNoisePlan, rng: np.random.Generator
+) -> NDArray[np.int64]:
+    """Devices' shares: L2-clipped updates (one per row, or one vector) on the integer grid,
+    conditionally rounded to norm ≤ Δ₂, plus N_Z(0, σ_dev²) per coordinate."""
+    scaled = np.asarray(clipped, dtype=np.float64) / plan.granularity
+    if not np.isfinite(scaled).all():
+        raise PrivacyError("a clipped update holds NaN or Inf; it cannot be discretised")
+    rounded = conditional_rounding(scaled, plan.l2_sensitivity, rng)
+    return add_discrete_gaussian_noise(rounded, plan.per_device_stddev, rng)
 
 
 def plan_distributed_noise(

@@ -58,11 +58,14 @@ def plan_privacy(
     sampling: Sampling,
     dim: int | None = None,
     min_devices: int | None = None,
+    sampled_per_round: int | None = None,
 ) -> PrivacyPlan:
     """Resolve ``config`` for a job of ``rounds`` rounds selecting K of N devices each round.
 
     ``dim`` (number of model parameters) and ``min_devices`` (fewest survivors a round commits
     with; default K) are needed for distributed DP, whose guarantee depends on both.
+    ``sampled_per_round``: how many devices a round may select at most, when that is more than
+    the K it plans for (over-selection); the accountant's sampling rate uses it (default K).
     """
     delta = config.delta if config.delta is not None else default_delta(fleet_size)
     if config.mode == "none":
@@ -73,7 +76,8 @@ def plan_privacy(
     kind = config.accountant
     local = config.mode == "local"
     # Local DP: one Gaussian of multiplier z/2 per round, no sampling (see accountant.local_epsilon).
-    k, n = (1, 1) if local else (devices_per_round, fleet_size)
+    sampled = max(devices_per_round, min(sampled_per_round or 0, fleet_size))
+    k, n = (1, 1) if local else (sampled, fleet_size)
     rate = k / n
     if config.target_epsilon is not None:
         z = calibrate_noise_multiplier(

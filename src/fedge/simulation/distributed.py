@@ -7,7 +7,8 @@ scales it to the integer grid (granularity γ), rounds it with *conditional* ran
 accountant was planned with), and adds N_Z(0, σ_dev²) per coordinate. Only then does the vector
 enter secure aggregation (:func:`fedge.secagg.run_secure_sum`: real SecAgg+ sessions, in process),
 so neither a gateway nor the coordinator ever sees an un-noised sum. The integer total, times γ and
-divided by K, is the round's mean delta.
+divided by K, is the round's mean delta. A device's share is made by
+:func:`fedge.privacy.distributed.discretise_and_noise`, the function a networked device calls too.
 
 The simulator selects exactly K devices for it (``simulation.sampling = "fixed"``, accounted as
 sampling without replacement): the per-device noise is planned so that K devices' noise together
@@ -18,7 +19,6 @@ O(K × params) integers.
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Mapping, Sequence
 
@@ -28,34 +28,13 @@ from numpy.typing import NDArray
 from fedge.aggregation.base import Aggregate, Update
 from fedge.core.params import ParamSpec
 from fedge.errors import AggregationError, ConfigError
-from fedge.privacy import PrivacyPlan, add_discrete_gaussian_noise, clip_rows
+from fedge.privacy import PrivacyPlan, clip_rows
+from fedge.privacy.distributed import conditional_rounding, discretise_and_noise
 from fedge.simulation.secure import spread_over_gateways
 
 __all__ = ["DistributedRoundAggregator", "conditional_rounding"]
 
 _GATEWAYS = 4  # devices are spread over this many simulated gateways
-_NOISE_TAIL = 12.0  # the secure sum's range covers ±(C/γ + 1 + 12σ) per coordinate
-
-
-def conditional_rounding(
-    scaled: NDArray[np.float64], bound: float, rng: np.random.Generator, max_tries: int = 100
-) -> NDArray[np.int64]:
-    """Unbiased randomized rounding of each row, redrawn until its L2 norm is ≤ ``bound``."""
-    floor = np.floor(scaled)
-    frac = scaled - floor
-    out = np.empty(scaled.shape, dtype=np.int64)
-    todo = np.arange(scaled.shape[0])
-    for _ in range(max_tries):
-        draw = floor[todo] + (rng.random((todo.size, scaled.shape[1])) < frac[todo])
-        ok = np.sqrt(np.einsum("ij,ij->i", draw, draw)) <= bound
-        out[todo[ok]] = draw[ok].astype(np.int64)
-        todo = todo[~ok]
-        if todo.size == 0:
-            return out
-    raise AggregationError(
-        f"randomized rounding exceeded the norm bound {bound:.4g} {max_tries} times; use a finer "
-        "privacy.granularity"
-    )
 
 
 class DistributedRoundAggregator:
@@ -91,8 +70,7 @@ class DistributedRoundAggregator:
     @property
     def noise_stddev(self) -> float:
         """Standard deviation of the summed noise, in update units, with K devices."""
-        d = self.noise
-        return d.per_device_stddev * d.granularity * math.sqrt(self.plan.devices_per_round)
+        return self.noise.summed_stddev(self.plan.devices_per_round)
 
     def add_stacked(
         self,
@@ -110,10 +88,7 @@ class DistributedRoundAggregator:
             return 0
         clipped, norms = clip_rows(matrix[finite], self.clip_norm)
         self.norms = np.concatenate([self.norms, norms])
-        scaled = clipped.astype(np.float64) / self.noise.granularity
-        rounded = conditional_rounding(scaled, self.noise.l2_sensitivity, self.rng)
-        noised = add_discrete_gaussian_noise(rounded, self.noise.per_device_stddev, self.rng)
-        self._rows.extend(noised)
+        self._rows.extend(discretise_and_noise(clipped, self.noise, self.rng))
         self._ids.extend(i for i, ok in zip(ids, finite.tolist(), strict=True) if ok)
         return int(finite.sum())
 
@@ -132,13 +107,9 @@ class DistributedRoundAggregator:
                 f"only {n} of the {self.noise.devices} devices the noise was planned for took "
                 "part: the round is abandoned (its sum would carry too little noise)"
             )
-        reach = math.ceil(
-            self.clip_norm / self.noise.granularity + 1 + _NOISE_TAIL * self.noise.per_device_stddev
-        )
-        levels = 2 * reach
-        bits = max(32, math.ceil(math.log2(n * levels + 1)) + 1)
+        lo, hi, levels = self.noise.secagg_range()
         config = SecAggConfig(
-            clip_range=(-float(reach), float(reach)), bits=bits, levels=levels, dropout_rate=0.0
+            clip_range=(lo, hi), bits=self.noise.secagg_bits(n), levels=levels, dropout_rate=0.0
         )
         gateways = spread_over_gateways(self._ids, _GATEWAYS)
         vectors = np.asarray(self._rows, dtype=np.float64)

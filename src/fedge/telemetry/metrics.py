@@ -41,13 +41,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
 
 from fedge.errors import ConfigError
 
@@ -83,18 +84,23 @@ _NORM_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100)
 _CLIP_TOLERANCE = 1e-3  # an update within 0.1 % of the clip norm was clipped
 _TERMINAL = frozenset({"committed", "abandoned"})
 
-# Route groups: the first pattern (a path prefix or a /-separated segment) that matches wins.
-ROUTE_GROUPS: tuple[tuple[str, str], ...] = (
-    ("/v1/gateway/checkin", "gateway_checkin"),
-    ("/secagg", "secagg"),
-    ("/partials", "partials"),
-    ("/updates", "updates"),
-    ("/production", "production"),
-    ("/release", "releases"),
-    ("/v1/models/", "models"),
-    ("/v1/checkin", "checkin"),
-    ("/v1/admin/", "admin"),
-    ("/v1/health", "health"),
+# Route groups of the wire API: the first regular expression that matches a path wins.
+ROUTE_GROUPS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), group)
+    for pattern, group in (
+        (r"^/v1/admin/", "admin"),
+        (r"^/v1/gateway/checkin$", "gateway_checkin"),
+        (r"^/v1/gateway/devices$", "gateway_devices"),
+        (r"/rounds/\d+/secagg(/|$)", "secagg"),
+        (r"/rounds/\d+/partials$", "partials"),
+        (r"/rounds/\d+/updates$", "updates"),
+        (r"^/v1/jobs/[^/]+/production$", "production"),
+        (r"^/v1/jobs/[^/]+/health$", "health_reports"),
+        (r"^/v1/models/[^/]+/release$", "releases"),
+        (r"^/v1/models/", "models"),
+        (r"^/v1/checkin$", "checkin"),
+        (r"^/v1/health$", "health"),
+    )
 )
 _REASONS = {
     400: "invalid",
@@ -113,7 +119,7 @@ _REASONS = {
 def route_group(path: str) -> str:
     """The route group of a request path (a bounded label: never ids or hashes)."""
     for pattern, group in ROUTE_GROUPS:
-        if pattern in path:
+        if pattern.search(path):
             return group
     return "other"
 
@@ -136,23 +142,21 @@ class _Instruments:
         self.abandoned = meter.create_counter(
             "fedge.rounds.abandoned", "{round}", "Rounds abandoned (nothing published)"
         )
-        self.round_duration = meter.create_histogram(
-            "fedge.round.duration",
-            "s",
-            "Round duration, from open to commit or abandon",
-            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
+
+        def seconds(name: str, description: str) -> Histogram:
+            return meter.create_histogram(
+                name, "s", description, explicit_bucket_boundaries_advisory=_DURATION_BUCKETS
+            )
+
+        self.round_duration = seconds(
+            "fedge.round.duration", "Round duration, from open to commit or abandon"
         )
-        self.phase_duration = meter.create_histogram(
+        self.phase_duration = seconds(
             "fedge.round.phase.duration",
-            "s",
             "Time a round spent in a phase (configuring, training, aggregating)",
-            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
         )
-        self.secagg_phase_duration = meter.create_histogram(
-            "fedge.secagg.phase.duration",
-            "s",
-            "Time a secure-aggregation phase stayed open",
-            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
+        self.secagg_phase_duration = seconds(
+            "fedge.secagg.phase.duration", "Time a secure-aggregation phase stayed open"
         )
         self.dropouts = meter.create_counter(
             "fedge.dropouts", "{device}", "Devices that dropped out of a round, by phase"
@@ -289,7 +293,9 @@ def setup_metrics(
     from fedge import __version__
 
     registry = CollectorRegistry(auto_describe=True)
-    readers: list[MetricReader] = [PrometheusMetricReader(registry=registry)]
+    readers: list[MetricReader] = [
+        PrometheusMetricReader(registry=registry, scope_info_enabled=False)
+    ]
     otlp = _otlp_endpoint(otlp_endpoint, os.environ if environ is None else environ)
     if otlp is not None:
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter

@@ -166,6 +166,11 @@ class PrivacyPlan(_Msg):
     clip_norm: float | None = Field(None, gt=0)
     local_noise_multiplier: float | None = Field(None, ge=0)
     epsilon_cost: float = Field(0.0, ge=0)  # ε this round adds to the device's ledger
+    # distributed DP (optional: older peers omit them): the integer grid step γ, each device's
+    # discrete Gaussian σ in grid steps, and the L2 bound Δ₂ its rounded update must stay within
+    granularity: float | None = Field(None, gt=0)
+    noise_stddev: float | None = Field(None, ge=0)
+    rounding_bound: float | None = Field(None, gt=0)
 
 
 class SecAggPlan(_Msg):
@@ -373,6 +378,7 @@ class JobView(_Msg):
     state: Literal["running", "paused", "completed", "failed"]
     current_round: int
     rounds: list[RoundView] = Field(default_factory=list)
+    delta: float | None = None  # δ of the rounds' ε (None without differential privacy)
 
 
 class DeviceView(_Msg):
