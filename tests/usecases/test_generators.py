@@ -121,3 +121,50 @@ def test_split_holds_out_whole_devices() -> None:
     assert not set(train.keys) & set(test.keys)
     assert len(train) + len(test) == len(fleet.y)
     np.testing.assert_allclose(train.x.mean(axis=0), 0.0, atol=1e-4)
+
+
+def test_abnormal_hr_label_follows_the_deviation_from_the_normal_response() -> None:
+    """The same cohort (same draws) labelled at 10 and 20 bpm: a stricter threshold keeps a
+    subset; a threshold no response reaches leaves only the irregular rhythms, which the
+    within-window HR spread shows."""
+    cohort = WearablesConfig(clinics=2, patients_per_clinic=6, condition_probability=1.0)
+    fleet, at10 = generate_wearables(cohort, np.random.default_rng(4))
+    _, at20 = generate_wearables(
+        WearablesConfig(**{**cohort.__dict__, "abnormal_bpm": 20.0}), np.random.default_rng(4)
+    )
+    _, irregular = generate_wearables(
+        WearablesConfig(**{**cohort.__dict__, "abnormal_bpm": 1e9}), np.random.default_rng(4)
+    )
+    assert at20.sum() > 0 and at10.sum() > at20.sum()
+    assert not (at20 & ~at10).any() and not (irregular & ~at20).any()
+    spread = fleet.x[:, fleet.feature_names.index("hr_logstd")]
+    assert irregular.any() and spread[irregular == 1].min() > np.median(spread[irregular == 0])
+
+
+def test_wearables_history_features() -> None:
+    fleet, _ = generate_wearables(SMALL_COHORT, np.random.default_rng(1))
+    names = fleet.feature_names
+    exertion = fleet.x[:, names.index("exertion")]
+    assert np.median(exertion[fleet.y >= 2]) > np.median(exertion[fleet.y <= 1])
+    for name in ("hr_change", "hr_vs_own_response"):
+        assert np.isfinite(fleet.x[:, names.index(name)]).all()
+
+
+def test_leader_braking_is_read_from_the_radar() -> None:
+    """Own car steady, the gap closing ever faster: the leader brakes at 6 m/s²."""
+    t = simulate_traffic(SMALL_TRAFFIC, np.random.default_rng(2))[0]
+    n = len(t.speed)
+    steady = type(t)(
+        **{
+            **t.__dict__,
+            "speed": np.full(n, 20.0),
+            "accel": np.zeros(n),
+            "relative_speed": -6.0 * np.arange(n) * t.dt,
+            "headway": np.full(n, 100.0),
+        }
+    )
+    x, _ = telemetry_windows(steady)
+    names = telemetry_fleet([steady]).feature_names
+    assert x[:, names.index("lead_accel_last")] == pytest.approx(-6.0, abs=1e-3)
+    needed = x[:, names.index("brake_needed_last")]
+    assert (np.diff(needed) >= 0).all()  # closing faster on the same gap: more braking needed

@@ -95,20 +95,20 @@ def maintenance_warning_task() -> Task:
 @register_task("wearables")
 def wearables_task() -> Task:
     """Activity (sitting, standing, walking, stairs, running) of 100 patients at 5 clinics."""
-    return _fleet_task("wearables", "wearables: 5 activities, 100 patients at 5 clinics", 25, 5)
+    return _fleet_task("wearables", "wearables: 5 activities, 100 patients at 5 clinics", 28, 5)
 
 
 @register_task("wearables_anomaly")
 def wearables_anomaly_task() -> Task:
     """Abnormal heart-rate response to activity (binary; P(abnormal) is the anomaly score)."""
-    return _fleet_task("wearables_anomaly", "wearables: abnormal heart-rate response", 25, 2)
+    return _fleet_task("wearables_anomaly", "wearables: abnormal heart-rate response", 28, 2)
 
 
 @register_task("mobility")
 def mobility_task() -> Task:
     """Harsh braking or unsafe headway within 3 s, from 5 s of telemetry of 100 cars (IDM)."""
     return _fleet_task(
-        "mobility", "connected cars: harsh braking / unsafe headway within 3 s, 100 cars", 26, 2
+        "mobility", "connected cars: harsh braking / unsafe headway within 3 s, 100 cars", 29, 2
     )
 
 

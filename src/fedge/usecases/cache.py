@@ -18,7 +18,7 @@ from fedge.usecases.fleet import Fleet
 
 __all__ = ["cached_fleet"]
 
-_VERSION = 1  # bump when a generator's output changes
+_VERSION = 4  # bump when a generator's output changes
 
 
 def cached_fleet(

@@ -51,8 +51,8 @@ _FEATURES = (
     "speed_last", "speed_mean", "speed_change", "accel_last", "accel_min", "accel_mean",
     "jerk_last", "brake_max", "brake_last", "headway_last", "headway_min", "headway_change",
     "relspeed_last", "relspeed_min", "inv_ttc_last", "inv_ttc_max", "time_headway_last",
-    "time_headway_min", "steering_sd", "steering_absmean",
-    *(f"road_{r}" for r in ROADS), *(f"weather_{w}" for w in WEATHER),
+    "time_headway_min", "steering_sd", "steering_absmean", "lead_accel_last", "lead_accel_min",
+    "brake_needed_last", *(f"road_{r}" for r in ROADS), *(f"weather_{w}" for w in WEATHER),
 )  # fmt: skip
 
 
@@ -92,12 +92,18 @@ def telemetry_windows(
     b, st = t.brake[idx], t.steering[idx]
     closing = np.maximum(-dv, 0.0) / np.maximum(s, 0.5)
     th = np.minimum(s / np.maximum(v, 0.5), 10.0)
+    # the leader's acceleration, which the radar reveals: own acceleration + d(relative speed)/dt
+    # (over 0.5 s); a leader braking hard now is the main cause of harsh braking seconds later
+    lag = max(1, round(0.5 / t.dt))
+    lead = a[:, lag:] + (dv[:, lag:] - dv[:, :-lag]) / (lag * t.dt)
+    # constant deceleration that stops the closing within the gap (kinematics: Δv² / 2s)
+    needed = np.maximum(-dv[:, -1], 0.0) ** 2 / (2 * np.maximum(s[:, -1], 0.5))
     cols = [
         v[:, -1], v.mean(1), v[:, -1] - v[:, 0], a[:, -1], a.min(1), a.mean(1),
         (a[:, -1] - a[:, -6]) / (5 * t.dt), b.max(1), b[:, -1],
         s[:, -1] / 50, s.min(1) / 50, (s[:, -1] - s[:, 0]) / 10, dv[:, -1], dv.min(1),
         closing[:, -1], closing.max(1), th[:, -1], th.min(1), st.std(1) / 10,
-        np.abs(st).mean(1) / 10,
+        np.abs(st).mean(1) / 10, lead[:, -1], lead.min(1), np.minimum(needed, 20.0),
     ]  # fmt: skip
     road = np.eye(len(ROADS))[t.road[ends - 1]]
     weather = np.eye(len(WEATHER))[t.weather[ends - 1]]

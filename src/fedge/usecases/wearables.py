@@ -19,13 +19,19 @@ through bouts of activity: sitting, standing, walking, stairs, running. The phys
 - **Abnormal HR response** (about a third of patients have a condition, in a quarter of their
   bouts): inappropriate tachycardia (+25–45 bpm whatever the activity), chronotropic
   incompetence (the rise with exercise is only ~30 % of normal) or an irregular rhythm (large
-  beat-to-beat variability). Those windows are labelled anomalous; a classifier's probability
+  beat-to-beat variability). A window is labelled anomalous when its rhythm is irregular or its
+  heart rate is more than ``abnormal_bpm`` from the patient's *normal* response to the same
+  activity history (the same first-order system without the condition): with τ of 20–50 s an
+  episode's first seconds look normal and its after-effect lingers into the next bout, and the
+  label follows what the heart does, not the episode's bookkeeping. A classifier's probability
   of that class is the anomaly score.
 
 Features per window (:func:`wearable_features`): per-axis mean and spread of acceleration
 (posture), band energies and dominant frequency of the acceleration and rotation magnitudes
-(cadence), and the HR level, slope, spread and its excess over the patient's own running resting
-estimate (computed on the device from earlier windows only).
+(cadence), and the HR level, slope, spread, its change since the previous window, its excess over
+the patient's own running resting estimate, and the recent exertion the heart is responding to
+(motion intensity smoothed with a 30 s time constant, like HR itself) — the history features are
+computed on the device from this and earlier windows only.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ _BANDS_HZ = ((0.3, 1.0), (1.0, 1.5), (1.5, 2.2), (2.2, 3.2), (3.2, 5.0), (5.0, 1
 FS = 50.0
 SAMPLES = 128
 _BASELINE_WINDOWS = 100  # the device's resting-HR estimate looks this far back
+_EXERTION_TAU_S = 30.0  # smoothing of motion intensity: the typical HR time constant
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,7 @@ class WearablesConfig:
     bout_windows: tuple[int, int] = (4, 14)  # bout length in windows (10–36 s)
     condition_probability: float = 0.35
     episode_probability: float = 0.25
+    abnormal_bpm: float = 10.0  # |HR − normal response| above this labels a window abnormal
 
 
 def _rotation(rng: np.random.Generator, max_deg: float) -> NDArray[np.float64]:
@@ -154,17 +162,64 @@ def wearable_features(
         *(f"gyro_band_{lo}_{hi}hz" for lo, hi in _BANDS_HZ),
     ]
     if hr is not None:
+        from scipy.signal import lfilter
+
         mean = hr.mean(axis=1)
         history = np.concatenate([np.full(_BASELINE_WINDOWS - 1, np.nan), mean])
         recent = np.lib.stride_tricks.sliding_window_view(history, _BASELINE_WINDOWS)
         baseline = np.nanpercentile(recent, 10, axis=1)  # causal: this and earlier windows
         t = np.arange(hr.shape[1]) / fs - (hr.shape[1] - 1) / fs / 2
         slope = (hr - mean[:, None]) @ t / (t @ t)  # least-squares slope, bpm/s
+        change = np.diff(mean, prepend=mean[:1]) / 10  # since the previous window
+        # recent exertion: motion intensity (g RMS, about proportional to the share of heart-rate
+        # reserve an activity takes) through the heart's first-order lag (causal EMA)
+        intensity = acc_mag.std(axis=1)
+        a = 1.0 - np.exp(-hr.shape[1] / fs / _EXERTION_TAU_S)
+        exertion = lfilter([a], [1.0, a - 1.0], intensity - intensity[0]) + intensity[0]
+        excess = mean - baseline
         cols += [
-            np.column_stack([mean / 100, slope, np.log1p(hr.std(axis=1)), (mean - baseline) / 20])
+            np.column_stack(
+                [
+                    mean / 100,
+                    slope,
+                    np.log1p(hr.std(axis=1)),
+                    excess / 20,
+                    change,
+                    exertion,
+                    _own_response_residual(exertion, excess) / 20,
+                ]
+            )
         ]
-        names += ["hr_mean", "hr_slope", "hr_logstd", "hr_over_rest"]
+        names += [
+            "hr_mean",
+            "hr_slope",
+            "hr_logstd",
+            "hr_over_rest",
+            "hr_change",
+            "exertion",
+            "hr_vs_own_response",
+        ]
     return np.concatenate(cols, axis=1).astype(np.float32), tuple(names)
+
+
+def _own_response_residual(
+    exertion: NDArray[np.float64], excess: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """HR excess over rest minus what this patient's own earlier windows predict for the same
+    exertion: a least-squares line excess ≈ a + b·exertion fitted on the previous
+    ``_BASELINE_WINDOWS`` windows (sliding sums, causal); 0 until 10 windows are seen."""
+    n, k = len(exertion), _BASELINE_WINDOWS
+    sums = [np.concatenate([[0.0], np.cumsum(v)]) for v in (exertion, excess, exertion**2)]
+    sums.append(np.concatenate([[0.0], np.cumsum(exertion * excess)]))
+    ends = np.arange(n)  # window i is fitted on windows [max(0, i − k), i)
+    starts = np.maximum(0, ends - k)
+    count = (ends - starts).astype(np.float64)
+    sx, sy, sxx, sxy = (c[ends] - c[starts] for c in sums)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = sxx - sx * sx / count
+        b = np.where(var > 1e-6, (sxy - sx * sy / count) / var, 0.0)
+        a = (sy - b * sx) / count
+    return np.where(count >= 10, excess - (a + b * exertion), 0.0)
 
 
 def _heart_rate(
@@ -175,26 +230,34 @@ def _heart_rate(
     effort: float,
     tau: float,
     condition: str | None,
-) -> NDArray[np.float64]:
-    """HR at every sample of every window: closed-form first-order response per bout."""
-    out = []
-    hr0 = rest
+    abnormal_bpm: float,
+) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """HR at every sample of every window (closed-form first-order response per bout), and
+    each window's abnormal label: an irregular rhythm, or a mean HR more than ``abnormal_bpm``
+    from the normal response (the same bouts and dynamics without the condition)."""
+    out, labels = [], []
+    hr0 = normal0 = rest
     for activity, length, abnormal in bouts:
         rise = effort * _INTENSITY[activity] * (hr_max - rest)
-        target = rest + rise
+        target = normal_target = rest + rise
         if abnormal and condition == "tachycardia":
             target += rng.uniform(25, 45)
         elif abnormal and condition == "incompetence":
             target = rest + 0.3 * rise
         t = np.arange(length * SAMPLES) / FS
-        hr = target + (hr0 - target) * np.exp(-t / tau)
-        hr0 = float(hr[-1])
+        decay = np.exp(-t / tau)
+        hr = target + (hr0 - target) * decay
+        normal = normal_target + (normal0 - normal_target) * decay
+        hr0, normal0 = float(hr[-1]), float(normal[-1])
+        deviation = np.abs(hr - normal).reshape(length, SAMPLES).mean(axis=1)
+        irregular = abnormal and condition == "irregular"
+        labels.append(((deviation > abnormal_bpm) | irregular).astype(np.int64))
         noise_sd = 1.0 + 3.0 * _INTENSITY[activity]
-        if abnormal and condition == "irregular":
+        if irregular:
             hr = hr + 8.0 + rng.normal(0, 12.0, len(hr))
         beat = rng.normal(0, noise_sd, len(hr) // 25 + 1).repeat(25)[: len(hr)]  # ~2 Hz update
         out.append((hr + beat).reshape(length, SAMPLES))
-    return np.concatenate(out)
+    return np.concatenate(out), np.concatenate(labels)
 
 
 def generate_wearables(
@@ -232,7 +295,6 @@ def generate_wearables(
                 )
                 bouts.append((act, length, abnormal))
             activity = np.concatenate([np.full(n, a, np.int64) for a, n, _ in bouts])
-            anomaly = np.concatenate([np.full(n, int(ab), np.int64) for _, n, ab in bouts])
             walk = float(np.clip(rng.normal(1.8, 0.1), 1.55, 2.05))
             base = np.array([0.0, 0.0, walk, 0.8 * walk, rng.uniform(2.5, 3.0)])
             cadence = base[activity] * rng.normal(1.0, 0.03, len(activity))
@@ -241,7 +303,9 @@ def generate_wearables(
             gain = rng.normal(1.0, 0.05)
             acc = gain * acc @ rot.T + rng.normal(0, 0.015, acc.shape)
             gyro = gyro @ rot.T + rng.normal(0, 0.02, gyro.shape)
-            hr = _heart_rate(rng, bouts, rest, hr_max, effort, tau, condition)
+            hr, anomaly = _heart_rate(
+                rng, bouts, rest, hr_max, effort, tau, condition, c.abnormal_bpm
+            )
             f, names = wearable_features(acc, gyro, hr)
             xs.append(f)
             ys.append(activity)
