@@ -160,6 +160,8 @@ def test_rollback_and_promote_act_as_the_token(
     status = {v.round: v.status for v in svc.list_models(ADMIN, "digits")}
     assert (status[1], status[2]) == ("production", "rolled_back")
     assert TOKEN_ACTOR in svc.get_model(ADMIN, versions[2].sha256).status_reason
+    (audited,) = svc.driver.audit.entries(kinds=["rollback"])  # the audit log names who acted
+    assert (audited.actor, audited.subject) == (TOKEN_ACTOR, "digits")
 
     again = client.post(
         f"/dashboard/api/models/{versions[2].sha256}/promote",
