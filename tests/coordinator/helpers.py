@@ -136,3 +136,21 @@ def fedavg(base: Params, updates: list[Update]) -> Params:
         ).astype(np.float32)
         for n in base
     }
+
+
+def run_plain_round(svc: CoordinatorService, clock: Clock, number: int) -> list[int]:
+    """Round ``number`` of job "digits": gw-a and gw-b each send a partial over two devices
+    (d1, d2 / d3, d4), then it commits. Returns the partials' sizes in bytes."""
+    for _ in range(2):  # the first check-ins let the round open, the second hand it out
+        checkin(svc, GW_A, 2)
+        checkin(svc, GW_B, 2)
+        svc.tick()
+    param_spec = svc.driver.runtime("digits").param_spec
+    sizes = []
+    for gw, ids in ((GW_A, ["d1", "d2"]), (GW_B, ["d3", "d4"])):
+        payload = partial_payload(gw, "digits", number, device_updates(param_spec, ids, number))
+        sizes.append(len(payload))
+        assert svc.submit_partial(gw, "digits", number, payload).accepted
+    clock.now += 1
+    svc.tick()
+    return sizes

@@ -11,17 +11,7 @@ from pathlib import Path
 from fedge.coordinator.roundstats import RoundStats, RoundTraffic, direct_equivalent
 from fedge.coordinator.store import Store
 
-from .helpers import (
-    ADMIN,
-    GW_A,
-    GW_B,
-    Clock,
-    checkin,
-    device_updates,
-    make_service,
-    partial_payload,
-    spec,
-)
+from .helpers import ADMIN, Clock, make_service, run_plain_round, spec
 
 
 def test_direct_equivalent_counts_each_folded_device() -> None:
@@ -61,21 +51,11 @@ def test_a_plain_round_records_what_each_gateway_sent(tmp_path: Path) -> None:
     svc = make_service(tmp_path, clock)
 
     svc.create_job(ADMIN, spec(rounds=1, devices_per_round=4, min_devices=2))
-    checkin(svc, GW_A, 2)
-    checkin(svc, GW_B, 2)
-    svc.tick()
-    checkin(svc, GW_A, 2)
-    checkin(svc, GW_B, 2)
-    param_spec = svc.driver.runtime("digits").param_spec
-    sizes = []
-    for gw, ids, seed in ((GW_A, ["d1", "d2"], 1), (GW_B, ["d3", "d4"], 2)):
-        payload = partial_payload(gw, "digits", 1, device_updates(param_spec, ids, seed))
-        sizes.append(len(payload))
-        assert svc.submit_partial(gw, "digits", 1, payload).accepted
-    svc.tick(clock.now + 1)
+    parameters = svc.driver.runtime("digits").param_spec.size
+    sizes = run_plain_round(svc, clock, 1)
     (traffic,) = svc.driver.stats.traffic("digits")
     assert traffic.round == 1 and traffic.payloads == 2
     assert traffic.received_bytes == sum(sizes)
     # two devices per partial, each would have sent float32 (4 B) instead of float64 (8 B)
-    assert traffic.device_direct_bytes == sum(2 * (s - 4 * param_spec.size) for s in sizes)
+    assert traffic.device_direct_bytes == sum(2 * (s - 4 * parameters) for s in sizes)
     assert traffic.saved_bytes > 0

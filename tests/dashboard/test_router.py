@@ -13,17 +13,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.coordinator.helpers import (
-    ADMIN,
-    GW_A,
-    GW_B,
-    Clock,
-    checkin,
-    device_updates,
-    make_service,
-    partial_payload,
-    spec,
-)
+from tests.coordinator.helpers import ADMIN, Clock, make_service, run_plain_round, spec
 
 from fedge.coordinator import CoordinatorService
 from fedge.dashboard import dashboard_router
@@ -34,27 +24,13 @@ from fedge.transport.ops import build_ops_app
 TOKEN = "t" * 43
 
 
-def _run_round(svc: CoordinatorService, clock: Clock, number: int) -> None:
-    checkin(svc, GW_A, 2)
-    checkin(svc, GW_B, 2)
-    svc.tick()
-    checkin(svc, GW_A, 2)
-    checkin(svc, GW_B, 2)
-    param_spec = svc.driver.runtime("digits").param_spec
-    for gw, ids in ((GW_A, ["d1", "d2"]), (GW_B, ["d3", "d4"])):
-        payload = partial_payload(gw, "digits", number, device_updates(param_spec, ids, number))
-        assert svc.submit_partial(gw, "digits", number, payload).accepted
-    clock.now += 1
-    svc.tick()
-
-
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[CoordinatorService, TestClient]]:
     clock = Clock()
     svc = make_service(tmp_path, clock)
     svc.create_job(ADMIN, spec(rounds=2))
-    _run_round(svc, clock, 1)
-    _run_round(svc, clock, 2)
+    run_plain_round(svc, clock, 1)
+    run_plain_round(svc, clock, 2)
     pki = init_pki(tmp_path / "pki", "dash")
     app = build_ops_app(
         title="test coordinator",
