@@ -167,3 +167,15 @@ def _runtime(spec: m.JobSpec) -> Any:
     task, strategy, privacy = validate_spec(spec)
     state = strategy.init(JobRuntime.initial_params(task, 0))
     return JobRuntime(spec, task, strategy, privacy, state, "", 6)
+
+
+def test_the_example_job_is_accepted(dp_world: World) -> None:
+    import tomllib
+
+    path = Path(__file__).parents[2] / "examples" / "job_digits_dp_secagg.toml"
+    spec = m.JobSpec.model_validate(tomllib.loads(path.read_text()))
+    view = dp_world.svc.create_job(ADMIN, spec)
+    rt = dp_world.svc.driver.jobs[view.id]
+    assert rt.privacy_plan is not None and rt.privacy_plan.distributed is not None
+    assert rt.privacy_plan.distributed.devices == spec.min_devices
+    assert view.delta == 1e-5 and rt.secure_settings().weighting == "uniform"
