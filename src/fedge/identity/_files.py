@@ -18,8 +18,11 @@ PRIVATE_MODE = 0o600  # private keys: owner read/write only
 PUBLIC_MODE = 0o644  # certificates, CRL, inventory, public keys
 
 
-def write_atomic(path: Path, data: bytes, *, mode: int = PUBLIC_MODE) -> None:
-    """Write ``data`` to ``path`` atomically with permissions ``mode`` (set before any byte lands)."""
+def write_atomic(path: Path, data: bytes, *, mode: int = PUBLIC_MODE, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically with permissions ``mode`` (set before any byte lands).
+
+    ``durable=False`` skips the fsync: for a batch whose writer syncs once at the end.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -27,7 +30,8 @@ def write_atomic(path: Path, data: bytes, *, mode: int = PUBLIC_MODE) -> None:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp_name, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -35,6 +39,6 @@ def write_atomic(path: Path, data: bytes, *, mode: int = PUBLIC_MODE) -> None:
         raise
 
 
-def write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes, *, durable: bool = True) -> None:
     """Write a private key file readable and writable by its owner only (0600)."""
-    write_atomic(path, data, mode=PRIVATE_MODE)
+    write_atomic(path, data, mode=PRIVATE_MODE, durable=durable)

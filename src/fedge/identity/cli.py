@@ -12,7 +12,14 @@ import click
 
 from fedge.errors import FedgeError
 from fedge.identity.certificates import Role
-from fedge.identity.pki import REVOCATION_REASONS, init_pki, issue, list_certificates, revoke
+from fedge.identity.pki import (
+    REVOCATION_REASONS,
+    CertificateRequest,
+    init_pki,
+    issue_many,
+    list_certificates,
+    revoke,
+)
 
 __all__ = ["pki_group"]
 
@@ -50,7 +57,7 @@ def init_command(directory: Path, fleet_name: str, validity_days: int) -> None:
 @pki_group.command("issue")
 @_DIR
 @click.argument("role", type=click.Choice([r.value for r in Role]))
-@click.argument("name")
+@click.argument("names", metavar="NAME...", nargs=-1, required=True)
 @click.option("--site", help="Site of a gateway or device.")
 @click.option("--days", "validity_days", default=365, show_default=True, help="Validity.")
 @click.option(
@@ -65,30 +72,31 @@ def issue_command(
     *,
     directory: Path,
     role: str,
-    name: str,
+    names: tuple[str, ...],
     site: str | None,
     validity_days: int,
     hosts: tuple[str, ...],
     replace: bool,
 ) -> None:
-    """Issue a certificate: ROLE is coordinator, gateway, device or admin; NAME its subject."""
+    """Issue certificates: ROLE is coordinator, gateway, device or admin; each NAME a subject.
+
+    Several names are issued in one pass (the inventory is written once): a fleet of devices
+    is one command, e.g. ``fedge pki issue device dev-001 dev-002 ... --site plant-a``.
+    """
+    requests = [
+        CertificateRequest(role, n, site, validity_days, hosts or None, replace=replace)
+        for n in names
+    ]
     try:
-        issued = issue(
-            directory,
-            role,
-            name,
-            site=site,
-            validity_days=validity_days,
-            hosts=hosts or None,
-            replace=replace,
-        )
+        issued = issue_many(directory, requests)
     except FedgeError as exc:
         raise click.ClickException(str(exc)) from None
-    ident = issued.identity
-    where = f" at site {ident.site}" if ident.site else ""
-    click.echo(f"issued {ident.role} {ident.name}{where}, serial {ident.serial_hex}")
-    click.echo(f"  certificate  {issued.cert_path}")
-    click.echo(f"  private key  {issued.key_path} (0600)")
+    for cert in issued:
+        ident = cert.identity
+        where = f" at site {ident.site}" if ident.site else ""
+        click.echo(f"issued {ident.role} {ident.name}{where}, serial {ident.serial_hex}")
+        click.echo(f"  certificate  {cert.cert_path}")
+        click.echo(f"  private key  {cert.key_path} (0600)")
 
 
 @pki_group.command("revoke")

@@ -50,11 +50,13 @@ from fedge.identity.signing import ReleaseSigningKey
 __all__ = [
     "DEFAULT_SERVER_HOSTS",
     "REVOCATION_REASONS",
+    "CertificateRequest",
     "InventoryEntry",
     "IssuedCertificate",
     "PkiPaths",
     "init_pki",
     "issue",
+    "issue_many",
     "list_certificates",
     "revoke",
 ]
@@ -152,6 +154,20 @@ def init_pki(
     return paths
 
 
+@dataclass(frozen=True)
+class CertificateRequest:
+    """One certificate to issue: see :func:`issue` for the fields."""
+
+    role: Role | str
+    name: str
+    site: str | None = None
+    validity_days: int = 365
+    hosts: Sequence[str] | None = None
+    not_before: datetime | None = None
+    not_after: datetime | None = None
+    replace: bool = False
+
+
 def issue(
     directory: str | Path,
     role: Role | str,
@@ -169,69 +185,115 @@ def issue(
     Coordinators and gateways also get serverAuth and SAN ``hosts`` (default: localhost, 127.0.0.1,
     ::1). ``not_before``/``not_after`` override ``validity_days`` (tests use a past ``not_after``).
     A name that already holds an unrevoked certificate is refused unless ``replace``, which revokes
-    the old one(s) as ``superseded``.
+    the old one(s) as ``superseded``. Many at once: :func:`issue_many`.
     """
-    role = _as_role(role)
-    check_name(name, "name")
-    uris = identity_uris(role, site)
+    request = CertificateRequest(
+        role, name, site, validity_days, hosts, not_before, not_after, replace
+    )
+    return issue_many(directory, [request])[0]
+
+
+def issue_many(
+    directory: str | Path, requests: Sequence[CertificateRequest]
+) -> list[IssuedCertificate]:
+    """Issue several certificates in one pass: the inventory is read and written once and the
+    files are flushed to disk together, so N certificates cost O(N), not O(N²) (a fleet of
+    devices). All requests are checked before any file is written; a bad one issues nothing.
+    """
+    paths = PkiPaths(Path(directory))
+    now = datetime.now(UTC)
+    with _locked(paths.directory):
+        inventory = load_inventory(paths)
+        active: dict[str, list[InventoryEntry]] = {}
+        for e in inventory.entries:
+            if not e.revoked:
+                active.setdefault(e.name, []).append(e)
+        seen: set[str] = set()
+        plans = [_plan(r, now, active, seen) for r in requests]
+        ca_key, ca_cert = _ca(paths)
+        issued: list[IssuedCertificate] = []
+        superseded: set[int] = set()
+        one = len(requests) == 1  # one: fsync its files; many: one sync for the whole batch
+        for request, (role, uris, hosts, not_before, not_after) in zip(
+            requests, plans, strict=True
+        ):
+            leaf_key = _x509.new_private_key()
+            cert = _x509.build_leaf_certificate(
+                ca_key=ca_key,
+                ca_certificate=ca_cert,
+                leaf_key=leaf_key,
+                common_name=request.name,
+                organization=inventory.fleet,
+                uris=uris,
+                hosts=hosts,
+                server=role.is_server,
+                serial=x509.random_serial_number(),
+                not_before=not_before,
+                not_after=not_after,
+            )
+            name = request.name
+            write_private(paths.key_for(name), _x509.private_key_pem(leaf_key), durable=one)
+            write_atomic(paths.cert_for(name), _x509.to_pem(cert), durable=one)
+            identity = identity_from_certificate(cert)
+            superseded.update(e.serial for e in active.pop(name, []))
+            inventory.entries.append(
+                InventoryEntry(
+                    serial=identity.serial,
+                    name=name,
+                    role=role,
+                    site=request.site,
+                    not_before=identity.not_before,
+                    not_after=identity.not_after,
+                )
+            )
+            issued.append(IssuedCertificate(identity, paths.cert_for(name), paths.key_for(name)))
+        if not one:
+            os.sync()  # every key and certificate is on disk before the inventory names it
+        if superseded:
+            inventory.entries = [
+                e.revoke(now, "superseded") if e.serial in superseded else e
+                for e in inventory.entries
+            ]
+            _write_crl(paths, inventory, now)
+        inventory.save(paths.inventory)
+    return issued
+
+
+def _plan(
+    request: CertificateRequest,
+    now: datetime,
+    active: dict[str, list[InventoryEntry]],
+    seen: set[str],
+) -> tuple[Role, list[str], list[str], datetime, datetime]:
+    """Check one request; its role, SAN URIs, hosts and validity window."""
+    role = _as_role(request.role)
+    name = check_name(request.name, "name")
+    uris = identity_uris(role, request.site)
+    hosts = request.hosts
     if hosts is None:
         hosts = DEFAULT_SERVER_HOSTS if role.is_server else ()
     if hosts and not role.is_server:
         raise CertificateError(f"a {role} certificate does not serve TLS and takes no hosts")
-    paths = PkiPaths(Path(directory))
-    now = datetime.now(UTC)
+    not_after = request.not_after
     if not_after is None:
-        if validity_days < 1:
+        if request.validity_days < 1:
             raise PkiError("validity_days must be at least 1")
-        not_after = now + timedelta(days=validity_days)
+        not_after = now + timedelta(days=request.validity_days)
+    not_before = request.not_before
     if not_before is None:
         not_before = min(now - _CLOCK_SKEW, not_after - timedelta(days=1))
     if not_before >= not_after:
         raise PkiError("not_before must be earlier than not_after")
-    with _locked(paths.directory):
-        inventory = load_inventory(paths)
-        active = [e for e in inventory.entries if e.name == name and not e.revoked]
-        if active and not replace:
-            raise PkiError(
-                f"{name!r} already holds certificate {active[0].serial:x}; revoke it first"
-                " or pass --replace"
-            )
-        ca_key, ca_cert = _ca(paths)
-        leaf_key = _x509.new_private_key()
-        cert = _x509.build_leaf_certificate(
-            ca_key=ca_key,
-            ca_certificate=ca_cert,
-            leaf_key=leaf_key,
-            common_name=name,
-            organization=inventory.fleet,
-            uris=uris,
-            hosts=list(hosts),
-            server=role.is_server,
-            serial=x509.random_serial_number(),
-            not_before=not_before,
-            not_after=not_after,
+    if name in seen:
+        raise PkiError(f"{name!r} is named twice in one issue; name each holder once")
+    seen.add(name)
+    held = active.get(name)
+    if held and not request.replace:
+        raise PkiError(
+            f"{name!r} already holds certificate {held[0].serial:x}; revoke it first"
+            " or pass --replace"
         )
-        write_private(paths.key_for(name), _x509.private_key_pem(leaf_key))
-        write_atomic(paths.cert_for(name), _x509.to_pem(cert))
-        identity = identity_from_certificate(cert)
-        if active:
-            inventory.entries = [
-                e.revoke(now, "superseded") if e in active else e for e in inventory.entries
-            ]
-        inventory.entries.append(
-            InventoryEntry(
-                serial=identity.serial,
-                name=name,
-                role=role,
-                site=site,
-                not_before=identity.not_before,
-                not_after=identity.not_after,
-            )
-        )
-        if active:
-            _write_crl(paths, inventory, now)
-        inventory.save(paths.inventory)
-    return IssuedCertificate(identity, paths.cert_for(name), paths.key_for(name))
+    return role, uris, list(hosts), not_before, not_after
 
 
 def _parse_serial(text: str) -> int | None:
