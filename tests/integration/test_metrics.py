@@ -4,7 +4,9 @@ Coordinator, two gateways and six devices run as processes on loopback; a two-ro
 central differential privacy trains through the gateways (plain sums, so gateways see each
 update and record its norm). Then Prometheus' view is read from each role's ops listener with
 the ops token, parsed with ``prometheus_client``'s own parser, and compared with what the admin
-API and the coordinator's database say happened.
+API and the coordinator's database say happened. A last job with secure aggregation shows its
+phases timed at the coordinator and no update norm recorded by a gateway (it relays masked
+vectors only).
 """
 
 from __future__ import annotations
@@ -158,3 +160,28 @@ def test_metrics_need_the_token(ran: tuple[LocalFederation, JobView]) -> None:
     assert (
         value(m, "fedge_requests_refused_total", tier="coordinator", reason="unauthenticated") >= 2
     )
+
+
+def test_secure_aggregation_times_its_phases_and_records_no_norm(
+    ran: tuple[LocalFederation, JobView],
+) -> None:
+    fed, _ = ran
+    coordinator, gateway = str(fed.coordinator_ops_url), fed.gateway_ops_urls["a"]
+    norms_before = value(scrape(fed, gateway), "fedge_update_norm_count")
+    spec = job_spec(
+        "metrics-secure",
+        training_deadline_s=20.0,
+        secure_aggregation={"phase_timeout_s": 4.0, "max_examples": 100_000},
+    )
+    view = wait_for_job(fed, create_job(fed, spec).id, timeout=240)
+    assert any(r.state == "committed" for r in view.rounds), view
+    m = scrape(fed, coordinator)
+    assert value(m, "fedge_rounds_committed_total", job=view.id) >= 1
+    phases = {
+        labels["phase"]
+        for labels, count in m.get("fedge_secagg_phase_duration_seconds_count", [])
+        if count > 0
+    }
+    assert {"advertise_keys", "share_keys", "masked_input", "unmask"} <= phases, phases
+    # a relay sees masked vectors only: it has no update norm to record
+    assert value(scrape(fed, gateway), "fedge_update_norm_count") == norms_before
