@@ -71,8 +71,8 @@ def coordinator_command(
 
     def ops_started(ops: RunningServer) -> None:
         click.echo(
-            f"fedge coordinator ops listener on {ops.url} (/metrics, /healthz;"
-            f" token in {config.ops_token_path()})",
+            f"fedge coordinator ops listener on {ops.url} (/metrics, /healthz, /dashboard/;"
+            f" token in {config.ops_token_path()}, browsers: /login?token=…&next=/dashboard/)",
             err=True,
         )
 
