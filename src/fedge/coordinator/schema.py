@@ -249,6 +249,7 @@ class SecAggOutcomeRow(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     ended_at: Mapped[float] = mapped_column(Float)
 
+
 class AuditEntryRow(Base):
     """One entry of the hash-chained audit log (see :mod:`fedge.telemetry.audit`); append-only.
 
@@ -274,4 +275,3 @@ class AuditHeadRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(Integer)
     hash: Mapped[str] = mapped_column(String(_SHA))
-
