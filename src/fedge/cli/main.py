@@ -25,6 +25,7 @@ _OPTIONAL_GROUPS = (
     ("fedge.coordinator.cli", "devices_group"),
     ("fedge.coordinator.models_cli", "models_group"),
     ("fedge.coordinator.audit_cli", "audit_group"),
+    ("fedge.cli.report", "report_command"),
     ("fedge.gateway.cli", "gateway_command"),
     ("fedge.device.cli", "device_command"),
 )

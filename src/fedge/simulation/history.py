@@ -5,11 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["History", "RoundRecord"]
+__all__ = ["History", "RoundRecord", "plot_series", "pyplot", "style_round_axes"]
 
 
 @dataclass(frozen=True)
@@ -71,12 +72,7 @@ class History:
 
     def plot(self, path: str | Path) -> Path:
         """A PNG of accuracy and loss per round (centralised and federated)."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.ticker import MaxNLocator
-
+        plt = pyplot()
         rounds = [r.round for r in self.records]
         fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
         for attr, label, ax in (
@@ -86,18 +82,43 @@ class History:
             ("federated_loss", "federated (devices)", ax_loss),
             ("train_loss", "local training", ax_loss),
         ):
-            pts = [(x, getattr(r, attr)) for x, r in zip(rounds, self.records, strict=True)]
-            pts = [(x, v) for x, v in pts if v is not None and math.isfinite(v)]
-            if pts:
-                ax.plot(*zip(*pts, strict=True), marker="o", markersize=3, label=label)
-        ax_acc.set(xlabel="round", ylabel="accuracy", title="Accuracy")
-        ax_loss.set(xlabel="round", ylabel="loss", title="Loss")
-        for ax in (ax_acc, ax_loss):
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.grid(alpha=0.3)
-            ax.legend()
+            plot_series(ax, rounds, [getattr(r, attr) for r in self.records], label)
+        style_round_axes(ax_acc, "accuracy", "Accuracy")
+        style_round_axes(ax_loss, "loss", "Loss")
         title = f"{self.config.get('task', '')} · {self.config.get('strategy', {}).get('name', '')}"
         fig.suptitle(title)
         fig.savefig(path, dpi=110)
         plt.close(fig)
         return Path(path)
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_series(
+    ax: Any, rounds: Sequence[int], values: Sequence[float | None], label: str, **style: Any
+) -> None:
+    """Plot one per-round series on ``ax``, skipping rounds without a finite value."""
+    pts = [
+        (x, v) for x, v in zip(rounds, values, strict=True) if v is not None and math.isfinite(v)
+    ]
+    if pts:
+        ax.plot(*zip(*pts, strict=True), marker="o", markersize=3, label=label, **style)
+
+
+def style_round_axes(ax: Any, ylabel: str, title: str) -> None:
+    """Rounds on the x axis (whole numbers), a light grid, the legend when there is one."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set(xlabel="round", ylabel=ylabel, title=title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
