@@ -137,7 +137,7 @@ def test_round_through_the_gateway(tmp_path: Path, model: tuple[bytes, str]) -> 
         assert isinstance(a.step(), float)  # the round is held: Wait (quota used) → backoff
     assert service.close_due_rounds() == ["partial/job1/1"]
     (item,) = service.outbox.due(time.time())
-    arrays, meta = decode_arrays(item.payload, allowed_dtypes=frozenset({"F64"}))
+    arrays, meta = decode_arrays(item.payload, allowed_dtypes=frozenset({"F32"}))
     assert meta["num_accepted"] == "2"
     # under DP every clipped update weighs 1 (DP-FedAvg): the sum's sensitivity is the clip norm
     assert float(meta["total_weight"]) == 2

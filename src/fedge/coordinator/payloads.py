@@ -53,7 +53,8 @@ def update_limit(spec: ParamSpec) -> int:
 
 
 def partial_limit(spec: ParamSpec, max_contributors: int) -> int:
-    """The largest partial payload: float64 sums + header with ``max_contributors`` ids."""
+    """The largest partial payload: sums (float64 at most; current gateways send float32) +
+    header with ``max_contributors`` ids."""
     return 8 * spec.size + _HEADER_ALLOWANCE + _PER_CONTRIBUTOR * max(1, max_contributors)
 
 

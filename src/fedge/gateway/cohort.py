@@ -141,7 +141,15 @@ class Cohort:
 def encode_partial(
     cohort: Cohort, *, job_id: str, round_number: int, gateway: str, site: str, nonce: str
 ) -> bytes:
-    """The partial-sum payload (``PARTIAL_KEYS`` metadata, float64 weighted sums)."""
+    """The partial-sum payload (``PARTIAL_KEYS`` metadata, float32 weighted sums).
+
+    The sum is kept in float64 while updates stream in and rounded to float32 once, on the way
+    out: half the bytes into the coordinator. Exact enough: each of the K float32 updates it
+    sums already carries a rounding error of up to 2⁻²⁴ of its magnitude, so the float64 sum
+    is only known to about K·2⁻²⁴ relative; one more rounding (≤ 2⁻²⁴ of the sum) adds less
+    than that, and the model it updates is float32 too. The coordinator accepts F32 and F64
+    partials (older gateways send F64) and adds them up in float64.
+    """
     meta = {
         "kind": "partial",
         "job": job_id,
@@ -154,4 +162,5 @@ def encode_partial(
         "contributors": json.dumps(cohort.contributors()),
         "rejected": json.dumps([[d, r] for d, r in cohort.rejected()]),
     }
-    return encode_arrays(cohort.weighted_sum(), meta)
+    sums = {name: total.astype(np.float32) for name, total in cohort.weighted_sum().items()}
+    return encode_arrays(sums, meta)

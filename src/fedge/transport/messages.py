@@ -46,7 +46,8 @@ Update payload metadata (``UPDATE_KEYS``): kind="update", job, round, device, no
 num_examples, train_loss; arrays: the model's parameter names, float32 deltas (local − global).
 Partial payload metadata (``PARTIAL_KEYS``): kind="partial", job, round, gateway, site, nonce,
 total_weight, num_accepted, contributors (JSON list of device ids), rejected (JSON list of
-[device, reason]); arrays: the model's parameter names, float64 weighted sums.
+[device, reason]); arrays: the model's parameter names, weighted sums (float32 from current
+gateways, float64 accepted).
 """
 
 from __future__ import annotations
