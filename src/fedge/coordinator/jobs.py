@@ -24,6 +24,7 @@ the fleet), not K: over-selected devices' updates reach the sum too.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
     from fedge.simulation.evaluate import Evaluation
 
 __all__ = ["JobRuntime", "decode_opt_state", "encode_opt_state", "validate_spec"]
+
+log = logging.getLogger(__name__)
 
 
 def validate_spec(spec: m.JobSpec) -> tuple[Task, Strategy, PrivacyConfig]:
@@ -318,6 +321,17 @@ class JobRuntime:
         rt = cls(spec, task, strategy, privacy, state, "", fleet_size)
         if spec.secure_aggregation is not None:
             rt.secure_settings()  # refuse a table the noise plan cannot serve now, not later
+        p = rt.privacy_plan
+        if p is not None and p.distributed is not None and p.accountant is not None:
+            d = p.distributed
+            log.info(
+                "job %s: distributed DP: each device adds N_Z(0, %.4g²) on a grid of %g (clip %g), "
+                "planned for %d survivors (min_devices; fewer abandon the round): z = %.3g on the "
+                "sum, ε after %d rounds = %.4g at δ = %.3g",
+                spec.name, d.per_device_stddev, d.granularity, p.clip_norm, d.devices,
+                d.effective_noise_multiplier, spec.rounds, p.accountant.epsilon_after(spec.rounds),
+                p.delta,
+            )  # fmt: skip
         model = rt.model_payload(state.params)
         rt.model_sha256 = artifacts.put(model)
         opt = encode_opt_state(state.opt_state)
