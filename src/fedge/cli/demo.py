@@ -182,6 +182,7 @@ def run_networked_demo(
     usecase: str | None = None,
     secagg: bool = True,
     noise_multiplier: float = DEMO_NOISE_MULTIPLIER,
+    traces: bool = False,
 ) -> None:
     """Start the federation, run one job to the end, report, and shut everything down.
 
@@ -205,6 +206,9 @@ def run_networked_demo(
         task=task,
         # a use case's devices are its own machines / patients / cars (natural partition)
         partitioner="natural" if usecase else "iid",
+        # every process logs as `fedge --log-format` asked, and writes its spans with --traces
+        log_format=click.get_current_context().find_root().params.get("log_format", "text"),
+        traces=traces,
     )
     fleet = plan.num_devices
     if secagg and fleet < 3:
@@ -372,6 +376,12 @@ def run_networked_demo(
     show_default=True,
     help="Secure aggregation (SecAgg+ through the gateways): nobody sees a single update.",
 )
+@click.option(
+    "--traces",
+    is_flag=True,
+    help="Every process writes its OpenTelemetry spans to WORKDIR/traces/<name>.jsonl (with "
+    "OTEL_EXPORTER_OTLP_ENDPOINT set they go to that collector instead).",
+)
 @click.option("--simulated", is_flag=True, help="Run the in-process simulator demo instead.")
 @click.option(
     "--out",
@@ -391,6 +401,7 @@ def demo_command(
     noise_multiplier: float,
     usecase: str | None,
     secagg: bool,
+    traces: bool,
     simulated: bool,
     out: str,
 ) -> None:
@@ -426,4 +437,5 @@ def demo_command(
         usecase=usecase,
         secagg=secagg,
         noise_multiplier=noise_multiplier,
+        traces=traces,
     )

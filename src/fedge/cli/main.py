@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import logging
 import sys
+from typing import Literal
 
 import click
 
@@ -13,6 +13,7 @@ from fedge import __version__
 from fedge.cli.demo import demo_command
 from fedge.cli.simulate import simulate_command
 from fedge.errors import FedgeError
+from fedge.telemetry.logs import LOG_FORMATS, configure_logging
 
 __all__ = ["cli", "main"]
 
@@ -40,16 +41,21 @@ _OPTIONAL_GROUPS = (
     show_default=True,
     help="How much to log to stderr.",
 )
-def cli(log_level: str) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="text",
+    show_default=True,
+    help="text: readable lines; json: one JSON object per line. Both carry the job, round and "
+    "trace ids of a round's work.",
+)
+def cli(log_level: str, log_format: Literal["text", "json"]) -> None:
     """fedge: federated learning for fleets of edge devices.
 
     Raw data stays on the device; only clipped, masked, optionally noised model updates travel.
     Start with `fedge demo`, or `fedge simulate examples/mnist_fedavg.toml`.
     """
-    logging.basicConfig(
-        level=getattr(logging, log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(log_level, log_format)
 
 
 @cli.command("tasks")

@@ -57,6 +57,7 @@ def coordinator_command(
     """
     from fedge.coordinator.app import run_coordinator
     from fedge.coordinator.config import load_coordinator_config
+    from fedge.telemetry.tracing import setup_tracing
 
     config = load_coordinator_config(
         config_path,
@@ -65,6 +66,7 @@ def coordinator_command(
         database_url=database_url,
         artifacts_dir=artifacts_dir,
     )
+    setup_tracing("coordinator", config.pki.name, config.telemetry_section())  # spans flush at exit
 
     def started(bound: int) -> None:
         click.echo(f"fedge coordinator listening on https://{config.host}:{bound}", err=True)

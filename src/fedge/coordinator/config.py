@@ -41,6 +41,7 @@ from fedge.coordinator.canary import CanaryPolicy
 from fedge.coordinator.settings import CoordinatorSettings
 from fedge.errors import ConfigError
 from fedge.identity import PkiPaths
+from fedge.telemetry.tracing import TelemetrySection
 from fedge.transport.ops import OpsSection
 from fedge.transport.server import ServerTls
 
@@ -96,6 +97,7 @@ class CoordinatorConfig(BaseModel):
     release_margin: float | None = Field(0.0, ge=0)  # release gate (None: promote by hand only)
     canary: CanaryPolicy | None = None  # [canary]: staged rollout (None: all gateways at once)
     ops: OpsSection = OpsSection()  # the operators' listener (fedge.transport.ops)
+    telemetry: TelemetrySection = TelemetrySection()  # where spans go (fedge.telemetry.tracing)
     base_dir: Path = Path()  # where relative paths start (the config file's directory)
 
     def settings(self) -> CoordinatorSettings:
@@ -130,6 +132,10 @@ class CoordinatorConfig(BaseModel):
     def ops_token_path(self) -> Path:
         """The ops token file, absolute."""
         return self.ops.token_path(self.base_dir)
+
+    def telemetry_section(self) -> TelemetrySection:
+        """``[telemetry]`` with a relative traces file taken from the config's directory."""
+        return self.telemetry.resolved(self.base_dir)
 
     def artifacts_path(self) -> Path:
         """The artifact directory, absolute."""

@@ -40,9 +40,12 @@ from fedge.coordinator.secure import SecAggAuthority, SecureRound
 from fedge.coordinator.selection import DIRECT, matches_selector, plan_quotas
 from fedge.coordinator.settings import CoordinatorSettings
 from fedge.coordinator.store import Store
+from fedge.coordinator.traces import RoundTraces, begin_round_trace, metrics_attributes
 from fedge.core.params import ParamSpec
 from fedge.errors import FedgeError, ProtocolError, UnknownNameError
 from fedge.identity.signing import ReleaseSigningKey
+from fedge.telemetry.logs import round_context
+from fedge.telemetry.round_trace import RoundTrace, record_restart
 from fedge.transport import messages as m
 
 __all__ = ["LiveRound", "RoundDriver"]
@@ -63,11 +66,17 @@ class LiveRound:
     handed: set[str] = field(default_factory=set)  # gateways given the assignment
     secure: SecureRound | None = None  # the SecAgg+ session, for jobs with secure aggregation
     planned_deadline: float = float("inf")  # still planned then (too few devices): abandoned
+    trace: RoundTrace | None = None  # the round's spans (fedge.telemetry.round_trace)
 
     @property
     def number(self) -> int:
         """The round number."""
         return self.machine.number
+
+    @property
+    def traceparent(self) -> str | None:
+        """The round's W3C trace context, for its assignments (None while tracing is off)."""
+        return self.trace.traceparent if self.trace is not None else None
 
     def direct_done(self, now: float) -> bool:
         """True when the direct pseudo-site has nothing more to deliver."""
@@ -97,6 +106,7 @@ class RoundDriver:
         self.on_promoted: Callable[[str], None] | None = None
         self.stats = RoundStats(store.engine)  # traffic and secure-sum outcomes, per round
         self.audit = AuditLog(store.engine, clock)  # who took part, releases, admin actions
+        self.traces = RoundTraces(store.engine)  # each round's traceparent, across restarts
 
     def runtime(self, job_id: str) -> JobRuntime:
         """The live job ``job_id``; UnknownNameError when it is not running or paused."""
@@ -139,6 +149,12 @@ class RoundDriver:
                             row.id, rnd.number, state="abandoned", reason=reason, ended_at=now
                         )
                         log.warning("job %s: %s", row.id, reason)
+                        self.audit.record_round(
+                            row.id, rnd.number, "abandoned", model_sha256=None, reason=reason
+                        )
+                        record_restart(
+                            self.traces.get(row.id, rnd.number), row.id, rnd.number, reason
+                        )
 
     # -- time ---------------------------------------------------------------------------------
     def tick(self, now: float | None = None) -> None:
@@ -147,8 +163,11 @@ class RoundDriver:
         with self.lock:
             for rt in list(self.jobs.values()):
                 for _ in range(3):  # a commit can open the next round within the same tick
-                    if not self._advance(rt, t):
-                        break
+                    live = self.live.get(rt.id)
+                    trace = live.trace if live is not None else None
+                    with trace.active() if trace is not None else round_context(rt.id):
+                        if not self._advance(rt, t):
+                            break
 
     def _advance(self, rt: JobRuntime, now: float) -> bool:
         live = self.live.get(rt.id)
@@ -208,7 +227,9 @@ class RoundDriver:
             # toward max_consecutive_abandoned), so a job short of devices ends instead of
             # waiting in "planned" forever
             planned_deadline=now + rt.spec.training_deadline_s + rt.spec.report_deadline_s,
+            trace=begin_round_trace(rt, number),
         )
+        self.traces.save(rt.id, number, self.live[rt.id].traceparent)
         return True
 
     def _finish_job(self, rt: JobRuntime, state: str, reason: str) -> bool:
@@ -258,6 +279,10 @@ class RoundDriver:
         training = now + rt.spec.training_deadline_s
         report = training + rt.spec.report_deadline_s
         live.machine.open(quotas, training, report)
+        if live.trace is not None:
+            live.trace.phase(
+                "configuring", {"fedge.quotas": [f"{k}={q}" for k, q in quotas.items()]}
+            )
         if rt.spec.secure_aggregation is not None:
             assert self.secagg is not None  # create_job refuses secure jobs otherwise
             live.secure = SecureRound(
@@ -285,6 +310,8 @@ class RoundDriver:
         """configuring → training on the first hand-out (caller holds the lock)."""
         if live.machine.state == RoundState.CONFIGURING:
             live.machine.start_training()
+            if live.trace is not None:
+                live.trace.phase("training")
             self.store.update_round(rt.id, live.number, state=live.machine.state.value)
 
     def _advance_secure(self, rt: JobRuntime, live: LiveRound, now: float) -> bool:
@@ -323,6 +350,8 @@ class RoundDriver:
     def _aggregate(self, rt: JobRuntime, live: LiveRound, now: float) -> None:
         rnd = live.machine
         rnd.begin_aggregation()
+        if live.trace is not None:
+            live.trace.phase("aggregating")
         self.store.update_round(rt.id, live.number, state=rnd.state.value)
         if live.direct.num_accepted:
             d = live.direct
@@ -392,6 +421,11 @@ class RoundDriver:
             ended_at=now,
         )
         rt.state, rt.model_sha256, rt.consecutive_abandoned = state, sha, 0
+        if live.trace is not None:
+            live.trace.end(
+                "committed",
+                attributes={"fedge.model": sha, **metrics_attributes(acc.num_accepted, metrics)},
+            )
         self.audit.record_round(rt.id, live.number, "committed", model_sha256=sha)
         self.audit.record_release(version, signed=self.release_key is not None)
         self._gate(rt.id, sha, metrics)
@@ -443,6 +477,8 @@ class RoundDriver:
             ended_at=now,
         )
         rt.consecutive_abandoned += 1
+        if live.trace is not None:
+            live.trace.end("abandoned", reason, {"fedge.participants": live.acc.num_accepted})
         del self.live[rt.id]
         self.audit.record_round(rt.id, live.number, "abandoned", model_sha256=None, reason=reason)
         log.warning("job %s round %d abandoned: %s", rt.id, live.number, reason)

@@ -28,6 +28,7 @@ __all__ = [
     "RolloutHealthRow",
     "RolloutRow",
     "RoundRow",
+    "RoundTraceRow",
     "RoundTrafficRow",
     "SecAggOutcomeRow",
 ]
@@ -275,3 +276,13 @@ class AuditHeadRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(Integer)
     hash: Mapped[str] = mapped_column(String(_SHA))
+
+
+class RoundTraceRow(Base):
+    """The W3C ``traceparent`` of a round's root span (fedge.telemetry.round_trace): a restarted
+    coordinator adds to the trace of a round it abandons, and operators find a round's trace."""
+
+    __tablename__ = "round_traces"
+    job_id: Mapped[str] = mapped_column(String(_ID), primary_key=True)
+    round: Mapped[int] = mapped_column(Integer, primary_key=True)
+    traceparent: Mapped[str] = mapped_column(String(55))

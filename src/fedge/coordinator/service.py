@@ -162,6 +162,7 @@ class CoordinatorService:
                         privacy=rt.device_privacy(),
                         secagg=live.secure.plan if live.secure is not None else None,
                         selector=rt.spec.selector,
+                        traceparent=live.traceparent,
                     )
                 )
         return m.GatewayAssignments(assignments=out, retry_after_s=self.settings.poll_interval_s)
@@ -432,6 +433,7 @@ class CoordinatorService:
                     plan=rt.training_plan(),
                     privacy=rt.device_privacy(),
                     nonce=request.nonce,
+                    traceparent=live.traceparent,
                 )
         return wait
 

@@ -50,6 +50,11 @@ class FederationPlan:
     tick_s: float = 0.5
     device_labels: dict[str, str] = field(default_factory=lambda: {"kind": "demo"})
     privacy_limit: float = 100.0  # each device owner's ε limit
+    log_format: str = "text"  # every process's `fedge --log-format` (text | json)
+    traces: bool = False  # every process writes its spans to <workdir>/traces/<name>.jsonl
+    otlp_endpoint: str | None = None  # or sends them to this OTLP/HTTP collector
+    # more coordinator.toml settings: top-level keys, or sections as dicts (e.g. "canary")
+    coordinator_extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_devices(self) -> int:
@@ -115,6 +120,23 @@ class LocalFederation:
             section["release_pub"] = str(self.pki / "release.pub")
         return section
 
+    def _role_argv(self, role: str, config: Path) -> list[str]:
+        """``fedge --log-level info --log-format F ROLE --config CONFIG``."""
+        log_format = ("--log-format", self.plan.log_format)
+        return fedge_argv("--log-level", "info", *log_format, role, "--config", str(config))
+
+    def traces_file(self, name: str) -> Path:
+        """Where process ``name`` writes its spans when the plan asks for ``traces``."""
+        return self.workdir / "traces" / f"{name}.jsonl"
+
+    def _telemetry_section(self, name: str) -> dict[str, dict[str, Any]]:
+        """``[telemetry]`` for process ``name`` (none when the plan traces nothing)."""
+        if self.plan.otlp_endpoint is not None:
+            return {"telemetry": {"otlp_endpoint": self.plan.otlp_endpoint}}
+        if self.plan.traces:
+            return {"telemetry": {"traces_file": str(self.traces_file(name))}}
+        return {}
+
     def _log_size(self, name: str) -> int:
         path = self.supervisor.log_dir / f"{name}.log"
         return path.stat().st_size if path.exists() else 0
@@ -171,6 +193,7 @@ class LocalFederation:
             {
                 "pki": self._pki_section("coordinator", crl=True, release_pub=False),
                 "ops": self._ops_section(self.coordinator_ops_url),
+                **self._telemetry_section("coordinator"),
             },
         )
         since = self._log_size("coordinator")
@@ -207,6 +230,7 @@ class LocalFederation:
             {
                 "pki": self._pki_section(name, crl=True),
                 "ops": self._ops_section(self.gateway_ops_urls.get(site)),
+                **self._telemetry_section(name),
             },
         )
         since = self._log_size(name)
@@ -253,6 +277,7 @@ class LocalFederation:
                 },
                 "eligibility": {"min_examples": 10, "require_charging": False},
                 **({"serving": {"job": serve_job, "poll_s": 0.5}} if serve_job else {}),
+                **self._telemetry_section(name),
             },
         )
         # Many devices share this machine's cores: one compute thread each, not one per core.

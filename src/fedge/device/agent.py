@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+from opentelemetry import trace
 
 from fedge.core.serde import decode_params
 from fedge.device.backoff import Backoff
@@ -47,6 +48,7 @@ from fedge.errors import (
 from fedge.identity.signing import ReleaseVerifyKey
 from fedge.privacy import PrivacyLedger, secure_generator
 from fedge.storage.outbox import Outbox
+from fedge.telemetry.tracing import round_span, span, traceparent_of
 from fedge.transport.client import retry_with_backoff
 from fedge.transport.messages import (
     CheckInRequest,
@@ -123,6 +125,8 @@ class DeviceAgent:
     stats: AgentStats = field(default_factory=AgentStats)
     secagg: SecAggCredentials | None = None  # certificate, key and CA: secure aggregation on
     release_key: ReleaseVerifyKey | None = None  # set: refuse models without a valid release
+    # each queued update's task span (traceparent): its delivery is a child of it
+    _report_parents: dict[str, str | None] = field(default_factory=dict, init=False, repr=False)
 
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set."""
@@ -181,7 +185,24 @@ class DeviceAgent:
         return max(0.0, self.ledger.limit - self.ledger.total_spent())
 
     def handle_task(self, task: TaskAssignment) -> bool:
-        """Train on ``task`` and queue the update; False when the task is declined or refused."""
+        """Train on ``task`` and queue the update; False when the task is declined or refused.
+
+        It is the span ``fedge.device.task``, a child of the task's ``traceparent`` (the
+        gateway's span of the round), and its log records carry job and round.
+        """
+        with round_span(
+            "fedge.device.task",
+            task.job_id,
+            task.round,
+            traceparent=task.traceparent,
+            attributes={"fedge.device": self.device_id},
+        ) as task_span:
+            self._report_parents[update_key(task.job_id, task.round)] = traceparent_of(task_span)
+            done = self._handle_task(task)
+            task_span.set_attribute("fedge.done", done)
+            return done
+
+    def _handle_task(self, task: TaskAssignment) -> bool:
         self.stats.tasks += 1
         job, rnd = task.job_id, task.round
         key = update_key(job, rnd)
@@ -233,6 +254,9 @@ class DeviceAgent:
             noise_rng=self.noise_rng(),
         )
         del x, y
+        trace.get_current_span().set_attributes(
+            {"fedge.examples": trained.num_examples, "fedge.train_loss": trained.train_loss}
+        )
         self.ledger.record(job, epsilon_after)
         destination = f"/v1/jobs/{job}/rounds/{rnd}/updates"
         if task.secagg is not None:
@@ -257,14 +281,15 @@ class DeviceAgent:
         )
         self.outbox.mark_delivered(key)  # a tombstone: this round's update never goes out in clear
         try:
-            state, reason = run_secure_round(
-                self.link,  # type: ignore[arg-type]
-                task,
-                self.device_id,
-                vector,
-                self.secagg,
-                clock=self.clock,
-            )
+            with span("fedge.device.report", attributes={"fedge.secure_aggregation": True}):
+                state, reason = run_secure_round(
+                    self.link,  # type: ignore[arg-type]
+                    task,
+                    self.device_id,
+                    vector,
+                    self.secagg,
+                    clock=self.clock,
+                )
         except FedgeError as exc:
             self.stats.errors += 1
             self.stats.last_reason = str(exc)
@@ -299,7 +324,14 @@ class DeviceAgent:
         for item in self.outbox.due(now):
             _, job, rnd = item.key.split("/", 2)
             try:
-                receipt = self.link.submit_update(job, int(rnd), item.payload)
+                with round_span(
+                    "fedge.device.report",
+                    job,
+                    int(rnd),
+                    traceparent=self._report_parents.get(item.key),
+                    attributes={"fedge.device": self.device_id},
+                ):
+                    receipt = self.link.submit_update(job, int(rnd), item.payload)
             except UnavailableError as exc:
                 self.outbox.mark_failed(item.key, now + self.backoff.next_delay(), str(exc))
                 log.info("device %s: gateway unavailable, will retry: %s", self.device_id, exc)

@@ -41,9 +41,11 @@ def device_command(config_path: str) -> None:
     from fedge.identity.signing import ReleaseVerifyKey
     from fedge.privacy import PrivacyLedger
     from fedge.storage.outbox import Outbox
+    from fedge.telemetry.tracing import setup_tracing
     from fedge.transport.client import FedgeClient
 
     cfg = load_device_config(config_path)
+    setup_tracing("device", cfg.id, cfg.telemetry)  # spans are flushed at exit
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     store = LocalStore(cfg.state_dir / "data.sqlite", cfg.data.retention_s)
     d = cfg.data

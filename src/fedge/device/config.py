@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fedge.device.eligibility import ConditionsPolicy
 from fedge.gateway.config import PkiFiles, read_toml
+from fedge.telemetry.tracing import TelemetrySection
 
 __all__ = [
     "DataConfig",
@@ -95,11 +96,16 @@ class DeviceConfig(_Section):
     data: DataConfig = DataConfig()
     eligibility: EligibilityConfig = EligibilityConfig()
     serving: ServingConfig | None = None  # set: run the local prediction endpoint
+    telemetry: TelemetrySection = TelemetrySection()  # where spans go (fedge.telemetry.tracing)
 
     def resolved(self, base: Path) -> DeviceConfig:
         """Relative paths taken from ``base`` (the config file's directory)."""
         return self.model_copy(
-            update={"pki": self.pki.resolved(base), "state_dir": base / self.state_dir}
+            update={
+                "pki": self.pki.resolved(base),
+                "state_dir": base / self.state_dir,
+                "telemetry": self.telemetry.resolved(base),
+            }
         )
 
     @property

@@ -53,6 +53,7 @@ def gateway_command(config_path: str) -> None:
     from fedge.identity.signing import ReleaseVerifyKey
     from fedge.storage.outbox import Outbox
     from fedge.telemetry.metrics import metrics_router, setup_metrics, shutdown_metrics
+    from fedge.telemetry.tracing import setup_tracing
     from fedge.telemetry.traffic import TrafficMetricsMiddleware
     from fedge.transport.api import build_app
     from fedge.transport.client import FedgeClient
@@ -61,6 +62,7 @@ def gateway_command(config_path: str) -> None:
     from fedge.transport.server import ServerTls, run_server
 
     cfg = load_gateway_config(config_path)
+    setup_tracing("gateway", cfg.id, cfg.telemetry)  # spans are flushed at exit
     if cfg.pki.crl is None:
         raise click.UsageError("a gateway needs pki.crl: revocations must take effect at once")
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
@@ -107,7 +109,9 @@ def gateway_command(config_path: str) -> None:
         secagg_relay=relay,
     )
     app.add_middleware(TrafficMetricsMiddleware)  # bytes in/out and refusals, by route
-    _observe_site(setup_metrics("gateway", cfg.id), service)  # OTLP: OTEL_EXPORTER_OTLP_ENDPOINT
+    _observe_site(
+        setup_metrics("gateway", cfg.id, otlp_endpoint=cfg.telemetry.otlp_endpoint), service
+    )
     tls = ServerTls(cfg.pki.ca, cfg.pki.cert, cfg.pki.key, cfg.pki.crl)
     ops = start_ops(
         cfg.ops,

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from fedge.errors import ConfigError
+from fedge.telemetry.tracing import TelemetrySection
 from fedge.transport.ops import OpsSection
 
 __all__ = ["GatewayConfig", "PkiFiles", "load_gateway_config", "read_toml"]
@@ -57,12 +58,18 @@ class GatewayConfig(_Section):
     device_retry_s: float = Field(5.0, gt=0)  # the Wait a device gets when there is no task
     request_timeout_s: float = Field(30.0, gt=0)  # per request to the coordinator
     ops: OpsSection = OpsSection()  # the operators' listener: /metrics, /healthz
+    telemetry: TelemetrySection = TelemetrySection()  # where spans go (fedge.telemetry.tracing)
 
     def resolved(self, base: Path) -> GatewayConfig:
         """Relative paths taken from ``base`` (the config file's directory)."""
         ops = self.ops.model_copy(update={"token_file": self.ops.token_path(base)})
         return self.model_copy(
-            update={"pki": self.pki.resolved(base), "state_dir": base / self.state_dir, "ops": ops}
+            update={
+                "pki": self.pki.resolved(base),
+                "state_dir": base / self.state_dir,
+                "ops": ops,
+                "telemetry": self.telemetry.resolved(base),
+            }
         )
 
 

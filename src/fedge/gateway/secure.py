@@ -216,7 +216,8 @@ class SecureRelay:
                 data = site.sum_wire
                 site.sending = True
             try:
-                self.link.relay_secagg_submit(job_id, round_number, data)
+                with self.service.upload_span("fedge.gateway.relay_sum", job_id, round_number):
+                    self.link.relay_secagg_submit(job_id, round_number, data)
             except UnavailableError as exc:
                 log.warning("relay sum %s/%d not delivered yet: %s", job_id, round_number, exc)
                 with self._lock:

@@ -16,8 +16,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+
+from opentelemetry.trace import Span
 
 from fedge.core.params import ParamSpec
 from fedge.core.serde import decode_params
@@ -35,6 +38,7 @@ from fedge.gateway.rounds import RoundBook, RoundKey, RoundState
 from fedge.identity import Identity, Role, authorize
 from fedge.storage.outbox import Outbox
 from fedge.telemetry.metrics import record_dropouts, record_update_norm
+from fedge.telemetry.tracing import round_span, start_span, traceparent_of
 from fedge.transport.manifests import ManifestGuard, read_manifest
 from fedge.transport.messages import (
     CheckInRequest,
@@ -106,6 +110,9 @@ class GatewayService:
         self.health_sink: Callable[[str, HealthReport], Receipt] | None = None
         # the newest release manifest accepted per job: older ones are refused (downgrades)
         self.manifests = ManifestGuard()
+        # this gateway's span of each round, a child of the round's trace; kept after it ends
+        # (until the round is forgotten): its context parents the devices' work and the upload
+        self._spans: dict[RoundKey, Span] = {}
 
     # -- DeviceService ----------------------------------------------------------------------
     def _admit(self, peer: Identity) -> str:
@@ -137,6 +144,9 @@ class GatewayService:
             return Wait(retry_after_s=self.device_retry_s, reason="no task for this device now")
         a = state.assignment
         log.info("handed %s round %d to %s", a.job_id, a.round, device)
+        gateway_span = self._spans.get(state.key)
+        if gateway_span is not None:
+            gateway_span.add_event("task handed out", {"fedge.device": device})
         return TaskAssignment(
             job_id=a.job_id,
             round=a.round,
@@ -147,6 +157,7 @@ class GatewayService:
             privacy=a.privacy,
             secagg=a.secagg,
             nonce=request.nonce,
+            traceparent=self.round_traceparent(a.job_id, a.round),
         )
 
     def model(self, peer: Identity, sha256: str) -> bytes:
@@ -309,8 +320,54 @@ class GatewayService:
             if self._reported(partial_key(a.job_id, a.round))
         ]
         with self._lock:
-            new = self._book.update(answer.assignments, closed)
-        return [s.assignment for s in new if not s.closed]
+            new = [s for s in self._book.update(answer.assignments, closed) if not s.closed]
+            for state in new:
+                a = state.assignment
+                self._spans[state.key] = start_span(
+                    "fedge.gateway.round",
+                    traceparent=a.traceparent,
+                    attributes={
+                        "fedge.job": a.job_id,
+                        "fedge.round": a.round,
+                        "fedge.gateway": self.gateway_id,
+                        "fedge.site": self.site,
+                        "fedge.quota": a.quota,
+                        "fedge.secure_aggregation": a.secagg is not None,
+                    },
+                )
+        return [s.assignment for s in new]
+
+    def round_traceparent(self, job_id: str, round_number: int) -> str | None:
+        """The context of this gateway's span of a round (work for it is parented to it)."""
+        gateway_span = self._spans.get((job_id, round_number))
+        return traceparent_of(gateway_span) if gateway_span is not None else None
+
+    @contextmanager
+    def upload_span(self, name: str, job_id: str, round_number: int) -> Iterator[Span]:
+        """A span for sending a round's sum upstream, a child of this gateway's span of it."""
+        with round_span(
+            name,
+            job_id,
+            round_number,
+            traceparent=self.round_traceparent(job_id, round_number),
+            attributes={"fedge.gateway": self.gateway_id, "fedge.site": self.site},
+        ) as s:
+            yield s
+
+    def _end_span(self, state: RoundState, cohort: Cohort | None) -> None:
+        """End this gateway's span of a round it closes, with what it collected."""
+        gateway_span = self._spans.get(state.key)
+        if gateway_span is None:
+            return
+        gateway_span.set_attributes(
+            {
+                "fedge.handed": len(state.handed),
+                "fedge.reported": len(state.reported),
+                "fedge.accepted": cohort.num_accepted if cohort is not None else 0,
+                "fedge.refused": len(cohort.rejected()) if cohort is not None else 0,
+            }
+        )
+        gateway_span.end()
 
     def _reported(self, key: str) -> bool:
         return self.outbox.get(key) is not None or self.outbox.is_delivered(key)
@@ -329,7 +386,10 @@ class GatewayService:
             for state in due:
                 state.closed = True
             closing = [(s, self._cohorts.pop(s.key, None)) for s in due]
-            self._book.forget_before(now, keep_s=600.0)
+            for forgotten in self._book.forget_before(now, keep_s=600.0):
+                self._spans.pop(forgotten, None)
+        for state, held in closing:
+            self._end_span(state, held)
         keys = []
         for state, held in closing:
             a = state.assignment

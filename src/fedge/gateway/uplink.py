@@ -139,7 +139,8 @@ class Uplink:
         for item in outbox.due(now):
             _, job, rnd = item.key.split("/", 2)
             try:
-                receipt = self.link.submit_partial(job, int(rnd), item.payload)
+                with self.service.upload_span("fedge.gateway.partial", job, int(rnd)):
+                    receipt = self.link.submit_partial(job, int(rnd), item.payload)
             except UnavailableError as exc:
                 retry_at = now + self._send_backoff.next_delay()
                 outbox.mark_failed(item.key, retry_at, str(exc))

@@ -3,3 +3,5 @@
 Each concern is its own module (import it directly); this package re-exports nothing, so that
 importing one of them never pulls in the others' dependencies.
 """
+
+__all__: list[str] = []

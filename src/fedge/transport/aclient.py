@@ -27,6 +27,7 @@ from pydantic import BaseModel
 
 from fedge.errors import PayloadTooLarge, ValidationError
 from fedge.identity import client_ssl_context
+from fedge.telemetry.tracing import trace_headers
 from fedge.transport.client import _CHECKIN, _DEVICES, _JOBS, _OCTET, _transport_error
 from fedge.transport.errors import error_from_response
 from fedge.transport.messages import (
@@ -94,6 +95,7 @@ class AsyncFedgeClient:
     # -- plumbing --------------------------------------------------------------------------
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
+            kwargs["headers"] = trace_headers(kwargs.get("headers"))  # + traceparent, in a span
             response = await self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise _transport_error(exc, self.base_url + path) from None
@@ -131,7 +133,7 @@ class AsyncFedgeClient:
         """``GET /v1/models/{sha256}``: the model payload (its hash is the caller's to check)."""
         path = f"/v1/models/{sha256}"
         try:
-            async with self._http.stream("GET", path) as response:
+            async with self._http.stream("GET", path, headers=trace_headers()) as response:
                 if response.status_code >= 400:
                     raise error_from_response(response.status_code, await response.aread())
                 chunks, size = [], 0

@@ -16,6 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from fedge.errors import AuthorizationError, ConfigError, ValidationError
 from fedge.identity import Identity, PeerVerifier, Role
+from fedge.telemetry.http import TraceContextMiddleware
 from fedge.transport.auth import require_roles
 from fedge.transport.errors import install_error_handlers
 from fedge.transport.limits import BodyLimitMiddleware, BodyLimits
@@ -120,6 +121,7 @@ def build_app(
     )
     app.state.verifier = verifier
     app.add_middleware(BodyLimitMiddleware, limit_for=(limits or BodyLimits()).for_path)
+    app.add_middleware(TraceContextMiddleware)  # outermost: a refused body is in the span too
     install_error_handlers(app)
 
     @app.get("/v1/health", tags=["health"], responses={401: _ERR})

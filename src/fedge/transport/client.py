@@ -33,6 +33,7 @@ from fedge.errors import (
     ValidationError,
 )
 from fedge.identity import client_ssl_context
+from fedge.telemetry.tracing import trace_headers
 from fedge.transport.errors import error_from_response
 from fedge.transport.messages import (
     CheckInRequest,
@@ -142,6 +143,7 @@ class FedgeClient:
     # -- plumbing --------------------------------------------------------------------------
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
+            kwargs["headers"] = trace_headers(kwargs.get("headers"))  # + traceparent, in a span
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise _transport_error(exc, self.base_url + path) from None
@@ -180,7 +182,7 @@ class FedgeClient:
         """``GET /v1/models/{sha256}``: the model payload (its hash is the caller's to check)."""
         path = f"/v1/models/{sha256}"
         try:
-            with self._http.stream("GET", path) as response:
+            with self._http.stream("GET", path, headers=trace_headers()) as response:
                 if response.status_code >= 400:
                     raise error_from_response(response.status_code, response.read())
                 chunks, size = [], 0

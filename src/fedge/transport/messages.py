@@ -103,6 +103,8 @@ PARTIAL_KEYS = (
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 Nonce = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+# a round's W3C trace context (fedge.telemetry.tracing): later work is parented to the round
+TraceParent = Annotated[str, Field(pattern=r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")]
 
 
 def new_nonce() -> str:
@@ -244,6 +246,7 @@ class TaskAssignment(_Msg):
     privacy: PrivacyPlan = PrivacyPlan()
     secagg: SecAggPlan | None = None
     nonce: Nonce  # echo: binds the assignment to the check-in that asked for it
+    traceparent: TraceParent | None = None  # the device's work is a span of the round's trace
 
 
 class Wait(_Msg):
@@ -312,6 +315,7 @@ class RoundAssignment(_Msg):
     privacy: PrivacyPlan = PrivacyPlan()
     secagg: SecAggPlan | None = None
     selector: dict[str, str] = Field(default_factory=dict)  # device labels required
+    traceparent: TraceParent | None = None  # the gateway's share is a span of the round's trace
 
 
 class GatewayAssignments(_Msg):
