@@ -164,3 +164,19 @@ def test_a_round_and_admin_actions_are_recorded(svc: CoordinatorService) -> None
     pause = entries[-1]
     assert (pause.kind, pause.actor, pause.subject) == ("job.pause", "alice", "digits")
     assert entries[-2].kind == "enrolment" and entries[-2].subject == "alice"
+
+
+def test_a_round_cut_short_by_a_restart_is_recorded(tmp_path: Path) -> None:
+    clock = Clock()
+    svc = make_service(tmp_path, clock)
+    svc.create_job(ADMIN, spec())
+    checkin(svc, GW_A)
+    checkin(svc, GW_B)
+    svc.tick()
+    assert svc.live_round("digits") is not None
+    svc.store.close()
+    restarted = make_service(tmp_path, clock)  # same database: round 1 was in flight
+    entries = restarted.driver.audit.entries(kinds=["round"])
+    assert [(e.subject, e.details["outcome"]) for e in entries] == [("digits/1", "abandoned")]
+    assert "coordinator restarted" in entries[0].details["reason"]
+    assert restarted.driver.audit.verify().intact
