@@ -10,6 +10,7 @@ in, and the caller (:class:`~fedge.gateway.service.GatewayService`) holds the lo
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -18,6 +19,8 @@ from fedge.transport.messages import RoundAssignment
 __all__ = ["RoundBook", "RoundKey", "RoundState"]
 
 RoundKey = tuple[str, int]  # (job id, round number)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -28,6 +31,7 @@ class RoundState:
     handed: set[str] = field(default_factory=set)  # devices the round was handed to
     reported: set[str] = field(default_factory=set)  # devices whose update was taken or refused
     closed: bool = False  # a partial was formed: nothing more is handed out or accepted
+    over_budget: set[str] = field(default_factory=set)  # devices whose ε limit the round passes
 
     @property
     def key(self) -> RoundKey:
@@ -116,6 +120,14 @@ class RoundBook:
             if not selector_matches(a.selector, labels):
                 continue
             if privacy_remaining is not None and a.privacy.epsilon_cost > privacy_remaining:
+                if device not in state.over_budget:  # said once per device and round
+                    state.over_budget.add(device)
+                    log.warning(
+                        "device %s is not handed %s/%d: the round costs ε %.4g and its owner's "
+                        "privacy limit leaves %.4g; the device owner can raise the limit, the job "
+                        "can add noise or run fewer rounds",
+                        device, a.job_id, a.round, a.privacy.epsilon_cost, privacy_remaining,
+                    )  # fmt: skip
                 continue
             state.handed.add(device)
             return state
