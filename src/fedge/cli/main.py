@@ -2,37 +2,42 @@
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import sys
 from typing import Literal
 
 import click
 
 from fedge import __version__
-from fedge.cli.demo import demo_command
-from fedge.cli.simulate import simulate_command
+from fedge.cli.lazy import LazyGroup
 from fedge.errors import FedgeError
 from fedge.telemetry.logs import LOG_FORMATS, configure_logging
 
 __all__ = ["cli", "main"]
 
-# Command groups owned by other packages, mounted when their package imports.
-_OPTIONAL_GROUPS = (
-    ("fedge.privacy.cli", "privacy_group"),
-    ("fedge.identity.cli", "pki_group"),
-    ("fedge.coordinator.cli", "coordinator_command"),
-    ("fedge.coordinator.cli", "jobs_group"),
-    ("fedge.coordinator.cli", "devices_group"),
-    ("fedge.coordinator.models_cli", "models_group"),
-    ("fedge.coordinator.audit_cli", "audit_group"),
-    ("fedge.cli.report", "report_command"),
-    ("fedge.gateway.cli", "gateway_command"),
-    ("fedge.device.cli", "device_command"),
+# Commands owned by other modules, imported only when they run (fedge.cli.lazy): a gateway or
+# device process must not import what the simulator needs (torch); one that cannot be
+# imported (an optional part) is left out.
+_LAZY_COMMANDS = {
+    "simulate": "fedge.cli.simulate:simulate_command",
+    "demo": "fedge.cli.demo:demo_command",
+    "privacy": "fedge.privacy.cli:privacy_group",
+    "pki": "fedge.identity.cli:pki_group",
+    "coordinator": "fedge.coordinator.cli:coordinator_command",
+    "jobs": "fedge.coordinator.cli:jobs_group",
+    "devices": "fedge.coordinator.cli:devices_group",
+    "models": "fedge.coordinator.models_cli:models_group",
+    "audit": "fedge.coordinator.audit_cli:audit_group",
+    "report": "fedge.cli.report:report_command",
+    "gateway": "fedge.gateway.cli:gateway_command",
+    "device": "fedge.device.cli:device_command",
+}
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy_commands=_LAZY_COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="fedge")
 @click.option(
     "--log-level",
@@ -85,13 +90,6 @@ def partitioners_command() -> None:
     for name in PARTITIONERS.names():
         doc = (PARTITIONERS.get(name).__doc__ or "").strip().splitlines()
         click.echo(f"{name:10s} {doc[0] if doc else ''}")
-
-
-cli.add_command(simulate_command)
-cli.add_command(demo_command)
-for _module, _attr in _OPTIONAL_GROUPS:
-    with contextlib.suppress(ImportError, AttributeError):  # optional part not importable
-        cli.add_command(getattr(importlib.import_module(_module), _attr))
 
 
 def main() -> None:
