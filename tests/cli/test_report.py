@@ -10,17 +10,7 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 from click.testing import CliRunner
-from tests.coordinator.helpers import (
-    ADMIN,
-    GW_A,
-    GW_B,
-    Clock,
-    checkin,
-    device_updates,
-    make_service,
-    partial_payload,
-    spec,
-)
+from tests.coordinator.helpers import ADMIN, Clock, make_service, run_plain_round, spec
 
 from fedge.cli.main import cli
 from fedge.cli.report import report_html, report_png
@@ -37,17 +27,7 @@ def ran(tmp_path: Path) -> CoordinatorService:
     clock = Clock()
     svc = make_service(tmp_path, clock)
     svc.create_job(ADMIN, spec(rounds=3))
-    checkin(svc, GW_A)
-    checkin(svc, GW_B)
-    svc.tick()
-    live = svc.live_round("digits")
-    assert live is not None
-    for gw, ids in ((GW_A, ["a1", "a2"]), (GW_B, ["b1", "b2"])):
-        checkin(svc, gw)
-        payload = partial_payload(gw, "digits", 1, device_updates(live.acc.spec, ids, seed=3))
-        svc.submit_partial(gw, "digits", 1, payload)
-    clock.now += 5
-    svc.tick()  # round 1 commits, round 2 opens
+    run_plain_round(svc, clock, 1)  # round 1 commits, round 2 opens
     clock.now += 500
     svc.tick()  # round 2: nobody took it before its deadline
     rounds = svc.get_job(ADMIN, "digits").rounds

@@ -15,17 +15,7 @@ from fedge.errors import ProtocolError
 from fedge.identity import Role
 
 from .conftest import identity
-from .helpers import (
-    ADMIN,
-    GW_A,
-    GW_B,
-    Clock,
-    checkin,
-    device_updates,
-    make_service,
-    partial_payload,
-    spec,
-)
+from .helpers import ADMIN, GW_A, GW_B, Clock, checkin, make_service, run_plain_round, spec
 
 
 def filled(store: Store, n: int = 6) -> AuditLog:
@@ -118,24 +108,19 @@ def test_concurrent_appends_keep_one_chain(store: Store) -> None:
 
 
 @pytest.fixture
-def svc(tmp_path: Path) -> CoordinatorService:
-    return make_service(tmp_path, Clock())
+def clock() -> Clock:
+    return Clock()
 
 
-def test_a_round_and_admin_actions_are_recorded(svc: CoordinatorService) -> None:
+@pytest.fixture
+def svc(tmp_path: Path, clock: Clock) -> CoordinatorService:
+    return make_service(tmp_path, clock)
+
+
+def test_a_round_and_admin_actions_are_recorded(svc: CoordinatorService, clock: Clock) -> None:
     svc.create_job(ADMIN, spec(rounds=2))
-    checkin(svc, GW_A)
-    checkin(svc, GW_B)
-    svc.tick()
-    live = svc.live_round("digits")
-    assert live is not None
-    pspec = live.acc.spec
-    for gw, ids in ((GW_A, ["a1", "a2"]), (GW_B, ["b1", "b2"])):
-        checkin(svc, gw)
-        payload = partial_payload(gw, "digits", 1, device_updates(pspec, ids, seed=1))
-        assert svc.submit_partial(gw, "digits", 1, payload).accepted
-    svc.tick()
-    svc.revoke_device(ADMIN, "b2")
+    run_plain_round(svc, clock, 1)
+    svc.revoke_device(ADMIN, "d4")
     other_admin = identity(Role.ADMIN, "alice")
     svc.pause_job(other_admin, "digits")
 
@@ -150,25 +135,25 @@ def test_a_round_and_admin_actions_are_recorded(svc: CoordinatorService) -> None
     assert create.details["spec"]["task"] == "digits_mlp"
     enrolled = {e.subject: e.details for e in entries if e.kind == "enrolment"}
     assert enrolled["gw-a"]["role"] == "gateway" and enrolled["gw-a"]["site"] == "s1"
-    assert enrolled["a1"]["via"] == "gw-a"  # first heard of through its gateway's partial
+    assert enrolled["d1"]["via"] == "gw-a"  # first heard of through its gateway's partial
     (rnd,) = [e for e in entries if e.kind == "round"]
     assert rnd.subject == "digits/1" and rnd.details["outcome"] == "committed"
-    assert rnd.details["devices"] == ["a1", "a2", "b1", "b2"]
+    assert rnd.details["devices"] == ["d1", "d2", "d3", "d4"]
     assert rnd.details["gateways"] == ["gw-a", "gw-b"]
     releases = [e for e in entries if e.kind == "release"]
     assert [r.details["round"] for r in releases] == [None, 1]
     assert releases[1].subject == rnd.details["model_sha256"]
     assert next(e for e in entries if e.kind == "promotion").actor == "release-gate"
     (revocation,) = [e for e in entries if e.kind == "revocation"]
-    assert (revocation.actor, revocation.subject) == ("admin", "b2")
+    assert (revocation.actor, revocation.subject) == ("admin", "d4")
     pause = entries[-1]
     assert (pause.kind, pause.actor, pause.subject) == ("job.pause", "alice", "digits")
     assert entries[-2].kind == "enrolment" and entries[-2].subject == "alice"
 
 
-def test_a_round_cut_short_by_a_restart_is_recorded(tmp_path: Path) -> None:
-    clock = Clock()
-    svc = make_service(tmp_path, clock)
+def test_a_round_cut_short_by_a_restart_is_recorded(
+    svc: CoordinatorService, clock: Clock, tmp_path: Path
+) -> None:
     svc.create_job(ADMIN, spec())
     checkin(svc, GW_A)
     checkin(svc, GW_B)
