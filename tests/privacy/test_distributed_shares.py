@@ -24,7 +24,7 @@ Z, CLIP, GAMMA, DIM = 1.0, 1.0, 1e-2, 3_000
 def test_sum_of_n_device_shares_has_the_target_std(rng: np.random.Generator) -> None:
     n = 8
     plan = plan_distributed_noise(Z, n, clip_norm=CLIP, granularity=GAMMA, dim=DIM)
-    shares = discretise_and_noise(np.zeros((n, DIM)), plan, rng)  # zero updates: pure noise
+    shares = discretise_and_noise(np.zeros((n, DIM)), plan.share, rng)  # zero updates: pure noise
     assert shares.dtype == np.int64
     total = shares.sum(axis=0) * plan.granularity  # what the unmasked secure sum reveals
     target = Z * plan.l2_sensitivity * plan.granularity  # z·Δ₂, in update units
@@ -39,7 +39,7 @@ def test_noise_is_planned_for_the_fewest_survivors(rng: np.random.Generator) -> 
     target = Z * plan.l2_sensitivity * plan.granularity
     assert plan.per_device_stddev == pytest.approx(Z * plan.l2_sensitivity / math.sqrt(m))
     for survivors in range(m, selected + 1):
-        shares = discretise_and_noise(np.zeros((survivors, DIM)), plan, rng)
+        shares = discretise_and_noise(np.zeros((survivors, DIM)), plan.share, rng)
         got = float(np.std(shares.sum(axis=0) * plan.granularity))
         want = target * math.sqrt(survivors / m)
         assert got == pytest.approx(want, rel=5 * math.sqrt(2 / DIM))
@@ -71,12 +71,12 @@ def test_shares_are_clipped_rounded_within_the_bound_and_unbiased(
 ) -> None:
     plan = plan_distributed_noise(Z, 4, clip_norm=CLIP, granularity=GAMMA, dim=DIM)
     clipped, _ = clip_rows(rng.normal(0, 1, (4, DIM)), CLIP)
-    no_noise = dataclasses.replace(plan, per_device_stddev=0.0)
+    no_noise = dataclasses.replace(plan.share, per_device_stddev=0.0)
     draws = np.stack([discretise_and_noise(clipped, no_noise, rng) for _ in range(50)])
     assert np.all(np.linalg.norm(draws, axis=2) <= plan.l2_sensitivity)
     assert np.abs(draws.mean(axis=0) * GAMMA - clipped).max() < 5 * GAMMA / math.sqrt(50)
     with pytest.raises(PrivacyError, match="NaN or Inf"):
-        discretise_and_noise(np.full((1, DIM), np.nan), plan, rng)
+        discretise_and_noise(np.full((1, DIM), np.nan), plan.share, rng)
 
 
 def test_secure_aggregation_sums_the_noised_integers_exactly(rng: np.random.Generator) -> None:
@@ -85,7 +85,7 @@ def test_secure_aggregation_sums_the_noised_integers_exactly(rng: np.random.Gene
     n = 8
     plan = plan_distributed_noise(Z, 4, clip_norm=CLIP, granularity=GAMMA, dim=DIM)
     clipped, _ = clip_rows(rng.normal(0, 1, (n, DIM)), CLIP)
-    shares = discretise_and_noise(clipped, plan, rng)
+    shares = discretise_and_noise(clipped, plan.share, rng)
     assert np.abs(shares).max() <= plan.reach
     lo, hi, levels = plan.secagg_range()
     bits = plan.secagg_bits(n)

@@ -42,7 +42,7 @@ from fedge.core.params import Params, ParamSpec
 from fedge.errors import PrivacyError, ProtocolError, UnavailableError
 from fedge.identity import Role, load_certificate
 from fedge.identity.binding import binding_message, sign_key_binding, verify_key_binding
-from fedge.privacy import DistributedNoisePlan, discretise_and_noise
+from fedge.privacy import ShareRule, discretise_and_noise
 from fedge.secagg import DevicePhase, DeviceSession, RoundSetup, ShareBundle, from_wire, to_wire
 from fedge.secagg.crypto import RandBytes, ed25519_keypair
 from fedge.transport.messages import (
@@ -128,15 +128,8 @@ def _noised_share(
     norm = float(np.sqrt(np.dot(flat, flat)))
     if norm > c * (1 + 1e-5):  # float32 encoding may move the clipped norm by a few ulps
         raise PrivacyError(f"update norm {norm:.6g} exceeds clip_norm {c:g}: clip it first")
-    noise = DistributedNoisePlan(
-        devices=1,  # not used here: σ_dev comes from the coordinator's plan
-        granularity=d.granularity,
-        l2_sensitivity=d.rounding_bound,
-        per_device_stddev=d.noise_stddev,
-        tau=0.0,
-        effective_noise_multiplier=0.0,
-    )
-    return discretise_and_noise(flat, noise, rng)
+    rule = ShareRule(d.granularity, d.rounding_bound, d.noise_stddev)
+    return discretise_and_noise(flat, rule, rng)
 
 
 def _b64(data: bytes) -> str:

@@ -49,6 +49,7 @@ from fedge.privacy.config import (
 )
 from fedge.privacy.distributed import (
     DistributedNoisePlan,
+    ShareRule,
     add_discrete_gaussian_noise,
     conditional_rounding,
     discrete_gaussian,
@@ -87,6 +88,7 @@ __all__ = [
     "PrivacyPlan",
     "Sampling",
     "SeededForSimulation",
+    "ShareRule",
     "add_discrete_gaussian_noise",
     "add_gaussian_noise",
     "calibrate_noise_multiplier",

@@ -51,6 +51,7 @@ from fedge.errors import ConfigError, PrivacyError
 __all__ = [
     "NOISE_TAIL",
     "DistributedNoisePlan",
+    "ShareRule",
     "add_discrete_gaussian_noise",
     "conditional_rounding",
     "discrete_gaussian",
@@ -125,6 +126,15 @@ def rounded_l2_sensitivity(scaled_clip: float, dim: int, beta: float = DEFAULT_B
 
 
 @dataclass(frozen=True)
+class ShareRule:
+    """What one device needs to make its share: grid step γ, rounding bound Δ₂, its noise σ."""
+
+    granularity: float  # γ, in update units
+    l2_sensitivity: float  # Δ₂: the rounded update's L2 norm stays at most this (integer units)
+    per_device_stddev: float  # σ_dev of the discrete Gaussian, in integer units
+
+
+@dataclass(frozen=True)
 class DistributedNoisePlan:
     """How much discrete Gaussian noise each device adds, and what the sum guarantees."""
 
@@ -134,6 +144,11 @@ class DistributedNoisePlan:
     per_device_stddev: float  # σ_dev in integer units
     tau: float
     effective_noise_multiplier: float  # what the accountant must use for one round
+
+    @property
+    def share(self) -> ShareRule:
+        """The part of the plan each device applies (:func:`discretise_and_noise`)."""
+        return ShareRule(self.granularity, self.l2_sensitivity, self.per_device_stddev)
 
     def summed_stddev(self, survivors: int) -> float:
         """Std of the noise on the sum of ``survivors`` devices' shares, in update units."""
@@ -187,15 +202,15 @@ def conditional_rounding(
 
 
 def discretise_and_noise(
-    clipped: NDArray[np.floating], plan: DistributedNoisePlan, rng: np.random.Generator
+    clipped: NDArray[np.floating], rule: ShareRule, rng: np.random.Generator
 ) -> NDArray[np.int64]:
     """Devices' shares: L2-clipped updates (one per row, or one vector) on the integer grid,
     conditionally rounded to norm ≤ Δ₂, plus N_Z(0, σ_dev²) per coordinate."""
-    scaled = np.asarray(clipped, dtype=np.float64) / plan.granularity
+    scaled = np.asarray(clipped, dtype=np.float64) / rule.granularity
     if not np.isfinite(scaled).all():
         raise PrivacyError("a clipped update holds NaN or Inf; it cannot be discretised")
-    rounded = conditional_rounding(scaled, plan.l2_sensitivity, rng)
-    return add_discrete_gaussian_noise(rounded, plan.per_device_stddev, rng)
+    rounded = conditional_rounding(scaled, rule.l2_sensitivity, rng)
+    return add_discrete_gaussian_noise(rounded, rule.per_device_stddev, rng)
 
 
 def plan_distributed_noise(

@@ -88,7 +88,7 @@ class DistributedRoundAggregator:
             return 0
         clipped, norms = clip_rows(matrix[finite], self.clip_norm)
         self.norms = np.concatenate([self.norms, norms])
-        self._rows.extend(discretise_and_noise(clipped, self.noise, self.rng))
+        self._rows.extend(discretise_and_noise(clipped, self.noise.share, self.rng))
         self._ids.extend(i for i, ok in zip(ids, finite.tolist(), strict=True) if ok)
         return int(finite.sum())
 
