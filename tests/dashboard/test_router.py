@@ -18,6 +18,7 @@ from tests.coordinator.helpers import ADMIN, Clock, make_service, run_plain_roun
 from fedge.coordinator import CoordinatorService
 from fedge.dashboard import dashboard_router
 from fedge.dashboard.router import ACTION_HEADER, TOKEN_ACTOR
+from fedge.dashboard.views import fleet_view
 from fedge.identity import PeerVerifier, init_pki
 from fedge.transport.ops import build_ops_app
 
@@ -99,6 +100,9 @@ def test_data_after_two_committed_rounds(served: tuple[CoordinatorService, TestC
     assert fleet["eligible_devices"] == 4
     assert sorted(d["id"] for d in fleet["devices"]) == ["d1", "d2", "d3", "d4"]
     assert all(d["rounds_participated"] == 2 and d["online"] for d in fleet["devices"])
+    assert fleet["devices_total"] == 4
+    few = fleet_view(svc.store, svc.settings, svc.clock(), max_devices=2)  # a large fleet
+    assert (len(few.devices), few.devices_total, few.eligible_devices) == (2, 4, 4)
 
     (job,) = client.get("/dashboard/api/jobs", headers=_auth()).json()
     assert (job["id"], job["state"], job["rounds_committed"]) == ("digits", "completed", 2)

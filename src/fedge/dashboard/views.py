@@ -20,6 +20,7 @@ from fedge.coordinator.store import Store
 from fedge.transport.messages import ModelVersionView
 
 __all__ = [
+    "MAX_DEVICES",
     "DeviceInfo",
     "FleetView",
     "GatewayInfo",
@@ -70,12 +71,13 @@ class SiteInfo(BaseModel):
 
 
 class FleetView(BaseModel):
-    """Sites, gateways and devices, with totals."""
+    """Sites, gateways and devices (the most recently seen, up to a limit), with totals."""
 
     now: float
     sites: list[SiteInfo]
     gateways: list[GatewayInfo]
     devices: list[DeviceInfo]
+    devices_total: int  # every device the coordinator knows; ``devices`` may show fewer
     online_devices: int
     eligible_devices: int
 
@@ -141,8 +143,13 @@ class JobDetail(BaseModel):
     models: list[ModelVersionView] = Field(default_factory=list)
 
 
-def fleet_view(store: Store, settings: CoordinatorSettings, now: float) -> FleetView:
-    """The fleet as the coordinator knows it at ``now``."""
+MAX_DEVICES = 200  # devices listed in a fleet view (a page redraws them at every poll)
+
+
+def fleet_view(
+    store: Store, settings: CoordinatorSettings, now: float, max_devices: int = MAX_DEVICES
+) -> FleetView:
+    """The fleet as the coordinator knows it at ``now``; the ``max_devices`` seen last listed."""
     gateways = [
         GatewayInfo(
             id=g.id,
@@ -185,7 +192,8 @@ def fleet_view(store: Store, settings: CoordinatorSettings, now: float) -> Fleet
         now=now,
         sites=sites,
         gateways=gateways,
-        devices=devices,
+        devices=sorted(devices, key=lambda d: (-(d.last_seen or 0.0), d.id))[:max_devices],
+        devices_total=len(devices),
         online_devices=sum(s.online_devices for s in sites),
         eligible_devices=sum(s.eligible_devices for s in sites),
     )

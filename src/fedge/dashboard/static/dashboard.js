@@ -212,7 +212,7 @@ function renderFleet(fleet) {
     [`${online} / ${fleet.gateways.length}`, "gateways online", "gateways-online"],
     [fleet.online_devices, "devices online (gateways' count)", "devices-online"],
     [fleet.eligible_devices, "devices eligible to train", "devices-eligible"],
-    [fleet.devices.length, "devices known to the coordinator", "devices-known"],
+    [fleet.devices_total, "devices known to the coordinator", "devices-known"],
   ]) {
     cards.append(el("div", { class: "card", "data-testid": `card-${id}` },
       el("div", { class: "value" }, value), el("div", { class: "label" }, label)));
@@ -228,6 +228,8 @@ function renderFleet(fleet) {
   }
   const dev = $("devices").querySelector("tbody");
   clear(dev);
+  const hidden = fleet.devices_total - fleet.devices.length;
+  $("devices-more").textContent = hidden > 0 ? `the ${fleet.devices.length} seen last; ${hidden} more not listed` : "";
   for (const d of fleet.devices) {
     const status = d.revoked ? "revoked" : d.online ? "online" : "offline";
     dev.append(el("tr", { "data-testid": "device-row" },
