@@ -143,6 +143,7 @@ def run_coordinator(
         verifier=verifier,
         title="fedge coordinator",
         secagg_uplink=service,
+        long_poll=service.long_poll,
     )
     app.add_middleware(TrafficMetricsMiddleware)  # bytes in/out and refusals, by route
     ops = start_coordinator_ops(config, service, verifier)
@@ -150,7 +151,14 @@ def run_coordinator(
         on_ops_started(ops)
     ticker = Ticker(service.tick, config.tick_interval_s).start()
     try:
-        run_server(app, config.host, config.port, tls, on_started=on_started)
+        run_server(
+            app,
+            config.host,
+            config.port,
+            tls,
+            on_started=on_started,
+            on_shutdown=service.long_poll.close,  # held check-ins are answered at once
+        )
     finally:
         ticker.stop()
         if ops is not None:

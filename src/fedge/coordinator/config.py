@@ -94,6 +94,8 @@ class CoordinatorConfig(BaseModel):
     device_ttl_s: float = Field(300.0, gt=0)
     poll_interval_s: float = Field(2.0, gt=0)
     max_consecutive_abandoned: int = Field(10, ge=1)
+    long_poll_s: float = Field(30.0, ge=0, le=600)  # hold a direct device's check-in this long
+    max_held_checkins: int = Field(10_000, ge=0)  # held at once; more are answered at once
     release_margin: float | None = Field(0.0, ge=0)  # release gate (None: promote by hand only)
     canary: CanaryPolicy | None = None  # [canary]: staged rollout (None: all gateways at once)
     ops: OpsSection = OpsSection()  # the operators' listener (fedge.transport.ops)
@@ -107,6 +109,8 @@ class CoordinatorConfig(BaseModel):
             device_ttl_s=self.device_ttl_s,
             poll_interval_s=self.poll_interval_s,
             max_consecutive_abandoned=self.max_consecutive_abandoned,
+            long_poll_s=self.long_poll_s,
+            max_held_checkins=self.max_held_checkins,
             release_margin=self.release_margin,
             canary=self.canary,
         )

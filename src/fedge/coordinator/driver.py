@@ -102,6 +102,7 @@ class RoundDriver:
         self.live: dict[str, LiveRound] = {}
         self.secagg: SecAggAuthority | None = None  # set when the coordinator can run SecAgg+
         self.release_key: ReleaseSigningKey | None = None  # set: every version is signed
+        self.on_open: Callable[[], None] = lambda: None  # a round opened (wakes held check-ins)
         # called with the job id after the release gate promoted a version (its rollout starts)
         self.on_promoted: Callable[[str], None] | None = None
         self.stats = RoundStats(store.engine)  # traffic and secure-sum outcomes, per round
@@ -304,6 +305,7 @@ class RoundDriver:
             report_deadline=report,
         )
         log.info("job %s round %d open: quotas %s", rt.id, live.number, quotas)
+        self.on_open()
         return True
 
     def start_training(self, rt: JobRuntime, live: LiveRound) -> None:

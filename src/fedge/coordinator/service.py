@@ -53,6 +53,7 @@ from fedge.identity import Identity, Role, authorize, verify_peer
 from fedge.identity.signing import ReleaseSigningKey
 from fedge.telemetry.metrics import record_update_norm
 from fedge.transport import messages as m
+from fedge.transport.longpoll import LongPoll
 
 __all__ = ["CoordinatorService"]
 
@@ -79,6 +80,9 @@ class CoordinatorService:
         self.driver = RoundDriver(store, artifacts, self.settings, clock)
         self.driver.secagg = secagg
         self.driver.release_key = release_key  # signs every model version it publishes
+        # held check-ins of direct devices (long poll): woken whenever a round opens
+        self.long_poll = LongPoll(self.settings.long_poll_s, self.settings.max_held_checkins)
+        self.driver.on_open = self.long_poll.notify
         # signed release manifests and staged (canary) rollouts of production versions
         self.rollouts = Rollouts(
             store, release_key, self.settings.canary, self.settings.gateway_ttl_s
@@ -398,16 +402,27 @@ class CoordinatorService:
     # -- devices connected directly -----------------------------------------------------------
     def checkin(self, peer: Identity, request: m.CheckInRequest) -> m.TaskAssignment | m.Wait:
         """A directly connected device asks for work: a task within the direct quota, or wait."""
-        authorize(peer, roles={Role.DEVICE}, name=request.device_id)
-        row = self.store.get_device(peer.name)
-        if row is not None and row.revoked:
-            raise AuthorizationError(f"device {peer.name!r} is revoked; it may not take part")
+        self._admit_direct(peer, request)
         self.driver.audit.record_contact(peer)  # enrolment, at its first check-in
         now = self.clock()
         self.store.touch_device(peer.name, peer.site, None, now, labels=request.labels)
         wait = m.Wait(retry_after_s=self.settings.poll_interval_s, reason="no round needs you now")
         if request.eligibility.num_examples == 0:
             return wait.model_copy(update={"reason": "no local examples to train on"})
+        return self._offer(peer, request) or wait
+
+    def recheck(self, peer: Identity, request: m.CheckInRequest) -> m.TaskAssignment | None:
+        """Look again for a task for a check-in held by long poll (``checkin`` admitted it)."""
+        self._admit_direct(peer, request)  # it may have been revoked while held
+        return self._offer(peer, request)
+
+    def _admit_direct(self, peer: Identity, request: m.CheckInRequest) -> None:
+        authorize(peer, roles={Role.DEVICE}, name=request.device_id)
+        row = self.store.get_device(peer.name)
+        if row is not None and row.revoked:
+            raise AuthorizationError(f"device {peer.name!r} is revoked; it may not take part")
+
+    def _offer(self, peer: Identity, request: m.CheckInRequest) -> m.TaskAssignment | None:
         with self.driver.lock:
             for job_id, live in self.driver.live.items():
                 rt = self.driver.jobs[job_id]
@@ -435,7 +450,7 @@ class CoordinatorService:
                     nonce=request.nonce,
                     traceparent=live.traceparent,
                 )
-        return wait
+        return None
 
     def submit_update(
         self, peer: Identity, job_id: str, round_number: int, payload: bytes

@@ -18,6 +18,8 @@ class CoordinatorSettings:
     poll_interval_s: float = 2.0  # retry_after told to gateways and waiting devices
     max_consecutive_abandoned: int = 10  # then the job fails instead of retrying forever
     max_contributors: int = 100_000  # per partial; bounds the partial payload's header
+    long_poll_s: float = 0.0  # hold a direct device's check-in up to this long (0: answer at once)
+    max_held_checkins: int = 10_000  # check-ins held at once; more are answered at once
     # release gate: a committed version becomes production only if its accuracy is at most this
     # much below production's; otherwise it stays a candidate (None: never promote automatically)
     release_margin: float | None = 0.0

@@ -5,8 +5,10 @@ stopped, sleeping what each step returns:
 
 1. deliver what the outbox still holds (after a restart or a lost link), until each round's deadline;
 2. ask the eligibility policy; not eligible → look again after ``idle_poll_s``;
-3. check in (a long poll); ``Wait`` or an error → exponential backoff with full jitter
-   (never sooner than the server's ``retry_after_s``);
+3. check in (a long poll: the server holds the request up to ``long_poll_s`` until a task is
+   there); an error, or a ``Wait`` from a server that does not hold → exponential backoff with
+   full jitter (never sooner than the server's ``retry_after_s``); a held ``Wait`` that ran out
+   (``retry_after_s = 0``) → ask again within a second;
 4. on a task: decline it if the privacy ledger's limit would be passed or the privacy mode is not
    supported; download the model and refuse it unless its SHA-256 is the task's; train on the
    local store with the same trainer as the simulator; clip / noise; record the ε in the ledger;
@@ -116,6 +118,8 @@ class DeviceAgent:
     outbox: Outbox
     labels: dict[str, str] = field(default_factory=dict)
     idle_poll_s: float = 5.0
+    long_poll_s: float = 0.0  # offer to wait this long in each check-in (0: answered at once)
+    polling: bool = field(default=False, init=False)  # True while a check-in is in flight
     backoff: Backoff = field(default_factory=Backoff)
     clock: Callable[[], float] = time.time
     train_rng: Callable[[], np.random.Generator] = lambda: np.random.default_rng(
@@ -152,10 +156,15 @@ class DeviceAgent:
             eligibility=decision.report,
             labels=self.labels,
             privacy_remaining=self._privacy_remaining(),
+            wait_s=self.long_poll_s,
         )
         self.stats.checkins += 1
         try:
-            answer = self.link.checkin(request)
+            self.polling = True  # held by the server up to long_poll_s: a stop may cut it short
+            try:
+                answer = self.link.checkin(request)
+            finally:
+                self.polling = False
         except FedgeError as exc:
             self.stats.errors += 1
             self.stats.last_reason = str(exc)
@@ -163,6 +172,9 @@ class DeviceAgent:
             return self.backoff.next_delay()
         if isinstance(answer, Wait):
             self.stats.last_reason = answer.reason
+            if answer.retry_after_s == 0.0:  # a long poll ran out: ask again (spread a little)
+                self.backoff.reset()
+                return self.backoff.rng.uniform(0.0, min(1.0, self.idle_poll_s))
             return self.backoff.next_delay(at_least=answer.retry_after_s)
         self.backoff.reset()
         self.handle_task(answer)

@@ -77,6 +77,7 @@ def device_command(config_path: str) -> None:
         outbox=outbox,
         labels=dict(cfg.labels),
         idle_poll_s=cfg.idle_poll_s,
+        long_poll_s=cfg.long_poll_s,
         backoff=Backoff(base_s=cfg.backoff_base_s, cap_s=cfg.backoff_cap_s),
         secagg=SecAggCredentials.from_files(cfg.pki.ca, cfg.pki.cert, cfg.pki.key),
         release_key=ReleaseVerifyKey.load(cfg.pki.release_pub) if cfg.pki.release_pub else None,
@@ -86,6 +87,8 @@ def device_command(config_path: str) -> None:
     def on_signal(sig: int, frame: FrameType | None) -> None:
         log.info("device %s: %s, stopping", cfg.id, signal.Signals(sig).name)
         stop.set()
+        if agent.polling:  # a held check-in changes nothing here: cut it short, clean up below
+            raise SystemExit(0)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)

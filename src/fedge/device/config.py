@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fedge.device.eligibility import ConditionsPolicy
 from fedge.gateway.config import PkiFiles, read_toml
@@ -93,10 +93,20 @@ class DeviceConfig(_Section):
     backoff_base_s: float = Field(0.5, gt=0)
     backoff_cap_s: float = Field(30.0, gt=0)
     request_timeout_s: float = Field(60.0, gt=0)
+    long_poll_s: float = Field(30.0, ge=0, le=600)  # offer to wait this long for a task
     data: DataConfig = DataConfig()
     eligibility: EligibilityConfig = EligibilityConfig()
     serving: ServingConfig | None = None  # set: run the local prediction endpoint
     telemetry: TelemetrySection = TelemetrySection()  # where spans go (fedge.telemetry.tracing)
+
+    @model_validator(mode="after")
+    def _poll_within_timeout(self) -> DeviceConfig:
+        if self.long_poll_s > 0 and self.long_poll_s + 5.0 > self.request_timeout_s:
+            raise ValueError(
+                f"long_poll_s = {self.long_poll_s:g} must be at least 5 s below request_timeout_s"
+                f" = {self.request_timeout_s:g}: the check-in is held that long by the gateway"
+            )
+        return self
 
     def resolved(self, base: Path) -> DeviceConfig:
         """Relative paths taken from ``base`` (the config file's directory)."""

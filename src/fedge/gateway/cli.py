@@ -57,6 +57,7 @@ def gateway_command(config_path: str) -> None:
     from fedge.telemetry.traffic import TrafficMetricsMiddleware
     from fedge.transport.api import build_app
     from fedge.transport.client import FedgeClient
+    from fedge.transport.longpoll import LongPoll
     from fedge.transport.manifests import ManifestGuard
     from fedge.transport.ops import start_ops
     from fedge.transport.server import ServerTls, run_server
@@ -87,6 +88,7 @@ def gateway_command(config_path: str) -> None:
         ),
         outbox=outbox,
         device_retry_s=cfg.device_retry_s,
+        long_poll=LongPoll(cfg.long_poll_s, cfg.max_held_checkins),
     )
     service.production_source = client.production  # devices' prediction endpoints follow it
     service.health_sink = client.report_health  # canary devices' health reports go upstream
@@ -107,6 +109,7 @@ def gateway_command(config_path: str) -> None:
         verifier=verifier,
         title=f"fedge gateway {cfg.id}",
         secagg_relay=relay,
+        long_poll=service.long_poll,
     )
     app.add_middleware(TrafficMetricsMiddleware)  # bytes in/out and refusals, by route
     _observe_site(
@@ -135,7 +138,15 @@ def gateway_command(config_path: str) -> None:
         )
 
     try:
-        run_server(app, cfg.listen_host, cfg.listen_port, tls, access_log=False, on_started=started)
+        run_server(
+            app,
+            cfg.listen_host,
+            cfg.listen_port,
+            tls,
+            access_log=False,
+            on_started=started,
+            on_shutdown=service.long_poll.close,  # held check-ins are answered at once
+        )
     finally:
         if ops is not None:
             ops.stop()

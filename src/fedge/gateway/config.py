@@ -56,6 +56,8 @@ class GatewayConfig(_Section):
     checkin_interval_s: float = Field(5.0, gt=0)  # how often to ask the coordinator for rounds
     send_interval_s: float = Field(1.0, gt=0)  # how often to try delivering the outbox
     device_retry_s: float = Field(5.0, gt=0)  # the Wait a device gets when there is no task
+    long_poll_s: float = Field(30.0, ge=0, le=600)  # hold a device's check-in this long
+    max_held_checkins: int = Field(10_000, ge=0)  # held at once; more are answered at once
     request_timeout_s: float = Field(30.0, gt=0)  # per request to the coordinator
     ops: OpsSection = OpsSection()  # the operators' listener: /metrics, /healthz
     telemetry: TelemetrySection = TelemetrySection()  # where spans go (fedge.telemetry.tracing)

@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 from opentelemetry.trace import Span
@@ -37,8 +37,10 @@ from fedge.gateway.cohort import Cohort, decode_update, encode_partial
 from fedge.gateway.rounds import RoundBook, RoundKey, RoundState
 from fedge.identity import Identity, Role, authorize
 from fedge.storage.outbox import Outbox
+from fedge.telemetry.logs import round_context
 from fedge.telemetry.metrics import record_dropouts, record_update_norm
-from fedge.telemetry.tracing import round_span, start_span, traceparent_of
+from fedge.telemetry.tracing import activate, round_span, start_span, traceparent_of
+from fedge.transport.longpoll import LongPoll
 from fedge.transport.manifests import ManifestGuard, read_manifest
 from fedge.transport.messages import (
     CheckInRequest,
@@ -86,6 +88,7 @@ class GatewayService:
         clock: Callable[[], float] = time.time,
         device_retry_s: float = 5.0,
         online_window_s: float = 120.0,
+        long_poll: LongPoll | None = None,
     ) -> None:
         self.gateway_id = gateway_id
         self.site = site
@@ -104,6 +107,8 @@ class GatewayService:
         # sites from them before a partial names them (fedge.gateway.uplink sends them)
         self._unregistered: dict[str, bytes] = {}
         self._registered: set[str] = set()
+        # held check-ins (long poll): the uplink wakes them when a new round's model is cached
+        self.long_poll = long_poll if long_poll is not None else LongPoll()
         # where the job's production version is looked up (the coordinator); None: not served
         self.production_source: Callable[[str], ModelRelease] | None = None
         # where devices' health reports on canary versions go (the coordinator); None: nowhere
@@ -131,6 +136,17 @@ class GatewayService:
                 self._unregistered[device] = peer.der
             if request.eligibility.num_examples <= 0:
                 return Wait(retry_after_s=self.device_retry_s, reason="no local examples yet")
+        task = self._offer(device, request, now)
+        if task is None:
+            return Wait(retry_after_s=self.device_retry_s, reason="no task for this device now")
+        return task
+
+    def recheck(self, peer: Identity, request: CheckInRequest) -> TaskAssignment | None:
+        """Look again for a task for a check-in held by long poll (``checkin`` admitted it)."""
+        return self._offer(self._admit(peer), request, self.clock())
+
+    def _offer(self, device: str, request: CheckInRequest, now: float) -> TaskAssignment | None:
+        with self._lock:
             # only rounds whose model the site already holds: a device must never be sent to
             # fetch a model the gateway cannot serve while its uplink is down
             state = self._book.assign(
@@ -141,9 +157,10 @@ class GatewayService:
                 ready=lambda a: self.cache.has(a.model_sha256),
             )
         if state is None:
-            return Wait(retry_after_s=self.device_retry_s, reason="no task for this device now")
+            return None
         a = state.assignment
-        log.info("handed %s round %d to %s", a.job_id, a.round, device)
+        with self.in_round(a.job_id, a.round):
+            log.info("handed %s round %d to %s", a.job_id, a.round, device)
         gateway_span = self._spans.get(state.key)
         if gateway_span is not None:
             gateway_span.add_event("task handed out", {"fedge.device": device})
@@ -342,6 +359,13 @@ class GatewayService:
         gateway_span = self._spans.get((job_id, round_number))
         return traceparent_of(gateway_span) if gateway_span is not None else None
 
+    def in_round(self, job_id: str, round_number: int) -> AbstractContextManager[None]:
+        """Log records of the block carry the round's job, round and this gateway's span ids."""
+        gateway_span = self._spans.get((job_id, round_number))
+        if gateway_span is None:
+            return round_context(job_id, round_number)
+        return activate(gateway_span, job_id, round_number)
+
     @contextmanager
     def upload_span(self, name: str, job_id: str, round_number: int) -> Iterator[Span]:
         """A span for sending a round's sum upstream, a child of this gateway's span of it."""
@@ -416,13 +440,14 @@ class GatewayService:
             )
             destination = f"/v1/jobs/{a.job_id}/rounds/{a.round}/partials"
             if self.outbox.put(key, destination, payload, deadline=now + PARTIAL_RETENTION_S):
-                log.info(
-                    "round %s/%d closed: %d accepted, weight %g, %d refused",
-                    a.job_id,
-                    a.round,
-                    cohort.num_accepted,
-                    cohort.total_weight,
-                    len(cohort.rejected()),
-                )
+                with self.in_round(a.job_id, a.round):
+                    log.info(
+                        "round %s/%d closed: %d accepted, weight %g, %d refused",
+                        a.job_id,
+                        a.round,
+                        cohort.num_accepted,
+                        cohort.total_weight,
+                        len(cohort.rejected()),
+                    )
                 keys.append(key)
         return keys

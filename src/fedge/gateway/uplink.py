@@ -90,12 +90,15 @@ class Uplink:
             self.service.close_due_rounds()  # deadlines pass whether the uplink is up or not
             return self._checkin_backoff.next_delay()
         self._checkin_backoff.reset()
-        for a in self.service.apply_assignments(answer):
+        new = self.service.apply_assignments(answer)
+        for a in new:
             log.info("new round %s/%d, quota %d", a.job_id, a.round, a.quota)
             try:
                 self.service.cache.get(a.model_sha256)
             except FedgeError as exc:
                 log.warning("could not pre-fetch model %s: %s", a.model_sha256, exc)
+        if new:
+            self.service.long_poll.notify()  # held check-ins: the round's model is here now
         self.service.close_due_rounds()
         return self._next_wake(min(self.checkin_interval_s, max(answer.retry_after_s, 0.2)))
 
@@ -155,9 +158,9 @@ class Uplink:
             if receipt.accepted:
                 self.delivered += 1
                 self._send_backoff.reset()
-                log.info(
-                    "partial %s delivered%s", item.key, " (duplicate)" if receipt.duplicate else ""
-                )
+                with self.service.in_round(job, int(rnd)):
+                    duplicate = " (duplicate)" if receipt.duplicate else ""
+                    log.info("partial %s delivered%s", item.key, duplicate)
             else:
                 log.error("coordinator declined partial %s: %s", item.key, receipt.reason)
                 self.discarded += 1

@@ -20,6 +20,7 @@ from fedge.telemetry.http import TraceContextMiddleware
 from fedge.transport.auth import require_roles
 from fedge.transport.errors import install_error_handlers
 from fedge.transport.limits import BodyLimitMiddleware, BodyLimits
+from fedge.transport.longpoll import LongPoll
 from fedge.transport.messages import (
     PROTOCOL_VERSION,
     CheckInRequest,
@@ -104,8 +105,11 @@ def build_app(
     title: str = "fedge",
     secagg_relay: SecAggRelayService | None = None,
     secagg_uplink: SecAggUplinkService | None = None,
+    long_poll: LongPoll | None = None,
 ) -> FastAPI:
     """The FastAPI app serving the routes of the services given (mutual TLS assumed).
+
+    ``long_poll`` (the device service's) holds check-ins that find no task (:mod:`.longpoll`).
 
     ``secagg_relay`` (a gateway) serves devices' secure-aggregation routes; ``secagg_uplink``
     (the coordinator) serves the gateways' side of them.
@@ -179,7 +183,7 @@ def build_app(
             return service.report_health(peer, job_id, report)
 
     if device is not None:
-        _device_routes(app, device)
+        _device_routes(app, device, long_poll)
     if uplink is not None:
         _uplink_routes(app, uplink)
     if admin is not None:
@@ -261,13 +265,34 @@ def _secagg_uplink_routes(app: FastAPI, uplink: SecAggUplinkService) -> None:
         return uplink.secagg_inbox(peer, job_id, round_number, device_id, after)
 
 
-def _device_routes(app: FastAPI, device: DeviceService) -> None:
+def _device_routes(app: FastAPI, device: DeviceService, long_poll: LongPoll | None) -> None:
     @app.post(
         "/v1/checkin", tags=["device"], response_model=CheckInResponse, responses=_JSON_ERRORS
     )
-    def checkin(request: CheckInRequest, peer: DevicePeer) -> TaskAssignment | Wait:
-        """Ask for work: a task within the round's quota, or when to come back."""
-        return device.checkin(peer, request)
+    async def checkin(request: CheckInRequest, peer: DevicePeer) -> TaskAssignment | Wait:
+        """Ask for work: a task within the round's quota, or when to come back.
+
+        With ``wait_s`` the request is held (long poll, up to the server's own bound) until a
+        task is there for the device; ``Wait(retry_after_s=0)`` then means "ask again now".
+        """
+        hold = long_poll.hold_for(request.wait_s) if long_poll is not None else 0.0
+        if request.eligibility.num_examples <= 0:
+            hold = 0.0  # nothing to train on: no round will change that
+        if long_poll is None or hold <= 0:
+            return await run_in_threadpool(device.checkin, peer, request)
+        async with long_poll.holding(hold) as waiter:
+            if waiter is None:  # the server holds all it may: answer at once
+                return await run_in_threadpool(device.checkin, peer, request)
+            waiter.arm()  # before the first look, so an opening in between is not missed
+            answer = await run_in_threadpool(device.checkin, peer, request)
+            while isinstance(answer, Wait) and await waiter.woken():
+                waiter.arm()
+                task = await run_in_threadpool(device.recheck, peer, request)
+                if task is not None:
+                    return task
+            if isinstance(answer, Wait):
+                return answer.model_copy(update={"retry_after_s": 0.0})
+            return answer
 
     @app.post(
         "/v1/jobs/{job_id}/rounds/{round_number}/updates",

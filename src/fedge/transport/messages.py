@@ -146,6 +146,9 @@ class CheckInRequest(_Msg):
     eligibility: Eligibility
     labels: dict[str, str] = Field(default_factory=dict, max_length=32)
     privacy_remaining: float | None = Field(None, ge=0)  # ε the device's ledger still allows
+    # long poll (optional: older devices omit it and are answered at once): the device waits up
+    # to this long for a task; the server holds the request up to its own long_poll_s bound
+    wait_s: float = Field(0.0, ge=0, le=600)
 
 
 class TrainingPlan(_Msg):

@@ -57,6 +57,11 @@ class DeviceService(Protocol):
         """Hand the device a task within the round's quota, or tell it when to come back."""
         ...
 
+    def recheck(self, peer: Identity, request: CheckInRequest) -> TaskAssignment | None:
+        """Look again for a task for a check-in held by long poll (already checked: no new
+        nonce, admission or bookkeeping); None when there is still none."""
+        ...
+
     def model(self, peer: Identity, sha256: str) -> bytes:
         """The model payload with this content hash (fedge tensor payload)."""
         ...
