@@ -131,7 +131,9 @@ def run_coordinator(
     from fedge.transport.server import run_server
 
     service = build_coordinator(config)
-    metrics = setup_metrics("coordinator", config.pki.name)  # OTLP: OTEL_EXPORTER_OTLP_ENDPOINT
+    metrics = setup_metrics(
+        "coordinator", config.pki.name, otlp_endpoint=config.telemetry.otlp_endpoint
+    )
     observe_coordinator(metrics, service.store, config.settings())
     tls = config.tls()
     assert tls.crl is not None  # PkiFiles.resolve always names one
