@@ -52,7 +52,7 @@ def _timeline(ax: Any, rounds: Sequence[RoundInfo]) -> None:
     from matplotlib.ticker import MaxNLocator
 
     keys = (*STATE_COLOURS.items(), ("in flight", "#9e9e9e"))
-    ax.legend(handles=[Patch(color=c, label=s) for s, c in keys], loc="lower right")
+    ax.legend(handles=[Patch(color=c, label=s) for s, c in keys], loc="upper right")
     ax.set(xlabel="seconds since the first round opened", ylabel="round", title="Rounds")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.invert_yaxis()
@@ -92,6 +92,8 @@ def report_png(detail: JobDetail, path: str | Path | None = None) -> bytes:
     else:
         ax_part.bar(numbers, [r.participants for r in rounds], width, label="devices counted")
     style_round_axes(ax_part, "devices", "Participation")
+    ax_part.set_ylim(0, 1.3 * max(ax_part.get_ylim()[1], 1))  # room for the legend above the bars
+    ax_part.legend(loc="upper center", ncols=3, fontsize="small")
     fig.suptitle(f"job {detail.job.id} · {detail.job.task} · {detail.job.state}")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
