@@ -261,6 +261,8 @@ def run_networked_demo(
                 f"devices      {fleet} processes ({devices_per_site} per site), each streaming "
                 f"its own share of {task} into its local store; logs in {root / 'logs'}"
             )
+            if traces:
+                console.print(f"traces       {root / 'traces'} (one JSON-lines file of spans each)")
             with fed.admin_client() as admin:
                 job = admin.create_job(spec)
             console.print(
@@ -325,7 +327,7 @@ def run_networked_demo(
         alive = [p.name for p in fed.supervisor.processes.values() if p.alive]
         console.print("all processes stopped" if not alive else f"still running: {alive}")
     finally:
-        if workdir is None and not keep:
+        if workdir is None and not keep and not traces:  # --traces: the spans stay to be read
             shutil.rmtree(root, ignore_errors=True)
 
 
@@ -379,8 +381,8 @@ def run_networked_demo(
 @click.option(
     "--traces",
     is_flag=True,
-    help="Every process writes its OpenTelemetry spans to WORKDIR/traces/<name>.jsonl (with "
-    "OTEL_EXPORTER_OTLP_ENDPOINT set they go to that collector instead).",
+    help="Every process writes its OpenTelemetry spans to WORKDIR/traces/<name>.jsonl, kept "
+    "after the demo (with OTEL_EXPORTER_OTLP_ENDPOINT set they go to that collector instead).",
 )
 @click.option("--simulated", is_flag=True, help="Run the in-process simulator demo instead.")
 @click.option(

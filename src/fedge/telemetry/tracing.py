@@ -46,6 +46,7 @@ from fedge.errors import ConfigError
 from fedge.telemetry.logs import round_context
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
 
@@ -58,6 +59,7 @@ __all__ = [
     "activate",
     "context_of",
     "current_traceparent",
+    "role_resource",
     "round_span",
     "setup_tracing",
     "shutdown_tracing",
@@ -78,6 +80,23 @@ SERVICE_NAMES = {
     "device": "fedge-device",
 }
 Attributes = Mapping[str, AttributeValue]
+
+
+def role_resource(role: str, holder: str) -> Resource:
+    """The OpenTelemetry resource of a role process (traces and metrics alike)."""
+    from opentelemetry.sdk.resources import Resource
+
+    return Resource.create(
+        {
+            "service.name": SERVICE_NAMES[role],
+            "service.namespace": "fedge",
+            "service.instance.id": holder,
+            "service.version": __version__,
+            "fedge.role": role,
+        }
+    )
+
+
 _PROPAGATOR = TraceContextTextMapPropagator()
 _NOOP = trace.NoOpTracer()
 _FILE_FLUSH_MS = 500  # a span reaches the file within half a second of its end
@@ -188,19 +207,10 @@ def setup_tracing(
     if exporter is None:
         use_provider(None)
         return where
-    from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    resource = Resource.create(
-        {
-            "service.name": SERVICE_NAMES[role],
-            "service.namespace": "fedge",
-            "service.instance.id": holder,
-            "service.version": __version__,
-            "fedge.role": role,
-        }
-    )
+    resource = role_resource(role, holder)
     provider = TracerProvider(resource=resource)
     delay = None if where.exporter == "otlp" else _FILE_FLUSH_MS  # None: the SDK's 5 s
     provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=delay))
@@ -267,6 +277,9 @@ def span(
 ) -> Iterator[Span]:
     """A span current for the ``with`` block (parent: ``traceparent``'s span, else the current
     one); an exception escaping the block is recorded on it and marks it failed."""
+    if _State.provider is None and traceparent is None:  # off: nothing to record or to pass on
+        yield trace.get_current_span()
+        return
     s = start_span(name, traceparent=traceparent, attributes=attributes, kind=kind)
     with trace.use_span(s, end_on_exit=True, record_exception=True, set_status_on_exception=True):
         yield s

@@ -1,0 +1,153 @@
+"""What tracing costs: a request over mutual TLS on loopback, and the span helpers, off vs on.
+
+One process serves the API app (fedge.transport.api, with its trace middleware) on 127.0.0.1 and
+calls ``GET /v1/health`` with :class:`~fedge.transport.client.FedgeClient` over a kept-alive
+connection, in three modes measured in the same run:
+
+- **off**: no tracer provider (the default when nothing is configured): the baseline;
+- **on, outside a trace**: spans exported to a JSON-lines file, the request made outside any
+  span (a poll): nothing is injected, the server makes no span;
+- **on, in a trace**: the request made inside a span: the client injects ``traceparent``, the
+  server continues it in a server span, both spans are exported to the file.
+
+It also times the bare helpers (``span()`` and ``trace_headers()``) with tracing off and on.
+Prints a table with ratios to "off"; writes benchmarks/results/tracing.json and .txt.
+
+    .venv/bin/python benchmarks/bench_tracing.py [--requests 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+from _common import ROOT, table
+
+from fedge.identity import PeerVerifier, init_pki, issue
+from fedge.telemetry.tracing import (
+    TelemetrySection,
+    setup_tracing,
+    shutdown_tracing,
+    span,
+    trace_headers,
+)
+from fedge.transport.api import build_app
+from fedge.transport.client import FedgeClient
+from fedge.transport.server import ServerTls, start_server
+
+
+def _latencies(call: Callable[[], Any], n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        call()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def _per_call_ns(call: Callable[[], Any], n: int = 20_000) -> float:
+    t = time.perf_counter()
+    for _ in range(n):
+        call()
+    return (time.perf_counter() - t) / n * 1e9
+
+
+def _empty_span() -> None:
+    with span("x"):
+        pass
+
+
+def main() -> None:
+    """Run the benchmark and write its results."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="fedge-bench-tracing-"))
+    pki = init_pki(tmp / "pki", "bench")
+    issue(pki.directory, "coordinator", "coord")
+    issue(pki.directory, "device", "dev-1", site="a")
+    app = build_app(
+        device=None,
+        uplink=None,
+        admin=cast(Any, object()),
+        verifier=PeerVerifier(pki.ca_cert, pki.crl),
+    )
+    tls = ServerTls(pki.ca_cert, pki.cert_for("coord"), pki.key_for("coord"), crl=pki.crl)
+    off, on = TelemetrySection(), TelemetrySection(traces_file=tmp / "spans.jsonl")
+    modes = {  # label: (section, request inside a span)
+        "off": (off, False),
+        "on, outside a trace": (on, False),
+        "on, in a trace": (on, True),
+    }
+    lat: dict[str, list[float]] = {k: [] for k in modes}
+    helper_ns: dict[str, dict[str, list[float]]] = {
+        k: {"span_ns": [], "headers_ns": []} for k in ("off", "on")
+    }
+    blocks = 20  # modes take turns (in shuffled order), so the machine's load hits them alike
+    with start_server(app, "127.0.0.1", 0, tls) as server:
+        client = FedgeClient(
+            server.url, ca=pki.ca_cert, cert=pki.cert_for("dev-1"), key=pki.key_for("dev-1")
+        )
+
+        def in_span() -> None:
+            with span("caller"):
+                client.health()
+
+        _latencies(client.health, 200)  # warm up: connection, code paths
+        order = random.Random(0)
+        for _ in range(blocks):
+            for label in order.sample(list(modes), len(modes)):  # no mode always goes first
+                section, inside = modes[label]
+                setup_tracing("device", "bench", section, environ={})
+                lat[label] += _latencies(
+                    in_span if inside else client.health, args.requests // blocks
+                )
+            for label, section in (("off", off), ("on", on)):
+                setup_tracing("device", "bench", section, environ={})
+                helper_ns[label]["span_ns"].append(_per_call_ns(_empty_span, 2000))
+                with span("current"):
+                    helper_ns[label]["headers_ns"].append(_per_call_ns(trace_headers, 2000))
+        shutdown_tracing()
+        client.close()
+    rows = {}
+    for label, values in lat.items():
+        qs = statistics.quantiles(values, n=100)
+        rows[label] = {"p50_ms": qs[49] * 1e3, "p99_ms": qs[98] * 1e3}
+    helpers = {k: {m: statistics.median(v) for m, v in per.items()} for k, per in helper_ns.items()}
+    base = rows["off"]["p50_ms"]
+    lines = [
+        f"GET /v1/health over mutual TLS on loopback, {args.requests} requests per mode "
+        f"in {blocks} interleaved blocks",
+        table(
+            ["mode", "p50 ms", "p99 ms", "p50 / off"],
+            [
+                [k, f"{v['p50_ms']:.3f}", f"{v['p99_ms']:.3f}", f"{v['p50_ms'] / base:.2f}x"]
+                for k, v in rows.items()
+            ],
+        ),
+        "",
+        "span helpers, per call (median of the blocks; trace_headers() with a span current)",
+        table(
+            ["tracing", "span() ns", "trace_headers() ns"],
+            [[k, f"{v['span_ns']:.0f}", f"{v['headers_ns']:.0f}"] for k, v in helpers.items()],
+        ),
+    ]
+    text = "\n".join(lines)
+    print(text)
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tracing.txt").write_text(text + "\n")
+    (out / "tracing.json").write_text(
+        json.dumps({"requests": args.requests, "http": rows, "helpers": helpers}, indent=2) + "\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
