@@ -20,7 +20,8 @@ __all__ = ["models_group"]
 
 def _versions_table(versions: list[m.ModelVersionView]) -> Table:
     table = Table(title="model versions")
-    for col in ("version", "sha256", "parent", "status", "accuracy", "signed", "created", "reason"):
+    cols = ("version", "sha256", "parent", "status", "rollout", "accuracy", "signed", "created")
+    for col in (*cols, "reason"):
         table.add_column(col)
     for v in versions:
         table.add_row(
@@ -28,12 +29,25 @@ def _versions_table(versions: list[m.ModelVersionView]) -> Table:
             v.sha256[:12],
             (v.parent_sha256 or "–")[:12],
             v.status,
+            _rollout(v.rollout),
             _num(v.metrics.get("accuracy")),
             "yes" if v.signed else "no",
             _when(v.created_at),
             v.status_reason,
         )
     return table
+
+
+def _rollout(view: m.RolloutView | None) -> str:
+    """A rollout in a few words: its stage, the canaries and their health reports."""
+    if view is None:
+        return "–"
+    if view.stage == "canary":
+        return (
+            f"canary on {', '.join(view.canary_gateways)}:"
+            f" {view.healthy}/{view.min_healthy} healthy, {view.failed} failed"
+        )
+    return view.stage
 
 
 @click.group("models")
@@ -55,7 +69,7 @@ def models_list(client: FedgeClient, job_id: str) -> None:
 @_client_options
 @_with_client
 def models_show(client: FedgeClient, sha256: str) -> None:
-    """Show one version (JSON)."""
+    """Show one version (JSON), with its staged rollout ("rollout": stage, canaries, reports)."""
     click.echo(client.get_model(sha256).model_dump_json(indent=2))
 
 

@@ -189,8 +189,10 @@ class LocalFederation:
                 "tick_interval_s": 0.25,
                 "poll_interval_s": 0.5,
                 "release_key": str(self.pki / "release.key"),  # signs every model version
+                **{k: v for k, v in self.plan.coordinator_extra.items() if not isinstance(v, dict)},
             },
             {
+                **{k: v for k, v in self.plan.coordinator_extra.items() if isinstance(v, dict)},
                 "pki": self._pki_section("coordinator", crl=True, release_pub=False),
                 "ops": self._ops_section(self.coordinator_ops_url),
                 **self._telemetry_section("coordinator"),
