@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
 
 from fedge.errors import ConfigError
+from fedge.telemetry.tracing import role_resource
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
@@ -77,7 +78,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAMES = {"coordinator": "fedge-coordinator", "gateway": "fedge-gateway"}
+TIERS = ("coordinator", "gateway")  # the roles that serve /metrics
 _EXPORT_INTERVAL_MS = 15_000
 _DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 _NORM_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100)
@@ -282,15 +283,12 @@ def setup_metrics(
     ``tier`` is ``coordinator`` or ``gateway``; ``holder`` its certificate subject. A second
     call replaces the first (its OTLP export is shut down).
     """
-    if tier not in SERVICE_NAMES:
-        raise ConfigError(f"unknown tier {tier!r}; expected one of {sorted(SERVICE_NAMES)}")
+    if tier not in TIERS:
+        raise ConfigError(f"unknown tier {tier!r}; expected one of {list(TIERS)}")
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
-    from opentelemetry.sdk.resources import Resource
     from prometheus_client import CollectorRegistry
-
-    from fedge import __version__
 
     registry = CollectorRegistry(auto_describe=True)
     readers: list[MetricReader] = [
@@ -305,19 +303,9 @@ def setup_metrics(
                 OTLPMetricExporter(endpoint=otlp), export_interval_millis=_EXPORT_INTERVAL_MS
             )
         )
-    resource = Resource.create(
-        {
-            "service.name": SERVICE_NAMES[tier],
-            "service.namespace": "fedge",
-            "service.instance.id": holder,
-            "service.version": __version__,
-            "fedge.role": tier,
-        }
-    )
     shutdown_metrics()
-    metrics = Metrics(
-        tier, MeterProvider(metric_readers=readers, resource=resource), registry, otlp
-    )
+    provider = MeterProvider(metric_readers=readers, resource=role_resource(tier, holder))
+    metrics = Metrics(tier, provider, registry, otlp)
     _Current.metrics = metrics
     log.info("%s", metrics.setup.describe())
     return metrics
