@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from tests.coordinator.helpers import ADMIN, Clock, make_service, run_plain_round, spec
 
 from fedge.coordinator import CoordinatorService
-from fedge.dashboard import dashboard_router
+from fedge.dashboard import dashboard_router, views
 from fedge.dashboard.router import ACTION_HEADER, TOKEN_ACTOR
 from fedge.dashboard.views import fleet_view
 from fedge.identity import PeerVerifier, init_pki
@@ -120,7 +120,22 @@ def test_data_after_two_committed_rounds(served: tuple[CoordinatorService, TestC
     assert detail["privacy"] == {"mode": "none", "spent": None, "limit": None, "limit_kind": ""}
     assert detail["secure_aggregation"] is False and rounds[0]["secagg"] is None
     assert [m["round"] for m in detail["models"]] == [None, 1, 2]
+    assert detail["models_total"] == 3
     assert client.get("/dashboard/api/jobs/nope", headers=_auth()).status_code == 404
+
+
+def test_a_long_job_lists_its_newest_versions_and_production(
+    served: tuple[CoordinatorService, TestClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    svc, _ = served
+    r1 = next(v for v in svc.list_models(ADMIN, "digits") if v.round == 1)
+    if r1.status != "production":
+        svc.promote_model(ADMIN, r1.sha256)  # production is now older than the newest version
+    monkeypatch.setattr(views, "MAX_VERSIONS", 1)
+    detail = views.job_detail(svc.store, svc.driver.stats, "digits")
+    assert [m.round for m in detail.models] == [1, 2]  # production, then the newest
+    assert detail.models[0].status == "production"
+    assert detail.models_total == 3
 
 
 def test_rollback_and_promote_act_as_the_token(

@@ -21,6 +21,7 @@ from fedge.transport.messages import ModelVersionView
 
 __all__ = [
     "MAX_DEVICES",
+    "MAX_VERSIONS",
     "DeviceInfo",
     "FleetView",
     "GatewayInfo",
@@ -140,10 +141,12 @@ class JobDetail(BaseModel):
     privacy: PrivacyInfo
     received_bytes: int
     device_direct_bytes: int
-    models: list[ModelVersionView] = Field(default_factory=list)
+    models: list[ModelVersionView] = Field(default_factory=list)  # newest MAX_VERSIONS (+ prod.)
+    models_total: int = 0
 
 
 MAX_DEVICES = 200  # devices listed in a fleet view (a page redraws them at every poll)
+MAX_VERSIONS = 50  # model versions listed in a job view, newest first (and production, always)
 
 
 def fleet_view(
@@ -264,6 +267,9 @@ def job_detail(store: Store, stats: RoundStats, job_id: str) -> JobDetail:
                 device_direct_bytes=t.device_direct_bytes if t else 0,
             )
         )
+    versions = store.list_model_versions(job_id)
+    shown = [v for v in versions[:-MAX_VERSIONS] if v.status == "production"]
+    shown += versions[-MAX_VERSIONS:]
     return JobDetail(
         job=summary,
         secure_aggregation=spec.get("secure_aggregation") is not None,
@@ -271,5 +277,6 @@ def job_detail(store: Store, stats: RoundStats, job_id: str) -> JobDetail:
         privacy=_privacy(spec, rounds),
         received_bytes=sum(r.received_bytes for r in rounds),
         device_direct_bytes=sum(r.device_direct_bytes for r in rounds),
-        models=models.version_views(store, job_id),
+        models=[models.version_view(store, row) for row in shown],
+        models_total=len(versions),
     )

@@ -326,6 +326,8 @@ function renderSavings(detail) {
 function renderModels(detail) {
   const body = $("models").querySelector("tbody");
   clear(body);
+  const hidden = detail.models_total - detail.models.length;
+  $("models-more").textContent = hidden > 0 ? `(${hidden} older versions not listed: fedge models list)` : "";
   for (const v of detail.models.slice().reverse()) {
     const actions = el("td", {});
     if (v.status === "production" && v.round !== null) {
