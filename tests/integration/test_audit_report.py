@@ -24,6 +24,11 @@ from .harness import coordinator_db, create_job, job_spec, running_federation, s
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
 
 
+def rounds_table(page: str) -> str:
+    """The report's table of round attempts (what follows it says when it was made)."""
+    return page.split("<h2>Rounds</h2>")[1].split("<p>Made ", maxsplit=1)[0]
+
+
 def test_a_networked_round_and_admin_actions_are_in_a_verifiable_log(tmp_path: Path) -> None:
     with running_federation(tmp_path / "fed", small_plan()) as fed:
         create_job(fed, job_spec("audited"))
@@ -34,16 +39,25 @@ def test_a_networked_round_and_admin_actions_are_in_a_verifiable_log(tmp_path: P
             admin.pause_job("second")
             admin.resume_job("second")
             admin.revoke_device("dev-b-2")
-        with coordinator_db(fed) as db:
-            audit = AuditLog(db.engine)
-            report = audit.verify()
-            entries = audit.entries()
-            attempts = {r.number: r.state for r in db.list_rounds("audited")}
-            (done,) = [r for r in db.list_rounds("audited") if r.state == "committed"]
-            counted = {p.device_id for p in db.participants("audited", done.number)}
-            round_model = done.model_sha256
         config = fed.workdir / "coordinator" / "coordinator.toml"
         pki = fed.pki
+        assert fed.coordinator_ops_url is not None
+        over_ops = [  # the same report fetched from the ops listener: with the token, as admin
+            ["--token-file", str(fed.ops_token_file)],
+            [],
+        ]
+        for i, how in enumerate(over_ops):
+            args = ["report", "audited", "--ops-url", fed.coordinator_ops_url, "--pki", str(pki)]
+            result = CliRunner().invoke(cli, [*args, *how, "--out", str(tmp_path / f"ops{i}")])
+            assert result.exit_code == 0, result.output + repr(result.exception)
+    with coordinator_db(fed) as db:  # the federation has stopped: the log is complete
+        audit = AuditLog(db.engine)
+        report = audit.verify()
+        entries = audit.entries()
+        attempts = {r.number: r.state for r in db.list_rounds("audited")}
+        (done,) = [r for r in db.list_rounds("audited") if r.state == "committed"]
+        counted = {p.device_id for p in db.participants("audited", done.number)}
+        round_model = done.model_sha256
 
     assert report.intact, report.broken
     enrolled = {(e.subject, e.details["role"]): e for e in entries if e.kind == "enrolment"}
@@ -97,3 +111,7 @@ def test_a_networked_round_and_admin_actions_are_in_a_verifiable_log(tmp_path: P
     assert f"<th>final accuracy</th><td>{final.accuracy:.4f}</td>" in page
     assert f"<td>{final.participants}</td>" in page
     assert (out / "audited-report.png").read_bytes().startswith(b"\x89PNG")
+    for i in range(2):  # the ops listener serves the same numbers as the database
+        fetched = (tmp_path / f"ops{i}" / "audited-report.html").read_text()
+        assert f"<th>final accuracy</th><td>{final.accuracy:.4f}</td>" in fetched
+        assert rounds_table(fetched) == rounds_table(page)

@@ -15,6 +15,7 @@ import base64
 import datetime as dt
 import html
 import io
+import ssl
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -223,10 +224,11 @@ def fetch_job_detail(
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     url = f"{ops_url.rstrip('/')}/dashboard/api/jobs/{job_id}"
     try:
-        pair = None if cert is None else (str(cert[0]), str(cert[1]))
-        context = httpx.create_ssl_context(verify=str(ca), cert=pair)
+        context = ssl.create_default_context(cafile=str(ca))
+        if cert is not None:
+            context.load_cert_chain(cert[0], cert[1])
         response = httpx.get(url, headers=headers, verify=context, timeout=30.0)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, OSError) as exc:
         raise UnavailableError(f"cannot reach the ops listener at {ops_url}: {exc}") from None
     if response.status_code == 404:
         raise UnknownNameError(f"no job {job_id!r} at {ops_url}")
