@@ -94,6 +94,7 @@ class DeviceConfig(_Section):
     backoff_cap_s: float = Field(30.0, gt=0)
     request_timeout_s: float = Field(60.0, gt=0)
     long_poll_s: float = Field(30.0, ge=0, le=600)  # offer to wait this long for a task
+    torch_threads: int = Field(1, ge=1, le=256)  # intra-op threads for local training
     data: DataConfig = DataConfig()
     eligibility: EligibilityConfig = EligibilityConfig()
     serving: ServingConfig | None = None  # set: run the local prediction endpoint

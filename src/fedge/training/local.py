@@ -13,6 +13,7 @@ import numpy as np
 from fedge.core.params import Params, from_module, load_into_module
 from fedge.core.tree import tree_sub
 from fedge.training.plan import LocalTrainingConfig, batch_schedule, example_weights
+from fedge.training.sgd import PlainSGD
 
 if TYPE_CHECKING:
     from fedge.tasks.base import Task
@@ -43,7 +44,7 @@ def train_local(
     model = task.build_model()
     load_into_module(model, global_params)
     anchor = [p.detach().clone() for p in model.parameters()]
-    optimizer = torch.optim.SGD(
+    optimizer = PlainSGD(  # torch.optim.SGD's update, without its first-use import of dynamo
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
@@ -54,7 +55,7 @@ def train_local(
     losses = []
     for row in schedule:
         idx = torch.from_numpy(row[row >= 0])
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad()
         per_example = task.loss(model(xt[idx]), yt[idx])
         # with class weights: the batch's weighted mean (see example_weights)
         loss = per_example.mean() if wt is None else (per_example * wt[idx]).sum() / wt[idx].sum()
