@@ -124,7 +124,7 @@ def test_a_foreign_ca_certificate_is_not_registered(tmp_path: Path, fleet: Fleet
     assert answer.registered == [] and "CA" in next(iter(answer.refused.values()))
 
 
-def test_the_gateway_registers_its_devices_before_the_partial(tmp_path: Path, fleet: Fleet) -> None:
+def test_the_gateway_registers_its_devices_before_a_partial_names_them(tmp_path: Path, fleet: Fleet) -> None:
     clock = Clock()
     svc = _service(tmp_path, fleet, clock)
     gw_a = fleet.identity("gw-a")
@@ -147,12 +147,14 @@ def test_the_gateway_registers_its_devices_before_the_partial(tmp_path: Path, fl
     )
     assert isinstance(task, m.TaskAssignment)
     assert set(gateway.unregistered_certificates()) == {"d-s1-0"}
+    uplink.checkin_once()  # the next check-in with the coordinator registers it ahead of time
+    assert gateway.unregistered_certificates() == {}
+    assert svc.store.get_device("d-s1-0").site == "s1"  # type: ignore[union-attr]
     pspec = ParamSpec.of(model_params(svc, task.model_sha256))
     payload, _ = make_update_payload(pspec, "d-s1-0", job="digits", rnd=task.round)
     assert gateway.submit_update(fleet.identity("d-s1-0"), "digits", task.round, payload).accepted
     clock.now = task.deadline + 31.0  # the gateway's report is due
     assert uplink.send_once()
-    assert gateway.unregistered_certificates() == {}
     assert uplink.delivered == 1 and uplink.discarded == 0
     assert [p.device_id for p in svc.store.participants("digits", task.round)] == ["d-s1-0"]
     svc.tick()

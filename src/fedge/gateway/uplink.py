@@ -99,6 +99,7 @@ class Uplink:
                 log.warning("could not pre-fetch model %s: %s", a.model_sha256, exc)
         if new:
             self.service.long_poll.notify()  # held check-ins: the round's model is here now
+        self.register_once()  # devices seen since the last check-in: their sites, ahead of time
         self.service.close_due_rounds()
         return self._next_wake(min(self.checkin_interval_s, max(answer.retry_after_s, 0.2)))
 
