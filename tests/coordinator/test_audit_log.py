@@ -13,6 +13,7 @@ from fedge.coordinator import CoordinatorService, Store
 from fedge.coordinator.audit import AuditLog
 from fedge.errors import ProtocolError
 from fedge.identity import Role
+from fedge.telemetry.audit import verify_chain
 
 from .conftest import identity
 from .helpers import ADMIN, GW_A, GW_B, Clock, checkin, make_service, run_plain_round, spec
@@ -40,6 +41,10 @@ def test_appended_entries_verify(store: Store) -> None:
     assert report.intact and report.entries == 6
     assert audit.head() == (6, entries[-1].hash) == (report.head_seq, report.head_hash)
     assert [e.seq for e in audit.entries(after=4)] == [5, 6]
+    assert report == verify_chain(entries, audit.head())  # the streaming check agrees
+    assert audit.verify((3, entries[2].hash)).intact
+    broken = audit.verify((3, "f" * 64)).broken
+    assert broken is not None and (broken.seq, broken.problem) == (3, "edited")
 
 
 SWAP_3_AND_4 = (

@@ -37,7 +37,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from fedge.coordinator.schema import AuditEntryRow, AuditHeadRow, ModelVersionRow, ParticipantRow
 from fedge.errors import ConfigError, ProtocolError
-from fedge.telemetry.audit import GENESIS, AuditEntry, ChainReport, next_entry, verify_chain
+from fedge.telemetry.audit import (
+    GENESIS,
+    AuditEntry,
+    ChainReport,
+    entry_hash,
+    next_entry,
+    verify_chain,
+)
 
 if TYPE_CHECKING:
     from fedge.identity import Identity
@@ -285,9 +292,35 @@ class AuditLog:
             return [_entry(r) for r in s.scalars(q)]
 
     def verify(self, anchor: tuple[int, str] | None = None) -> ChainReport:
-        """Check the whole log against its hashes, its head and (optionally) an auditor's anchor."""
+        """Check the whole log against its hashes, its head and (optionally) an auditor's anchor.
+
+        An intact log is checked streaming, in batches (memory stays flat however long it is);
+        only a broken one is read whole, to name its first break and what happened to it.
+        """
         head = self.head()
+        clean = self._streams_clean(head, anchor)
+        if clean is not None:
+            return clean
         entries = self.entries()
         if head is None and entries:
             head = (0, GENESIS)  # the head row was removed: every entry counts as inserted
         return verify_chain(entries, head, anchor)
+
+    def _streams_clean(
+        self, head: tuple[int, str] | None, anchor: tuple[int, str] | None
+    ) -> ChainReport | None:
+        """The report of an intact log, read in batches; None at the first sign of a break."""
+        seq, last = 0, GENESIS
+        anchored = anchor is None
+        with self._sessions.begin() as s:
+            rows = s.scalars(select(AuditEntryRow).order_by(AuditEntryRow.seq)).yield_per(2000)
+            for row in rows:
+                e = _entry(row)
+                if e.seq != seq + 1 or e.prev_hash != last or entry_hash(e) != e.hash:
+                    return None
+                seq, last = e.seq, e.hash
+                anchored = anchored or (anchor is not None and anchor == (seq, last))
+                s.expunge(row)  # keep the session from holding every row read
+        if not anchored or (head if head is not None else (0, GENESIS)) != (seq, last):
+            return None
+        return ChainReport(seq, seq, last, None)
