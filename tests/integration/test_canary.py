@@ -135,3 +135,40 @@ def test_canary_then_widened_then_rolled_back_on_every_device(fed: LocalFederati
     for site, i in every:
         last = accepted(logs, site, i)[-1]
         assert last[1:] == (first.round, "production") and last[0] > 3, last
+
+
+def test_a_canary_whose_devices_fail_the_health_check_is_halted(fed: LocalFederation) -> None:
+    """Devices restarted with a holdout floor no model reaches (100 %): the canary fails."""
+    job = "canary-bad"
+    logs = Logs(fed)
+    for site in SITES:
+        for i in range(PER_SITE):
+            fed.supervisor.stop(device_name(site, i))
+            fed.start_device(site, i, serve_job=job, serving={"min_accuracy": 1.0})
+    create_job(fed, job_spec(job, rounds=2, devices_per_round=4, min_devices=2))
+    assert wait_for_job(fed, job, timeout=240).state == "completed"
+    with fed.admin_client() as admin:
+        first, second = [v for v in admin.list_models(job) if v.round][-2:]
+
+    def halted() -> bool:
+        with fed.admin_client() as admin:
+            view = admin.get_model(second.sha256).rollout
+        return view is not None and view.stage == "halted"
+
+    wait_until(halted, timeout=120, what="the canary to halt")
+    with fed.admin_client() as admin:
+        bad, restored = admin.get_model(second.sha256), admin.get_model(first.sha256)
+    assert bad.status == "rolled_back" and "canary rollout halted" in bad.status_reason
+    assert bad.rollout is not None and bad.rollout.failed >= 1
+    assert "failed the health check" in bad.rollout.reason
+    assert restored.status == "production"
+    (canary_gw,) = bad.rollout.canary_gateways
+    forwarded = logs.lines(canary_gw, r"POST \S+/v1/jobs/canary-bad/health \"HTTP/1.1 200")
+    assert forwarded, "the canary gateway forwarded no health report"
+    refused = [
+        line
+        for site in SITES
+        for i in range(PER_SITE)
+        for line in logs.lines(device_name(site, i), r"refused production model canary-bad/r")
+    ]
+    assert any("below the floor" in line for line in refused), refused

@@ -243,11 +243,18 @@ class LocalFederation:
         self.gateway_ops_urls[site] = self._ops_url(proc, since)
         return self.gateway_urls[site]
 
-    def start_device(self, site: str, index: int, serve_job: str | None = None) -> ManagedProcess:
+    def start_device(
+        self,
+        site: str,
+        index: int,
+        serve_job: str | None = None,
+        serving: dict[str, Any] | None = None,
+    ) -> ManagedProcess:
         """Start one device; its data share is streamed into its local store by a collector.
 
         ``serve_job``: the device also runs its local prediction endpoint on that job's
-        production model version (see :meth:`prediction_endpoint`).
+        production model version (see :meth:`prediction_endpoint`); ``serving``: more settings
+        of its ``[serving]`` section (e.g. ``min_accuracy``, the health check's holdout floor).
         """
         name = device_name(site, index)
         state = self.workdir / name
@@ -278,7 +285,11 @@ class LocalFederation:
                     "interval_s": self.plan.tick_s,
                 },
                 "eligibility": {"min_examples": 10, "require_charging": False},
-                **({"serving": {"job": serve_job, "poll_s": 0.5}} if serve_job else {}),
+                **(
+                    {"serving": {"job": serve_job, "poll_s": 0.5, **(serving or {})}}
+                    if serve_job
+                    else {}
+                ),
                 **self._telemetry_section(name),
             },
         )
