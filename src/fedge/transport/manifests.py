@@ -17,6 +17,10 @@ covers the content hash. Gateways and devices keep the highest sequence they acc
 (:class:`ManifestGuard`) and refuse a lower one with :class:`~fedge.errors.DowngradeError`, and a
 second, different manifest under a sequence already accepted. A rollback is therefore a *new*
 manifest, with a higher sequence, that names the older version.
+
+Sequences live in the coordinator's database. A coordinator started on a new, empty database
+begins again at 1, and the fleet refuses its manifests until each gateway's and device's
+``<state_dir>/manifests.json`` is removed: restore the database from a backup instead.
 """
 
 from __future__ import annotations
@@ -163,7 +167,8 @@ class ManifestGuard:
             f"{what} release manifest for job {manifest.job!r} (sequence {manifest.sequence},"
             f" {manifest.version}) than the one accepted (sequence {seq},"
             f" {held.metadata.get('version')}): a downgrade or replay; refused, keeping the"
-            " accepted one"
+            " accepted one (if the coordinator's database was replaced, remove this node's"
+            " manifests.json)"
         )
 
     def accept(self, manifest: Manifest) -> None:
