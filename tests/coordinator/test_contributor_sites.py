@@ -124,7 +124,9 @@ def test_a_foreign_ca_certificate_is_not_registered(tmp_path: Path, fleet: Fleet
     assert answer.registered == [] and "CA" in next(iter(answer.refused.values()))
 
 
-def test_the_gateway_registers_its_devices_before_a_partial_names_them(tmp_path: Path, fleet: Fleet) -> None:
+def test_the_gateway_registers_its_devices_before_a_partial_names_them(
+    tmp_path: Path, fleet: Fleet
+) -> None:
     clock = Clock()
     svc = _service(tmp_path, fleet, clock)
     gw_a = fleet.identity("gw-a")

@@ -17,7 +17,7 @@ from fedge.transport import messages as m
 from fedge.transport.client import FedgeClient
 from fedge.transport.releases import check_release
 
-from .test_process import _admin, _start, _stop, _wait, fleet  # noqa: F401 -- the fixture
+from .test_process import _admin, _start, _stop, _wait, fleet, register_devices  # noqa: F401 -- the fixture
 
 pytestmark = pytest.mark.integration
 
@@ -84,6 +84,7 @@ def test_signed_versions_and_the_models_cli(fleet: Path) -> None:  # noqa: F811
                 "contributors": json.dumps(["d1", "d2"]),
                 "rejected": "[]",
             }
+            register_devices(gw, fleet / "pki", "d1", "d2")
             assert gw.submit_partial("digits", a.round, encode_arrays(sums, meta)).accepted
             _wait(lambda: "completed" in _admin(fleet, url, "jobs", "list"), "the job to end")
             listed = _admin(fleet, url, "models", "list", "digits")

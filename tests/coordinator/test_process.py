@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -15,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from fedge.cli.main import cli
 from fedge.core.params import ParamSpec
@@ -34,12 +37,28 @@ def fleet(tmp_path: Path) -> Path:
     issue(pki, Role.COORDINATOR, "coordinator")
     issue(pki, Role.ADMIN, "admin")
     issue(pki, Role.GATEWAY, "gw-a", site="s1")
+    for device in ("d1", "d2"):
+        issue(pki, Role.DEVICE, device, site="s1")
     (tmp_path / "coordinator.toml").write_text(
         'host = "127.0.0.1"\nport = 0\ndatabase_url = "sqlite:///coord.db"\n'
         'artifacts_dir = "artifacts"\ntick_interval_s = 0.2\npoll_interval_s = 0.2\n'
         '[pki]\ndir = "pki"\nname = "coordinator"\n'
     )
     return tmp_path
+
+
+def register_devices(gw: FedgeClient, pki: Path, *names: str) -> None:
+    """What a gateway does before a partial names its devices: send their certificates."""
+    ders = [
+        x509.load_pem_x509_certificate((pki / "issued" / f"{n}.crt").read_bytes()).public_bytes(
+            Encoding.DER
+        )
+        for n in names
+    ]
+    answer = gw.register_devices(
+        m.DeviceCertificates(certificates=[base64.b64encode(d).decode() for d in ders])
+    )
+    assert sorted(answer.registered) == sorted(names), answer.refused
 
 
 def _start(root: Path) -> tuple[subprocess.Popen[str], str]:
@@ -150,6 +169,7 @@ def test_coordinator_process_runs_a_round_over_mtls(fleet: Path) -> None:
                 "rejected": "[]",
             }
             payload = encode_arrays(sums, meta)
+            register_devices(gw, pki, "d1", "d2")
             assert gw.submit_partial("digits", a.round, payload).accepted
             assert gw.submit_partial("digits", a.round, payload).duplicate
         _wait(lambda: "completed" in _admin(fleet, url, "jobs", "list"), "the job to complete")

@@ -19,6 +19,8 @@ from fedge.identity import Role
 from fedge.storage.outbox import Outbox
 from fedge.transport.messages import (
     CheckInRequest,
+    DeviceCertificates,
+    DeviceRegistration,
     Eligibility,
     GatewayAssignments,
     GatewayCheckIn,
@@ -53,6 +55,7 @@ class FakeCoordinator:
         self.model_requests = 0
         self.up = True
         self.lose_receipts = 0  # accept, then fail as if the answer were lost
+        self.certificates: list[str] = []  # what the gateway registered (base64 DER)
 
     def gateway_checkin(self, request: GatewayCheckIn) -> GatewayAssignments:
         if not self.up:
@@ -64,6 +67,12 @@ class FakeCoordinator:
             raise UnavailableError("coordinator unreachable")
         self.model_requests += 1
         return self.models[sha256]
+
+    def register_devices(self, request: DeviceCertificates) -> DeviceRegistration:
+        if not self.up:
+            raise UnavailableError("coordinator unreachable")
+        self.certificates += request.certificates
+        return DeviceRegistration()
 
     def submit_partial(self, job_id: str, round_number: int, payload: bytes) -> Receipt:
         if not self.up:

@@ -10,6 +10,7 @@ within seconds.
 
 from __future__ import annotations
 
+import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -135,7 +136,7 @@ def test_device_vanishes_mid_round_over_selection_covers_it(fleet: Fleet) -> Non
     )
     job = create_job(fed, spec).id
     handed = logs.wait_for("gw-a", rf"handed {job} round 1 to dev-a-\d", since=since, timeout=60)
-    victim = handed[0].rsplit(" ", 1)[1]
+    victim = re.search(r"to (dev-a-\d+)", handed[0])[1]
     fed.supervisor.kill(victim)
 
     view = wait_for_job(fed, job, timeout=120)
@@ -208,7 +209,9 @@ def test_gateway_killed_mid_round(fleet: Fleet, victim_site: str, min_devices: i
     rounds = 2 if commits else 1  # either way: round 1 without the gateway, round 2 with it
     spec = job_spec(f"gwkill-{victim_site}", rounds=rounds, min_devices=min_devices)
     job = create_job(fed, spec).id
-    logs.wait_for(gateway, rf"handed {job} round 1 to", since=marks[gateway], timeout=60)
+    # both sites have their work (the pause below stops hand-outs to a gateway that has none)
+    for gw in (gateway, f"gw-{other}"):
+        logs.wait_for(gw, rf"handed {job} round 1 to", since=marks[gw], timeout=60)
     fed.supervisor.kill(gateway)
     with fed.admin_client() as admin:  # hold round 2 until the gateway is back (takes seconds)
         admin.pause_job(job)

@@ -121,6 +121,12 @@ class LoggedHandshakeSSLObject(ssl.SSLObject):
 class PeerCertH11Protocol(H11Protocol):
     """uvicorn's h11 protocol, adding the peer certificate to each request's scope."""
 
+    log_access = True  # uvicorn's access log for this server (the logger is process-wide)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.access_log = self.access_log and self.log_access
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         extension = _tls_extension(transport)
@@ -133,6 +139,12 @@ class PeerCertH11Protocol(H11Protocol):
             await inner(scope, receive, send)
 
         self.app = app_with_tls
+
+
+class QuietPeerCertH11Protocol(PeerCertH11Protocol):
+    """The same protocol without access-log lines (e.g. the ops listener's scrapes)."""
+
+    log_access = False
 
 
 class _Server(uvicorn.Server):
@@ -200,11 +212,14 @@ def _make_server(
     context.sslobject_class = LoggedHandshakeSSLObject
     config = uvicorn.Config(
         app,
-        http=PeerCertH11Protocol,
+        http=PeerCertH11Protocol if access_log else QuietPeerCertH11Protocol,
         ssl_context_factory=lambda _config, _default: context,
         lifespan="off",
         log_config=None,
-        access_log=access_log,
+        # uvicorn's access_log=False would stop the process-wide "uvicorn.access" logger, and so
+        # silence every other server of the process too (the coordinator's API beside its ops
+        # listener): each server's protocol decides instead
+        access_log=True,
         timeout_graceful_shutdown=max(1, round(graceful_s)),
         # devices and gateways poll every few seconds: keep their mutual-TLS connection open
         # longer than that, or each poll pays a new handshake (measured: 4x the handshakes)
