@@ -6,8 +6,10 @@ and :class:`~fedge.transport.aclient.AsyncFedgeClient`, one kept-alive connectio
 :class:`fedge.device.DeviceAgent` does on the wire, with training replaced by a precomputed
 update:
 
-1. check in (``Eligibility(num_examples)``) -- ``Wait`` → sleep with the device's backoff
-   (exponential, full jitter, never below the server's ``retry_after_s``), check in again;
+1. check in (``Eligibility(num_examples)``, offering to wait ``long_poll_s``: the gateway holds
+   the request until a task is there) -- a held ``Wait`` that ran out (``retry_after_s = 0``) →
+   check in again within a second; another ``Wait`` or an error → sleep with the device's
+   backoff (exponential, full jitter, never below the server's ``retry_after_s``);
 2. on a task: download the model from the gateway and refuse it unless its SHA-256 is the
    task's;
 3. encode the precomputed delta (float32, the model's names and shapes) with its binding
@@ -16,12 +18,14 @@ update:
 Bytes are counted per request by httpx event hooks: the HTTP/1.1 request line, headers and body
 as sent, and the status line, headers and ``Content-Length`` body of the answer (TLS record
 overhead and handshakes are not in these numbers; new connections are counted separately, from
-the response's network stream). ``inflight`` caps this process's requests in flight.
+the response's network stream). ``inflight`` caps this process's requests in flight; a held
+check-in does not take one of those slots (it costs the process nothing while it waits).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import random
@@ -106,9 +110,11 @@ class Shared:
         return delta
 
 
-async def _call(shared: Shared, wire: Wire, kind: str, coro_fn: Any) -> Any:
+async def _call(
+    shared: Shared, wire: Wire, kind: str, coro_fn: Any, *, limited: bool = True
+) -> Any:
     queued = time.perf_counter()
-    async with shared.inflight:
+    async with shared.inflight if limited else contextlib.nullcontext():
         out, into, conns = wire.out, wire.into, wire.connections
         start = time.perf_counter()
         try:
@@ -157,6 +163,7 @@ async def run_device(shared: Shared, device: dict[str, Any], rng: random.Random)
         event_hooks={"request": [wire.on_request], "response": [wire.on_response]},
     )
     backoff = Backoff(base_s=float(spec["poll_base_s"]), cap_s=float(spec["poll_cap_s"]), rng=rng)
+    long_poll = float(spec.get("long_poll_s", 0.0))
     try:
         task: TaskAssignment | None = None
         checkins = 0
@@ -165,16 +172,24 @@ async def run_device(shared: Shared, device: dict[str, Any], rng: random.Random)
                 device_id=device["name"],
                 nonce=new_nonce(),
                 eligibility=Eligibility(num_examples=int(spec["num_examples"])),
+                wait_s=long_poll,
             )
             checkins += 1
             try:
-                answer = await _call(shared, wire, "checkin", lambda r=request: client.checkin(r))
+                answer = await _call(
+                    shared, wire, "checkin", lambda r=request: client.checkin(r),
+                    limited=long_poll == 0,  # a check-in that may be held takes no slot
+                )  # fmt: skip
             except FedgeError as exc:
                 shared.error("checkin", exc)
                 await asyncio.sleep(backoff.next_delay())
                 continue
             if isinstance(answer, Wait):
                 record.setdefault("registered_at", time.time())
+                if answer.retry_after_s == 0.0:  # a held check-in ran out: ask again soon
+                    backoff.reset()
+                    await asyncio.sleep(rng.uniform(0.0, 1.0))
+                    continue
                 await asyncio.sleep(backoff.next_delay(at_least=answer.retry_after_s))
                 continue
             task = answer
