@@ -7,6 +7,7 @@ import threading
 import httpx
 import numpy as np
 import pytest
+from tests.transport.nodelay import server_sockets_nodelay
 
 from fedge.core.params import Params, from_module
 from fedge.device.predictor import HealthCheck, Predictor
@@ -168,18 +169,11 @@ def test_endpoint_on_loopback_socket_and_refuses_other_hosts() -> None:
         assert httpx.get(f"{endpoint.url}/model").json()["version"] == "v2"
 
 
-def test_endpoint_answers_without_the_delayed_ack_stall() -> None:
-    """Nagle on the server socket made every answer wait ~40 ms for the client's delayed ACK."""
-    import time
-
+def test_endpoint_connections_have_nagle_off() -> None:
+    """Nagle on the server socket made every answer wait ~40 ms for the client's delayed ACK:
+    the endpoint's side of a kept-alive connection must have TCP_NODELAY set."""
     predictor = Predictor(TASK)
     predictor.load("v1", biased_params(1))
     with start_endpoint(predictor) as endpoint, httpx.Client(base_url=endpoint.url) as client:
-        for _ in range(5):
-            client.get("/model")
-        times = []
-        for _ in range(30):
-            t0 = time.perf_counter()
-            client.post("/predict", json={"inputs": [[0.5] * 64]}).raise_for_status()
-            times.append(time.perf_counter() - t0)
-    assert float(np.median(times)) < 0.02
+        client.post("/predict", json={"inputs": [[0.5] * 64]}).raise_for_status()
+        assert server_sockets_nodelay(endpoint._server) == [True]
