@@ -1,22 +1,29 @@
 """On-device predictor latency (issue 6 Figures): torch against onnxruntime, HTTP, hot swap.
 
-1. In-process ``Predictor.predict`` p50/p99 at batch 1 and batch 64 for the MNIST 2NN and the
-   use-case models (maintenance, wearables, mobility), with the torch runner and the
-   onnxruntime runner in the same run (goal: p50 under 1 ms at batch 1). One intra-op thread,
-   as a device shares its cores with training.
-2. ``POST /predict`` p50/p99 over loopback HTTP (uvicorn, one keep-alive connection; goal: p99
-   under 10 ms) for the MNIST 2NN at batch 1.
-3. Failed requests during hot swaps under load: 8 client threads predict in process while the
-   version is swapped every 20 ms for 3 s; and 4 HTTP clients on loopback during swaps
-   (goal: 0 failed requests, every answer from one complete version).
+Both runtimes of ``[serving] runtime`` in the same run, for the MNIST 2NN and every use-case model
+(maintenance and maintenance_warning, wearables and wearables_anomaly, mobility, basic_motions;
+the ``*_large`` tasks share their twin's model and are not repeated):
+
+1. In-process ``Predictor.predict`` p50/p99 at batch 1 and batch 64 (goal: p50 under 1 ms at
+   batch 1), and what loading one version costs (build the runner + health check), which is
+   the work a hot swap does off to the side. One intra-op thread, as a device shares its cores
+   with training.
+2. ``POST /predict`` p50/p99 over loopback HTTP (uvicorn, one keep-alive connection, batch 1;
+   goal: p99 under 10 ms) for every model and runtime.
+3. Failed requests during hot swaps under load, per runtime: 8 client threads predict in
+   process, and 4 HTTP clients on loopback, while the version is swapped every 20 ms (goal: 0
+   failed requests, every answer from one complete version).
 
     python benchmarks/bench_predictor.py [--quick]
+
+Writes benchmarks/results/predictor.json with the machine's load average at the start and end.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
@@ -28,13 +35,20 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, table
 
-from fedge.core.params import from_module
-from fedge.device.predictor import Predictor
+from fedge.core.params import Params, from_module
+from fedge.device.predictor import RUNTIMES, Predictor
 from fedge.device.serving import start_endpoint
 from fedge.tasks import get_task
-from fedge.tasks.export import onnx_make_runner
 
-TASKS = ["mnist_2nn", "maintenance", "wearables", "mobility"]
+TASKS = [
+    "mnist_2nn",
+    "maintenance",
+    "maintenance_warning",
+    "wearables",
+    "wearables_anomaly",
+    "mobility",
+    "basic_motions",
+]
 
 
 def percentiles(samples_s: list[float]) -> tuple[float, float]:
@@ -43,36 +57,54 @@ def percentiles(samples_s: list[float]) -> tuple[float, float]:
     return float(np.percentile(a, 50)), float(np.percentile(a, 99))
 
 
-def in_process(task_name: str, runtime: str, batch: int, n: int) -> dict[str, Any]:
-    """p50/p99 of Predictor.predict for one task, runtime and batch size."""
+def model_of(task_name: str) -> tuple[Params, str]:
+    """Seeded initial weights of the task's model and its layer sizes, e.g. "57-64-32-5"."""
     import torch
 
-    torch.set_num_threads(1)
-    task = get_task(task_name)
     torch.manual_seed(0)
-    params = from_module(task.build_model())
-    make = onnx_make_runner if runtime == "onnxruntime" else None
-    predictor = Predictor(task_name, make_runner=make) if make else Predictor(task_name)
-    predictor.load("v1", params)
-    x = np.random.default_rng(0).normal(size=(batch, task.num_features)).astype(np.float32)
-    for _ in range(50):
-        predictor.predict(x)
-    times = []
-    for _ in range(n):
+    params = from_module(get_task(task_name).build_model())
+    weights = [v for k, v in params.items() if k.endswith("weight")]  # the MLPs' Linear layers
+    return params, "-".join(str(n) for n in [weights[0].shape[1], *(w.shape[0] for w in weights)])
+
+
+def in_process(task_name: str, runtime: str, n: int) -> list[dict[str, Any]]:
+    """p50/p99 of Predictor.predict at batch 1 and 64, and the load time, for one runtime."""
+    task = get_task(task_name)
+    params, shape = model_of(task_name)
+    loads = []
+    for k in range(5):
+        predictor = Predictor(task_name, runtime=runtime)
         t0 = time.perf_counter()
-        predictor.predict(x)
-        times.append(time.perf_counter() - t0)
-    p50, p99 = percentiles(times)
-    return {"task": task_name, "runtime": runtime, "batch": batch, "p50_ms": p50, "p99_ms": p99}
+        predictor.load(f"v{k}", params)
+        loads.append(time.perf_counter() - t0)
+    load_ms = float(np.median(loads[1:]) * 1e3)  # the first one also imports the runtime
+    rows = []
+    for batch in (1, 64):
+        x = np.random.default_rng(0).normal(size=(batch, task.num_features)).astype(np.float32)
+        for _ in range(50):
+            predictor.predict(x)
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            predictor.predict(x)
+            times.append(time.perf_counter() - t0)
+        p50, p99 = percentiles(times)
+        rows.append(
+            {"task": task_name, "model": shape, "runtime": runtime, "batch": batch,
+             "p50_ms": p50, "p99_ms": p99, "load_ms": load_ms}
+        )  # fmt: skip
+    return rows
 
 
-def http_latency(n: int) -> dict[str, Any]:
-    """POST /predict p50/p99 over loopback (MNIST 2NN, batch 1, one keep-alive connection)."""
+def http_latency(task_name: str, runtime: str, n: int) -> dict[str, Any]:
+    """POST /predict p50/p99 over loopback (batch 1, one keep-alive connection)."""
     import httpx
 
-    predictor = Predictor("mnist_2nn")
-    predictor.load("v1", from_module(get_task("mnist_2nn").build_model()))
-    body = {"inputs": [np.random.default_rng(1).normal(size=784).round(4).tolist()]}
+    task = get_task(task_name)
+    predictor = Predictor(task_name, runtime=runtime)
+    predictor.load("v1", model_of(task_name)[0])
+    row = np.random.default_rng(1).normal(size=task.num_features).round(4).tolist()
+    body = {"inputs": [row]}
     with start_endpoint(predictor) as endpoint, httpx.Client(base_url=endpoint.url) as client:
         for _ in range(50):
             client.post("/predict", json=body).raise_for_status()
@@ -82,10 +114,10 @@ def http_latency(n: int) -> dict[str, Any]:
             client.post("/predict", json=body).raise_for_status()
             times.append(time.perf_counter() - t0)
     p50, p99 = percentiles(times)
-    return {"path": "HTTP loopback", "batch": 1, "p50_ms": p50, "p99_ms": p99}
+    return {"task": task_name, "runtime": runtime, "batch": 1, "p50_ms": p50, "p99_ms": p99}
 
 
-def swap_under_load(seconds: float, http: bool) -> dict[str, Any]:
+def swap_under_load(seconds: float, http: bool, runtime: str) -> dict[str, Any]:
     """Requests answered and failed while versions swap every 20 ms (in process or over HTTP)."""
     import httpx
 
@@ -99,7 +131,7 @@ def swap_under_load(seconds: float, http: bool) -> dict[str, Any]:
         return p
 
     weights = [version(k) for k in range(10)]
-    predictor = Predictor("digits_mlp", keep=2)
+    predictor = Predictor("digits_mlp", keep=2, runtime=runtime)
     predictor.load("v0", weights[0])
     stop = threading.Event()
     ok, failed, mixed = [0], [0], [0]
@@ -144,6 +176,7 @@ def swap_under_load(seconds: float, http: bool) -> dict[str, Any]:
         endpoint.stop()
     return {
         "where": "HTTP loopback" if http else "in process",
+        "runtime": runtime,
         "swaps": swaps,
         "requests": ok[0] + failed[0],
         "failed": failed[0],
@@ -152,26 +185,46 @@ def swap_under_load(seconds: float, http: bool) -> dict[str, Any]:
 
 
 def main() -> None:
+    import torch
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer samples")
+    parser.add_argument("--quick", action="store_true", help="fewer samples, shorter swaps")
     args = parser.parse_args()
+    torch.set_num_threads(1)
     n = 300 if args.quick else 2000
-    rows = [
-        in_process(t, rt, b, n) for t in TASKS for b in (1, 64) for rt in ("torch", "onnxruntime")
-    ]
-    print(table(["task", "runtime", "batch", "p50 ms", "p99 ms"],
-                [[r["task"], r["runtime"], str(r["batch"]), f"{r['p50_ms']:.3f}", f"{r['p99_ms']:.3f}"]
-                 for r in rows]))  # fmt: skip
-    http = http_latency(n)
-    print(f"\nHTTP POST /predict (mnist_2nn, batch 1): p50 {http['p50_ms']:.2f} ms,"
-          f" p99 {http['p99_ms']:.2f} ms")  # fmt: skip
-    swaps = [swap_under_load(2.0 if args.quick else 3.0, http=h) for h in (False, True)]
+    load_before = os.getloadavg()
+    rows = [r for t in TASKS for rt in RUNTIMES for r in in_process(t, rt, n)]
+    print(table(["task", "model", "runtime", "batch", "p50 ms", "p99 ms", "load ms"],
+                [[r["task"], r["model"], r["runtime"], str(r["batch"]), f"{r['p50_ms']:.3f}",
+                  f"{r['p99_ms']:.3f}", f"{r['load_ms']:.1f}"] for r in rows]))  # fmt: skip
+    http = [http_latency(t, rt, n) for t in TASKS for rt in RUNTIMES]
+    print("\nHTTP POST /predict on loopback, batch 1")
+    print(table(["task", "runtime", "p50 ms", "p99 ms"],
+                [[h["task"], h["runtime"], f"{h['p50_ms']:.2f}", f"{h['p99_ms']:.2f}"]
+                 for h in http]))  # fmt: skip
+    seconds = 2.0 if args.quick else 3.0
+    swaps = [swap_under_load(seconds, http=h, runtime=rt) for rt in RUNTIMES for h in (False, True)]
+    print()
     for s in swaps:
-        print(f"swap under load ({s['where']}): {s['swaps']} swaps, {s['requests']} requests,"
-              f" {s['failed']} failed, {s['mixed_version_answers']} mixed-version answers")  # fmt: skip
+        print(f"swap under load ({s['where']}, {s['runtime']}): {s['swaps']} swaps,"
+              f" {s['requests']} requests, {s['failed']} failed,"
+              f" {s['mixed_version_answers']} mixed-version answers")  # fmt: skip
+    load_after = os.getloadavg()
+    print(f"\nload average (1, 5, 15 min): {load_before} before, {load_after} after"
+          f" on {os.cpu_count()} CPUs")  # fmt: skip
     out = ROOT / "benchmarks" / "results" / "predictor.json"
-    out.write_text(json.dumps({"in_process": rows, "http": http, "swap": swaps}, indent=2))
-    print(f"\nwrote {out}")
+    result = {
+        "quick": args.quick,
+        "samples": n,
+        "cpus": os.cpu_count(),
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+        "in_process": rows,
+        "http": http,
+        "swap": swaps,
+    }
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -2,15 +2,21 @@
 
 One process serves the API app (fedge.transport.api, with its trace middleware) on 127.0.0.1 and
 calls ``GET /v1/health`` with :class:`~fedge.transport.client.FedgeClient` over a kept-alive
-connection, in three modes measured in the same run:
+connection, in four modes measured in the same run:
 
-- **off**: no tracer provider (the default when nothing is configured): the baseline;
+- **off**: no tracer provider (the default when nothing is configured), the request made outside
+  any round (a poll): the baseline;
+- **off, in a round**: tracing still off, the request made inside a round's context (what every
+  request of a round does now that a round always has a trace id): the client injects
+  ``traceparent``, the server makes the caller's context current for the route (no span);
 - **on, outside a trace**: spans exported to a JSON-lines file, the request made outside any
   span (a poll): nothing is injected, the server makes no span;
 - **on, in a trace**: the request made inside a span: the client injects ``traceparent``, the
   server continues it in a server span, both spans are exported to the file.
 
-It also times the bare helpers (``span()`` and ``trace_headers()``) with tracing off and on.
+It also times the bare helpers with tracing off and on: ``span()``, ``trace_headers()`` outside
+any span and inside a round, and a whole round's trace (:class:`RoundTrace`: root, four phases,
+end), which with tracing off is what gives the round its trace id.
 Prints a table with ratios to "off"; writes benchmarks/results/tracing.json and .txt.
 
     .venv/bin/python benchmarks/bench_tracing.py [--requests 2000]
@@ -31,6 +37,7 @@ from typing import Any, cast
 from _common import ROOT, table
 
 from fedge.identity import PeerVerifier, init_pki, issue
+from fedge.telemetry.round_trace import RoundTrace
 from fedge.telemetry.tracing import (
     TelemetrySection,
     setup_tracing,
@@ -64,6 +71,13 @@ def _empty_span() -> None:
         pass
 
 
+def _round_trace() -> None:
+    rt = RoundTrace("bench", 1)
+    for phase in ("planned", "configuring", "training", "aggregating"):
+        rt.phase(phase)
+    rt.end("committed")
+
+
 def main() -> None:
     """Run the benchmark and write its results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -83,12 +97,14 @@ def main() -> None:
     off, on = TelemetrySection(), TelemetrySection(traces_file=tmp / "spans.jsonl")
     modes = {  # label: (section, request inside a span)
         "off": (off, False),
+        "off, in a round": (off, True),
         "on, outside a trace": (on, False),
         "on, in a trace": (on, True),
     }
     lat: dict[str, list[float]] = {k: [] for k in modes}
+    helpers_measured = ("span_ns", "headers_ns", "headers_in_round_ns", "round_trace_ns")
     helper_ns: dict[str, dict[str, list[float]]] = {
-        k: {"span_ns": [], "headers_ns": []} for k in ("off", "on")
+        k: {h: [] for h in helpers_measured} for k in ("off", "on")
     }
     blocks = 20  # modes take turns (in shuffled order), so the machine's load hits them alike
     with start_server(app, "127.0.0.1", 0, tls) as server:
@@ -96,8 +112,10 @@ def main() -> None:
             server.url, ca=pki.ca_cert, cert=pki.cert_for("dev-1"), key=pki.key_for("dev-1")
         )
 
-        def in_span() -> None:
-            with span("caller"):
+        rounds: list[RoundTrace] = []  # the round the block's requests belong to
+
+        def in_span() -> None:  # a round's request: inside its trace (on) or context (off)
+            with rounds[-1].active(), span("caller"):
                 client.health()
 
         _latencies(client.health, 200)  # warm up: connection, code paths
@@ -106,14 +124,21 @@ def main() -> None:
             for label in order.sample(list(modes), len(modes)):  # no mode always goes first
                 section, inside = modes[label]
                 setup_tracing("device", "bench", section, environ={})
+                rounds.append(RoundTrace("bench", len(rounds) + 1))
                 lat[label] += _latencies(
                     in_span if inside else client.health, args.requests // blocks
                 )
+                rounds[-1].end("committed")
             for label, section in (("off", off), ("on", on)):
                 setup_tracing("device", "bench", section, environ={})
-                helper_ns[label]["span_ns"].append(_per_call_ns(_empty_span, 2000))
-                with span("current"):
-                    helper_ns[label]["headers_ns"].append(_per_call_ns(trace_headers, 2000))
+                measured = helper_ns[label]
+                measured["span_ns"].append(_per_call_ns(_empty_span, 2000))
+                measured["headers_ns"].append(_per_call_ns(trace_headers, 2000))
+                rt = RoundTrace("bench", 1)
+                with rt.active():
+                    measured["headers_in_round_ns"].append(_per_call_ns(trace_headers, 2000))
+                rt.end("committed")
+                measured["round_trace_ns"].append(_per_call_ns(_round_trace, 500))
         shutdown_tracing()
         client.close()
     rows = {}
@@ -133,10 +158,16 @@ def main() -> None:
             ],
         ),
         "",
-        "span helpers, per call (median of the blocks; trace_headers() with a span current)",
+        "span helpers, per call (median of the blocks)",
         table(
-            ["tracing", "span() ns", "trace_headers() ns"],
-            [[k, f"{v['span_ns']:.0f}", f"{v['headers_ns']:.0f}"] for k, v in helpers.items()],
+            [
+                "tracing",
+                "span() ns",
+                "trace_headers() ns",
+                "trace_headers() in a round ns",
+                "a round's trace ns",
+            ],
+            [[k, *(f"{v[h]:.0f}" for h in helpers_measured)] for k, v in helpers.items()],
         ),
     ]
     text = "\n".join(lines)

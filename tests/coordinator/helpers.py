@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from fedge.aggregation import Update, WeightedMeanAccumulator
+from fedge.aggregation.evaluation import EvaluationSums, eval_meta
 from fedge.coordinator import ArtifactStore, CoordinatorService, CoordinatorSettings, Store
 from fedge.core.params import Params, ParamSpec
 from fedge.core.serde import decode_params, encode_arrays, encode_params
@@ -138,9 +139,16 @@ def fedavg(base: Params, updates: list[Update]) -> Params:
     }
 
 
-def run_plain_round(svc: CoordinatorService, clock: Clock, number: int) -> list[int]:
+def run_plain_round(
+    svc: CoordinatorService,
+    clock: Clock,
+    number: int,
+    evaluation: dict[str, EvaluationSums] | None = None,
+) -> list[int]:
     """Round ``number`` of job "digits": gw-a and gw-b each send a partial over two devices
-    (d1, d2 / d3, d4), then it commits. Returns the partials' sizes in bytes."""
+    (d1, d2 / d3, d4), then it commits. Returns the partials' sizes in bytes.
+
+    ``evaluation``: the federated evaluation sums each gateway (by name) puts in its partial."""
     for _ in range(2):  # the first check-ins let the round open, the second hand it out
         checkin(svc, GW_A, 2)
         checkin(svc, GW_B, 2)
@@ -148,7 +156,10 @@ def run_plain_round(svc: CoordinatorService, clock: Clock, number: int) -> list[
     param_spec = svc.driver.runtime("digits").param_spec
     sizes = []
     for gw, ids in ((GW_A, ["d1", "d2"]), (GW_B, ["d3", "d4"])):
-        payload = partial_payload(gw, "digits", number, device_updates(param_spec, ids, number))
+        sums = (evaluation or {}).get(gw.name)
+        meta = eval_meta(sums, partial=True)
+        updates = device_updates(param_spec, ids, number)
+        payload = partial_payload(gw, "digits", number, updates, **meta)
         sizes.append(len(payload))
         assert svc.submit_partial(gw, "digits", number, payload).accepted
     clock.now += 1

@@ -1,8 +1,8 @@
 """Schema migrations on SQLite and PostgreSQL: databases made by earlier releases upgrade in place.
 
 ``legacy_schemas/<commit>.sql`` is the DDL that fedge at that commit ran (SQLAlchemy's
-``CREATE TABLE`` for each table): ff92fe4 is the previous release, 7afe209 the one before the
-registry's status columns.
+``CREATE TABLE`` for each table): d8e2cc6 is the release before the federated-evaluation
+columns, ff92fe4 an earlier one, 7afe209 the one before the registry's status columns.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy import Column, String
 from tests.coordinator.conftest import Database
 
+from fedge.aggregation.evaluation import EvaluationSums
 from fedge.coordinator.migrations import (
     MIGRATIONS,
     AddColumn,
@@ -23,6 +24,8 @@ from fedge.coordinator.migrations import (
     missing_columns,
     schema_version,
 )
+from fedge.coordinator.schema import CheckpointRow, ModelVersionRow
+from fedge.coordinator.store import Store
 from fedge.errors import ConfigError
 
 LEGACY = Path(__file__).parent / "legacy_schemas"
@@ -69,7 +72,7 @@ def _make_legacy(db: Database, commit: str) -> None:
     engine.dispose()
 
 
-@pytest.mark.parametrize("commit", ["ff92fe4", "7afe209"])
+@pytest.mark.parametrize("commit", ["d8e2cc6", "ff92fe4", "7afe209"])
 def test_a_database_of_an_earlier_release_upgrades_in_place_and_keeps_its_data(
     database: Database, commit: str
 ) -> None:
@@ -99,15 +102,46 @@ def test_a_database_of_an_earlier_release_upgrades_in_place_and_keeps_its_data(
             ]
         store.promote_version(SHA2, "better")  # the new columns are writable
         assert [v.status for v in store.list_model_versions("job1")] == ["retired", "production"]
+        # the federated-evaluation columns are new for every one of them: empty, then writable
+        assert [(v.federated_accuracy, v.federated_devices) for v in versions] == [(None, None)] * 2
+        _commit_round_evaluating(store, SHA2, EvaluationSums(40, 30.0, 12.0, 3))
+        evaluated = store.get_model_version(SHA2)
+        assert evaluated is not None
+        assert (evaluated.federated_accuracy, evaluated.federated_loss) == (0.75, 0.3)
+        assert (evaluated.federated_examples, evaluated.federated_devices) == (40, 3)
     finally:
         store.close()
     again = database.store()  # start-up again: nothing left to do, data unchanged
     try:
         assert migrate(again.engine) == []
         assert applied_versions(again.engine) == ALL_VERSIONS
-        assert [v.status for v in again.list_model_versions("job1")] == ["retired", "production"]
+        statuses = [v.status for v in again.list_model_versions("job1")]
+        assert statuses == ["retired", "production", "candidate"]  # round 2's is a candidate
+        assert again.get_model_version(SHA2).federated_examples == 40  # type: ignore[union-attr]
     finally:
         again.close()
+
+
+def _commit_round_evaluating(store: Store, base: str, sums: EvaluationSums) -> None:
+    """Commit round 2 of job1 from ``base``, its devices having evaluated ``base`` as ``sums``."""
+    store.add_round("job1", 2, base, "aggregating")
+    new = "ef" * 32
+    store.commit_round(
+        "job1",
+        2,
+        ModelVersionRow(
+            sha256=new, job_id="job1", round=2, parent_sha256=base, size=100, created_at=12.0
+        ),
+        CheckpointRow(
+            job_id="job1",
+            step=2,
+            round=2,
+            params_sha256=new,
+            opt_state_sha256=new,
+            created_at=12.0,
+        ),
+        evaluated=(base, sums),
+    )
 
 
 def test_a_fresh_database_records_every_step_as_applied(database: Database) -> None:

@@ -83,12 +83,18 @@ def test_signed_versions_and_the_models_cli(fleet: Path) -> None:  # noqa: F811
                 "num_accepted": "2",
                 "contributors": json.dumps(["d1", "d2"]),
                 "rejected": "[]",
+                # the two devices' federated evaluation of the initial model: 30 of 40 right
+                "eval_examples": "40",
+                "eval_correct": "30.0",
+                "eval_loss_sum": "48.0",
+                "eval_devices": "2",
             }
             register_devices(gw, fleet / "pki", "d1", "d2")
             assert gw.submit_partial("digits", a.round, encode_arrays(sums, meta)).accepted
             _wait(lambda: "completed" in _admin(fleet, url, "jobs", "list"), "the job to end")
             listed = _admin(fleet, url, "models", "list", "digits")
             assert "production" in listed and "candidate" in listed
+            assert "0.7500 (2 dev, 40 ex)" in listed  # the initial model's federated evaluation
             admin = FedgeClient(
                 url, ca=pki / "ca.crt", cert=pki / "issued/admin.crt", key=pki / "issued/admin.key"
             )
@@ -99,7 +105,11 @@ def test_signed_versions_and_the_models_cli(fleet: Path) -> None:  # noqa: F811
         shown = json.loads(_admin(fleet, url, "models", "show", job_v1))
         assert shown["status"] == "production" and shown["signed"]
         assert shown["parent_sha256"] == initial and shown["version"] == "digits/r1"
-        assert "L2 distance" in _admin(fleet, url, "models", "diff", initial, job_v1)
+        assert shown["federated"] is None  # no round has started from it yet
+        first = json.loads(_admin(fleet, url, "models", "show", initial))
+        assert first["federated"] == {"accuracy": 0.75, "loss": 1.2, "examples": 40, "devices": 2}
+        diff = _admin(fleet, url, "models", "diff", initial, job_v1)
+        assert "L2 distance" in diff and "B (digits/r1) has no federated evaluation yet" in diff
         assert "production" in _admin(fleet, url, "models", "promote", initial)
         assert "digits/r1" in _admin(fleet, url, "models", "rollback", "digits")
         out = fleet / "export"

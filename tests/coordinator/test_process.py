@@ -185,3 +185,37 @@ def test_coordinator_process_runs_a_round_over_mtls(fleet: Path) -> None:
         assert "completed" in _admin(fleet, url, "jobs", "list")
     finally:
         assert _stop(proc) == 0
+
+
+def test_jobs_pause_and_resume_from_the_admin_cli(fleet: Path) -> None:
+    """`fedge jobs pause|resume` against the process: a paused job hands no work to a gateway."""
+    proc, url = _start(fleet)
+    pki = fleet / "pki"
+    gw = FedgeClient(
+        url, ca=pki / "ca.crt", cert=pki / "issued/gw-a.crt", key=pki / "issued/gw-a.key"
+    )
+
+    def assigned() -> list[m.RoundAssignment]:
+        req = m.GatewayCheckIn(
+            gateway_id="gw-a", site="s1", nonce=m.new_nonce(), online_devices=2, eligible_devices=2
+        )
+        return gw.gateway_checkin(req).assignments
+
+    try:
+        _admin(fleet, url, "jobs", "create", "--job-name", "digits", "--task", "digits_mlp",
+               "--rounds", "1", "--devices-per-round", "2", "--min-devices", "2")  # fmt: skip
+        assert "job digits: paused" in _admin(fleet, url, "jobs", "pause", "digits")
+        assert "paused" in _admin(fleet, url, "jobs", "show", "digits")
+        again = CliRunner().invoke(
+            cli, ["jobs", "pause", "digits", "--url", url, "--pki", str(pki)]
+        )
+        assert again.exit_code != 0
+        assert "only a running job can become paused" in again.output + str(again.exception)
+        with gw:
+            assert assigned() == []  # paused: no work is handed out
+            assert "job digits: running" in _admin(fleet, url, "jobs", "resume", "digits")
+            (a,) = _wait(assigned, "the resumed job's round")  # type: ignore[misc]
+            assert a.job_id == "digits"
+        assert "running" in _admin(fleet, url, "jobs", "list")
+    finally:
+        assert _stop(proc) == 0

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from fedge.coordinator import ArtifactStore, CoordinatorService, CoordinatorSettings, Store
 from fedge.coordinator.canary import CanaryPolicy
+from fedge.core.params import ParamSpec
 from fedge.device.follower import ProductionFollower
 from fedge.device.predictor import HealthCheck, Predictor
 from fedge.errors import AuthorizationError, ProtocolError
@@ -20,11 +22,22 @@ from fedge.gateway.cache import ModelCache
 from fedge.gateway.service import GatewayService
 from fedge.identity import Identity, Role
 from fedge.storage.outbox import Outbox
+from fedge.telemetry.metrics import setup_metrics, shutdown_metrics
 from fedge.transport import messages as m
 from fedge.transport.manifests import read_manifest
 
 from .conftest import identity
-from .helpers import ADMIN, GW_A, GW_B, Clock
+from .helpers import (
+    ADMIN,
+    GW_A,
+    GW_B,
+    Clock,
+    checkin,
+    device_updates,
+    model_params,
+    partial_payload,
+    spec,
+)
 from .test_registry import add_version
 from .test_releases import KEY, commit_one_round
 
@@ -247,3 +260,50 @@ def test_device_health_reports_travel_through_the_gateway_and_halt_a_bad_canary(
     assert devices[canary.name].sync() == "digits/r1"  # the canaries go back
     assert devices[other.name].sync() == "digits/r1"
     assert svc.get_model(ADMIN, v2).status == "rolled_back"
+
+
+def test_models_served_are_counted_by_what_the_version_is(tmp_path: Path) -> None:
+    """``fedge_models_served_total{version}``: the open round's model, the production and the
+    canary release, anything else; at the coordinator and at a gateway (one process here, so
+    both count under the process's tier). An admin's download is not the fleet's."""
+    metrics = setup_metrics("coordinator", "coord", environ={})
+
+    def served(version: str) -> float:
+        return sum(
+            s.value
+            for family in text_string_to_metric_families(metrics.render().decode())
+            for s in family.samples
+            if s.name == "fedge_models_served_total" and s.labels["version"] == version
+        )
+
+    try:
+        svc = service(tmp_path)
+        svc.create_job(ADMIN, spec())
+        checkin(svc, GW_A)
+        svc.tick()
+        initial = svc.store.get_job("digits").model_sha256 or ""
+        svc.model(GW_A, initial)  # round 1 trains from it: no release names it
+        assert served("round") == 1
+        svc.model(ADMIN, initial)  # an admin looking: not counted
+        assert served("round") == 1
+        pspec = ParamSpec.of(model_params(svc, initial))
+        checkin(svc, GW_A)
+        payload = partial_payload(GW_A, "digits", 1, device_updates(pspec, ["a1", "a2"], 1))
+        assert svc.submit_partial(GW_A, "digits", 1, payload).accepted
+        assert isinstance(svc.clock, Clock)
+        svc.clock.now += 91
+        svc.tick()  # round 1 commits; the gate makes it production (manifest 1)
+        v1 = svc.get_job(ADMIN, "digits").rounds[0].model_sha256 or ""
+        checkin(svc, GW_B)
+        v2 = second_version(svc, v1)
+        canary, other = split(svc, v2)
+        svc.model(canary, v2)
+        svc.model(other, v1)
+        svc.model(other, initial)  # neither released nor an open round's model any more
+        assert (served("canary"), served("production"), served("other")) == (1, 1, 1)
+
+        follower, _ = _device(_gateway(tmp_path, svc, canary), "c1")
+        assert follower.sync() == "digits/r2"  # gw fetches it (1), then serves its device (1)
+        assert served("canary") == 3
+    finally:
+        shutdown_metrics()

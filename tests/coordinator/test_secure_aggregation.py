@@ -117,6 +117,15 @@ class ToCoordinator:
         self.carried.extend(base64.b64decode(x) for x in box.messages)
         return box
 
+    def relay_secagg_batch(self, job: str, rnd: int, batch: m.SecAggBatch) -> m.SecAggBatchReceipt:
+        self.carried.extend(base64.b64decode(x.message) for x in batch.messages)
+        return self.svc.secagg_batch(self.gw, job, rnd, batch)
+
+    def relay_secagg_site_inbox(self, job: str, rnd: int, after: int) -> m.SecAggSiteInbox:
+        box = self.svc.secagg_site_inbox(self.gw, job, rnd, after)
+        self.carried.extend(base64.b64decode(x.message) for x in box.messages)
+        return box
+
 
 class ToGateway:
     """A device's link to its gateway, in process; ``drop_on`` makes it vanish at a message."""

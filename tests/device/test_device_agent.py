@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import random
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.coordinator.test_secure_aggregation import ADMIN as SECURE_ADMIN
+from tests.coordinator.test_secure_aggregation import Fleet as SecAggFleet
+from tests.coordinator.test_secure_aggregation import build_world
+from tests.coordinator.test_secure_aggregation import job_spec as secure_job_spec
 from tests.gateway.conftest import identity
 
 from fedge.core.params import from_module
@@ -19,19 +24,24 @@ from fedge.device.backoff import Backoff
 from fedge.device.collector import DemoCollector, device_share
 from fedge.device.eligibility import AlwaysEligible
 from fedge.device.store import LocalStore
-from fedge.errors import UnavailableError
+from fedge.errors import FedgeError, UnavailableError
 from fedge.gateway.cache import ModelCache
+from fedge.gateway.secure import SecureRelay
 from fedge.gateway.service import GatewayService
 from fedge.identity import Identity
 from fedge.privacy import PrivacyLedger
+from fedge.secagg import from_wire
 from fedge.storage.outbox import Outbox
 from fedge.tasks import get_task
 from fedge.transport.messages import (
     CheckInRequest,
     GatewayAssignments,
+    GatewayCheckIn,
     PrivacyPlan,
     Receipt,
     RoundAssignment,
+    SecAggInbox,
+    SecAggJoin,
     TaskAssignment,
     TrainingPlan,
     Wait,
@@ -157,21 +167,136 @@ def test_raw_data_never_leaves_the_device(tmp_path: Path, model: tuple[bytes, st
     device.step()
     assert device.stats.delivered == 1
     assert sum(len(m) for m in link.sent) > 8_000  # the update went out
-    windows_sent = {m[i : i + 16] for m in link.sent for i in range(len(m) - 15)}
-    x, _ = device.store.examples()
+    assert windows_of_local_data_in(device.store, link.sent) == 0
+
+
+def windows_of_local_data_in(store: LocalStore, sent: list[bytes]) -> int:
+    """How many 16-byte windows of the local rows appear in ``sent`` (asserting > 10,000 were
+    searched: windows of at least two whole non-zero pixels, 4-byte aligned as in the row)."""
+    windows_sent = {m[i : i + 16] for m in sent for i in range(len(m) - 15)}
+    x, _ = store.examples()
     rows = np.ascontiguousarray(x, dtype="<f4")
-    checked = 0
+    checked = found = 0
     for row in rows:
         raw = row.tobytes()
-        assert not any(raw in m for m in link.sent)
+        found += sum(raw in m for m in sent)
         for i in range(len(raw) - 15):
             first = -(-i // 4)  # first whole float inside the window
             whole = row[first : (i + 16) // 4]
             if np.count_nonzero(whole) < 2:
                 continue
             checked += 1
-            assert raw[i : i + 16] not in windows_sent, f"16 bytes of a local row were sent ({i})"
+            found += raw[i : i + 16] in windows_sent
     assert checked > 10_000
+    return found
+
+
+def _secagg_kind(data: bytes) -> str | None:
+    try:
+        return from_wire(data).kind
+    except FedgeError:
+        return None  # a check-in, a join, a request line: not a secagg wire message
+
+
+class SecureRecordingLink(RecordingLink):
+    """:class:`RecordingLink` with the secure-aggregation routes, to the site's relay."""
+
+    def __init__(self, service: GatewayService, relay: SecureRelay, peer: Identity) -> None:
+        super().__init__(service, peer)
+        self.relay = relay
+
+    def secagg_join(self, job_id: str, round_number: int, join: SecAggJoin) -> Receipt:
+        self.sent.append(join.model_dump_json().encode())
+        return self.relay.secagg_join(self.peer, job_id, round_number, join)
+
+    def secagg_submit(self, job_id: str, round_number: int, payload: bytes) -> Receipt:
+        self.sent.append(payload)
+        return self.relay.secagg_submit(self.peer, job_id, round_number, payload)
+
+    def secagg_inbox(self, job_id: str, round_number: int, after: int) -> SecAggInbox:
+        self.sent.append(
+            f"GET /v1/jobs/{job_id}/rounds/{round_number}/secagg/inbox?after={after}".encode()
+        )
+        return self.relay.secagg_inbox(self.peer, job_id, round_number, after)
+
+
+def test_raw_data_never_leaves_the_device_under_dp_and_secure_aggregation(
+    tmp_path: Path,
+) -> None:
+    """The same search over every byte three devices send in a secure round with distributed
+    DP: check-in, model request, join (key binding), key advertisement, encrypted shares, the
+    noised and masked input, unmask response and inbox reads. Real PKI, coordinator, gateway
+    and relay in process; the devices are real agents training on their own stores."""
+    fleet = SecAggFleet(tmp_path / "fleet")
+    (tmp_path / "world").mkdir()
+    world = build_world(tmp_path / "world", fleet)
+    spec = secure_job_spec(
+        devices_per_round=3,
+        min_devices=3,
+        privacy={"mode": "distributed", "clip_norm": 0.5, "noise_multiplier": 1.0},
+        secure_aggregation={"phase_timeout_s": 3.0},
+    )
+    world.svc.create_job(SECURE_ADMIN, spec)
+    service, relay = world.gateways["s1"], world.relays["s1"]
+    gw = fleet.identity("gw-a")  # the only gateway that reports: all three tasks are its
+    for _ in range(2):
+        request = GatewayCheckIn(gateway_id="gw-a", site="s1", nonce=new_nonce(),
+                                 online_devices=3, eligible_devices=3)  # fmt: skip
+        for a in service.apply_assignments(world.svc.gateway_checkin(gw, request)):
+            service.cache.get(a.model_sha256)
+        world.svc.tick()
+    agents: dict[str, tuple[DeviceAgent, SecureRecordingLink]] = {}
+
+    def device(name: str, i: int) -> None:  # its stores are its thread's (SQLite)
+        store = LocalStore(tmp_path / f"{name}-data.sqlite", retention_s=3600)
+        x, y = device_share(TASK, 8, i, seed=0)
+        DemoCollector(store, x, y, rows_per_tick=len(y)).tick()
+        link = SecureRecordingLink(service, relay, fleet.identity(name))
+        agent = DeviceAgent(
+            device_id=name,
+            link=link,
+            store=store,
+            policy=AlwaysEligible(),
+            ledger=PrivacyLedger(tmp_path / f"{name}-privacy.sqlite", 10.0),
+            outbox=Outbox(tmp_path / f"{name}-outbox.sqlite"),
+            backoff=Backoff(rng=random.Random(i)),
+            secagg=fleet.credentials(name),
+        )
+        agents[name] = agent, link
+        agent.step()
+        agent.outbox.close()
+
+    stop = threading.Event()
+
+    def drive() -> None:  # the coordinator's ticker and the gateway's relay loop
+        while not stop.wait(0.05):
+            world.svc.tick()
+            relay.flush_due()
+
+    names = [f"d-s1-{i}" for i in range(3)]
+    threads = [
+        threading.Thread(target=device, args=(n, i), daemon=True) for i, n in enumerate(names)
+    ]
+    ticker = threading.Thread(target=drive, daemon=True)
+    try:
+        for t in [ticker, *threads]:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        rnd = world.svc.get_job(SECURE_ADMIN, "secure").rounds[0]
+    finally:
+        stop.set()
+        ticker.join(timeout=10)
+        world.close()
+    assert rnd.state == "committed" and rnd.participants == 3, rnd.reason
+    for name in names:
+        agent, link = agents[name]
+        assert agent.stats.delivered == 1, agent.stats.last_reason
+        kinds = {kind for m in link.sent if (kind := _secagg_kind(m))}
+        assert kinds == {"key_advertisement", "encrypted_shares", "masked_input", "unmask_response"}
+        assert sum(len(m) for m in link.sent) > 8_000  # the masked input went out
+        store = LocalStore(tmp_path / f"{name}-data.sqlite", retention_s=3600)
+        assert windows_of_local_data_in(store, link.sent) == 0
 
 
 def test_ledger_refuses_a_task_over_the_limit(tmp_path: Path, model: tuple[bytes, str]) -> None:

@@ -19,9 +19,10 @@ import pytest
 from click.testing import CliRunner
 
 from fedge.cli import cli
+from fedge.coordinator.audit import AuditLog
 from fedge.demo.federation import FederationPlan, LocalFederation, device_name, gateway_name
 
-from .harness import Logs, create_job, job_spec, wait_for_job, wait_until
+from .harness import Logs, coordinator_db, create_job, job_spec, wait_for_job, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -115,12 +116,13 @@ def test_canary_then_widened_then_rolled_back_on_every_device(fed: LocalFederati
         timeout=120,
         what="every device to serve r2",
     )
-    for site, i in every:
-        history = accepted(logs, site, i)
+    histories = {(site, i): accepted(logs, site, i) for site, i in every}
+    # r2 reached the canary site as the canary manifest (sequence 2): the device that reported
+    # first widened it at once, so a device of that site that asked later may see only 3
+    assert any((2, r2.round, "canary") in histories[canary_site, i] for i in range(PER_SITE))
+    for (site, _), history in histories.items():
         statuses = {status for _, _, status in history}
-        if site == canary_site:  # r2 reached it as the canary manifest (sequence 2)
-            assert (2, r2.round, "canary") in history, history
-        else:  # never saw the canary manifest: r1, then r2 once widened
+        if site != canary_site:  # never saw the canary manifest: r1, then r2 once widened
             assert "canary" not in statuses and history[-1][1:] == (r2.round, "production"), history
     health = logs.lines(gateway_name(canary_site), r"POST \S+/v1/jobs/canary/health \"HTTP/1.1 200")
     assert health, "the canary gateway forwarded no health report"
@@ -162,6 +164,12 @@ def test_a_canary_whose_devices_fail_the_health_check_is_halted(fed: LocalFedera
     assert bad.rollout is not None and bad.rollout.failed >= 1
     assert "failed the health check" in bad.rollout.reason
     assert restored.status == "production"
+    with coordinator_db(fed) as db:  # the halt is in the audit log, as the canary's rollback
+        halts = AuditLog(db.engine).entries(kinds=["rollback"])
+    assert any(
+        (e.actor, e.subject, e.details.get("rolled_back")) == ("canary", job, second.sha256)
+        for e in halts
+    ), halts
     (canary_gw,) = bad.rollout.canary_gateways
     forwarded = logs.lines(canary_gw, r"POST \S+/v1/jobs/canary-bad/health \"HTTP/1.1 200")
     assert forwarded, "the canary gateway forwarded no health report"

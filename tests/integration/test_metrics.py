@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fedge.demo.federation import LocalFederation, gateway_name
 from fedge.errors import AuthorizationError
+from fedge.telemetry.labels import REFUSAL_REASONS, SERVED_VERSIONS
 from fedge.transport.client import FedgeClient
 from fedge.transport.messages import JobView
 
@@ -117,8 +118,14 @@ def test_coordinator_metrics_match_the_rounds_that_ran(
     # traffic: the gateways' partials came in, models went out, the admin API was used
     assert value(m, "fedge_http_received_bytes_total", tier="coordinator", route="partials") > 0
     assert value(m, "fedge_http_sent_bytes_total", tier="coordinator", route="models") > 0
-    assert value(m, "fedge_models_served_total", tier="coordinator") >= 1
+    assert value(m, "fedge_models_served_total", tier="coordinator", version="round") >= 1
+    assert {labels["version"] for labels, _ in m["fedge_models_served_total"]} <= set(
+        SERVED_VERSIONS
+    )
     assert value(m, "fedge_requests_refused_total", reason="forbidden") >= 1
+    assert {labels["reason"] for labels, _ in m["fedge_requests_refused_total"]} <= set(
+        REFUSAL_REASONS
+    )
     # the coordinator saw sums only: it recorded no update norm
     assert value(m, "fedge_update_norm_count") == 0
 
@@ -133,7 +140,7 @@ def test_gateway_metrics_show_its_devices_traffic_and_norms(
     received = value(m, "fedge_http_received_bytes_total", tier="gateway", route="updates")
     assert received > 0
     assert value(m, "fedge_http_sent_bytes_total", tier="gateway", route="models") > 0
-    assert value(m, "fedge_models_served_total", tier="gateway") >= 1
+    assert value(m, "fedge_models_served_total", tier="gateway", version="round") >= 1
     # one norm per plain update the gateway accepted; every update is clipped to C = 0.5
     updates = value(m, "fedge_update_norm_count", tier="gateway")
     assert updates >= 1

@@ -17,8 +17,9 @@ that every span's parent is in the trace, and that the hops are parented as desi
         └── fedge.gateway.partial
             └── POST /v1/jobs/…/partials           (coordinator server span)
 
-(with secure aggregation the device's report holds its SecAgg+ requests to the gateway, and the
-gateway's ``fedge.gateway.relay_sum`` the masked sum it posts to the coordinator)
+(with secure aggregation the round holds a span per SecAgg+ phase the coordinator ran,
+the device's report holds its SecAgg+ requests to the gateway, and the gateway's
+``fedge.gateway.relay_sum`` the masked sum it posts to the coordinator)
 
 and that the coordinator's log line for the commit carries the round's trace id.
 """
@@ -60,6 +61,7 @@ def _children(spans: list[Span], parent: Span, name: str) -> list[Span]:
 
 SECURE = {"phase_timeout_s": 4.0, "max_examples": 100_000}
 SECAGG = "POST /v1/gateway/jobs/{job_id}/rounds/{round_number}/secagg"
+SECAGG_PHASES = ("advertise_keys", "share_keys", "masked_input", "unmask")
 
 
 def test_a_round_is_one_connected_trace_across_three_tiers(tmp_path: Path) -> None:
@@ -121,6 +123,11 @@ def _check_round_trace(
     assert phases == [
         f"fedge.round.{p}" for p in ("planned", "configuring", "training", "aggregating")
     ]
+
+    if secure:  # the SecAgg+ phases, as the coordinator closed them
+        secagg = [s["name"] for s in sorted(trace, key=lambda s: s["start_unix_nano"])
+                  if s["parent_span_id"] == root["span_id"] and s["name"].startswith("fedge.secagg.")]  # fmt: skip
+        assert secagg == [f"fedge.secagg.{p}" for p in SECAGG_PHASES], secagg
 
     gateway_rounds = _children(trace, root, "fedge.gateway.round")
     assert sorted(s["resource"]["service.instance.id"] for s in gateway_rounds) == gateways

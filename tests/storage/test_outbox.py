@@ -91,3 +91,25 @@ def test_discard_keeps_the_key_and_none_deadline_never_expires(tmp_path: Path) -
         assert box.pending_items() == [] and box.has("partial/j/1") and box.has("partial/j/2")
         assert not box.put("partial/j/1", "https://coordinator", b"sum", deadline=None)
         assert not box.has("partial/j/3")
+
+
+def test_due_with_a_prefix_lists_one_kind_of_message(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "outbox.db") as box:
+        box.put("partial/job1/3", "/v1/jobs/job1/rounds/3/partials", b"sum", deadline=None)
+        box.put(
+            "relay-sum/job1/3/gw-a",
+            "/v1/gateway/jobs/job1/rounds/3/secagg",
+            b"masked",
+            deadline=None,
+        )
+        box.put(
+            "relay-sum/job1/4/gw-a", "/v1/gateway/jobs/job1/rounds/4/secagg", b"m4", deadline=None
+        )
+        assert [i.key for i in box.due(10.0, prefix="partial/")] == ["partial/job1/3"]
+        assert [i.key for i in box.due(10.0, prefix="relay-sum/")] == [
+            "relay-sum/job1/3/gw-a",
+            "relay-sum/job1/4/gw-a",
+        ]
+        assert len(box.due(10.0)) == 3  # no prefix: everything due
+        box.mark_delivered("relay-sum/job1/3/gw-a")
+        assert [i.key for i in box.due(10.0, prefix="relay-sum/")] == ["relay-sum/job1/4/gw-a"]

@@ -5,18 +5,40 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 
 import pytest
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from tests.coordinator.conftest import identity
+from tests.coordinator.helpers import (
+    ADMIN,
+    GW_A,
+    GW_B,
+    Clock,
+    checkin,
+    device_updates,
+    make_service,
+    model_params,
+    partial_payload,
+    spec,
+    update_payload,
+)
 
+from fedge.coordinator.dropouts import count_dropouts
 from fedge.coordinator.rounds import Round
+from fedge.coordinator.selection import DIRECT
+from fedge.core.params import ParamSpec
 from fedge.errors import ConfigError
+from fedge.identity import Identity, Role
 from fedge.telemetry.metrics import (
+    REFUSAL_REASONS,
     Metrics,
     metrics_router,
     reason_for_status,
+    record_model_served,
+    record_refused,
     record_secagg_phase,
     record_update_norm,
     route_group,
@@ -24,6 +46,9 @@ from fedge.telemetry.metrics import (
     shutdown_metrics,
 )
 from fedge.telemetry.traffic import TrafficMetricsMiddleware
+from fedge.transport import messages as m
+from fedge.transport.errors import REFUSAL_TABLE, install_error_handlers
+from fedge.transport.replay import ReplayGuard
 
 
 @pytest.fixture
@@ -73,11 +98,24 @@ def test_route_groups_are_bounded_labels(path: str, group: str) -> None:
     assert route_group(path) == group
 
 
-def test_refusal_reasons() -> None:
+def test_refusal_reasons_from_the_status_alone() -> None:
     assert [reason_for_status(s) for s in (200, 401, 403, 409, 413, 422, 429, 418, 503)] == [
-        None, "unauthenticated", "forbidden", "conflict", "too_large", "invalid", "rate_limited",
+        None, "unauthenticated", "forbidden", "conflict", "oversized", "invalid", "rate_limited",
         "other", None,
     ]  # fmt: skip
+    assert {reason_for_status(s) for s in range(400, 500)} <= set(REFUSAL_REASONS)
+
+
+def test_refusal_labels_are_a_fixed_set(metrics: Metrics) -> None:
+    record_refused("replay")
+    record_refused("a reason nobody listed")  # counted, as "other": the label stays bounded
+    record_model_served("canary")
+    record_model_served("3f2a9c")  # not a kind of version: "other"
+    assert total(metrics, "fedge_requests_refused_total", reason="replay") == 1
+    assert total(metrics, "fedge_requests_refused_total", reason="other") == 1
+    assert total(metrics, "fedge_models_served_total", version="canary") == 1
+    assert total(metrics, "fedge_models_served_total", version="other") == 1
+    assert {reason for _, _, reason in REFUSAL_TABLE} <= set(REFUSAL_REASONS)
 
 
 def test_unknown_tier_is_refused() -> None:
@@ -172,6 +210,13 @@ def test_traffic_middleware_counts_bytes_refusals_and_models(metrics: Metrics) -
     def admin() -> None:
         raise HTTPException(403, "admins only")
 
+    guard = ReplayGuard()
+
+    @app.post("/v1/checkin")
+    def replayed() -> None:
+        guard.check("dev-1", "n" * 32)  # the second time: a replay (409)
+
+    install_error_handlers(app)
     app.add_middleware(TrafficMetricsMiddleware)
     client = TestClient(app)
     sent = client.post("/v1/jobs/j/rounds/1/updates", content=b"x" * 1000)
@@ -179,13 +224,17 @@ def test_traffic_middleware_counts_bytes_refusals_and_models(metrics: Metrics) -
     assert client.get("/v1/models/abc").status_code == 200
     assert client.get("/v1/admin/jobs").status_code == 403
     assert client.get("/v1/nothing-here").status_code == 404
+    assert client.post("/v1/checkin").status_code == 200
+    assert client.post("/v1/checkin").status_code == 409
 
     received = total(metrics, "fedge_http_received_bytes_total", route="updates")
     assert received == 1000
     assert total(metrics, "fedge_http_sent_bytes_total", route="updates") == len(sent.content)
-    assert total(metrics, "fedge_models_served_total", tier="coordinator") == 1
     assert total(metrics, "fedge_requests_refused_total", reason="forbidden") == 1
     assert total(metrics, "fedge_requests_refused_total", reason="not_found") == 1
+    assert total(metrics, "fedge_requests_refused_total", reason="replay") == 1  # not "conflict"
+    assert total(metrics, "fedge_requests_refused_total", reason="conflict") == 0
+    assert "fedge_models_served_total" not in samples(metrics)  # the services count those
 
 
 class _Collector(BaseHTTPRequestHandler):
@@ -218,3 +267,49 @@ def test_otlp_export_when_an_endpoint_is_set() -> None:
         server.shutdown()
     posted = [r for r in _Collector.received if r[0] == "/v1/metrics"]
     assert posted and posted[-1][1] == "application/x-protobuf" and posted[-1][2] > 0
+
+
+def test_count_dropouts_by_phase() -> None:
+    quotas = {"gw-a": 3, "gw-b": 2, DIRECT: 2}
+    got = count_dropouts({"d1", "d2"}, {"d1"}, {"gw-a", "gw-b"}, {"gw-a"}, quotas)
+    assert got == {"training": 1, "report": 2}
+    assert count_dropouts({"d1"}, {"d1"}, {"gw-a"}, {"gw-a"}, quotas) == {}  # nobody lost
+
+
+def test_a_round_where_devices_never_report_counts_their_dropouts(
+    metrics: Metrics, tmp_path: Path
+) -> None:
+    """d1 (direct) takes a task and never reports; gw-b takes its share and never sends its
+    partial. The round commits at its deadline with d0 and gw-a's two devices."""
+    clock = Clock()
+    svc = make_service(tmp_path, clock)
+    svc.create_job(ADMIN, spec(rounds=1, devices_per_round=6, min_devices=2))
+    devices = [identity(Role.DEVICE, f"d{i}", "home") for i in range(2)]
+
+    def ask(dev: Identity) -> m.TaskAssignment | m.Wait:
+        request = m.CheckInRequest(
+            device_id=dev.name, nonce=m.new_nonce(), eligibility=m.Eligibility(num_examples=20)
+        )
+        return svc.checkin(dev, request)
+
+    for dev in devices:
+        ask(dev)  # seen: eligible for the direct share
+    checkin(svc, GW_A)
+    checkin(svc, GW_B)
+    svc.tick()
+    live = svc.live_round("digits")
+    assert live is not None and live.machine.quotas == {"gw-a": 2, "gw-b": 2, DIRECT: 2}
+    assert all(isinstance(ask(dev), m.TaskAssignment) for dev in devices)
+    checkin(svc, GW_A)
+    checkin(svc, GW_B)  # both gateways are handed the round
+    pspec = ParamSpec.of(model_params(svc, live.base_sha256))
+    (u0,) = device_updates(pspec, ["d0"], seed=1)
+    assert svc.submit_update(devices[0], "digits", 1, update_payload("d0", "digits", 1, u0))
+    gw_a = partial_payload(GW_A, "digits", 1, device_updates(pspec, ["a1", "a2"], seed=2))
+    assert svc.submit_partial(GW_A, "digits", 1, gw_a).accepted
+    assert total(metrics, "fedge_dropouts_total") == 0  # nothing counted while it runs
+    clock.now += 91  # past the report deadline: the round closes without d1 and gw-b
+    svc.tick()
+    assert svc.get_job(ADMIN, "digits").rounds[0].state == "committed"
+    assert total(metrics, "fedge_dropouts_total", phase="training") == 1  # d1
+    assert total(metrics, "fedge_dropouts_total", phase="report") == 2  # gw-b's quota

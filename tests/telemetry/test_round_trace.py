@@ -22,8 +22,8 @@ from tests.coordinator.helpers import (
 
 from fedge.coordinator.traces import RoundTraces
 from fedge.core.params import ParamSpec
-from fedge.telemetry.round_trace import RoundTrace, record_restart
-from fedge.telemetry.tracing import context_of
+from fedge.telemetry.round_trace import RoundTrace, record_finished, record_restart
+from fedge.telemetry.tracing import context_of, current_traceparent
 
 from .conftest import Spans, parent_id, span_id, trace_id
 
@@ -56,6 +56,20 @@ def test_phases_are_children_of_the_root_and_end_in_turn(spans: Spans) -> None:
         assert earlier.end_time <= later.start_time
 
 
+def test_a_finished_span_is_recorded_under_the_current_one(spans: Spans) -> None:
+    rt = RoundTrace("job", 5)
+    rt.phase("training")
+    with rt.active():
+        record_finished("fedge.secagg.share_keys", 100.0, 102.5, {"fedge.missing": 1})
+    record_finished("fedge.secagg.unmask", 103.0, 104.0, traceparent=rt.traceparent)
+    rt.end("committed")
+    got = spans.one("fedge.secagg.share_keys")
+    assert parent_id(got) == span_id(spans.one("fedge.round.training"))  # the current span
+    assert parent_id(spans.one("fedge.secagg.unmask")) == span_id(spans.one("fedge.round"))
+    assert (got.start_time, got.end_time) == (100_000_000_000, 102_500_000_000)
+    assert _attrs(got) == {"fedge.missing": 1}
+
+
 def test_an_abandoned_round_is_an_error_with_its_reason(spans: Spans) -> None:
     rt = RoundTrace("job", 1)
     rt.end("abandoned", "only 1 device(s) reported")
@@ -74,14 +88,19 @@ def test_record_restart_continues_the_trace(spans: Spans) -> None:
     assert trace_id(restarted) == rt.root.get_span_context().trace_id
 
 
-def test_nothing_is_recorded_while_tracing_is_off(tmp_path: Path) -> None:
+def test_tracing_off_records_nothing_but_the_round_has_a_trace_id(tmp_path: Path) -> None:
     rt = RoundTrace("job", 1)
     rt.phase("training")
+    assert not rt.root.is_recording()
+    assert rt.traceparent is not None and context_of(rt.traceparent) is not None
+    with rt.active():  # the phase shares the root's context: log lines carry its trace id
+        assert current_traceparent() == rt.traceparent
     rt.end("committed")
-    assert rt.traceparent is None
     traces = RoundTraces(make_service(tmp_path, Clock()).store.engine)
-    traces.save("job", 1, None)
-    assert traces.get("job", 1) is None
+    traces.save("job", 1, rt.traceparent)
+    assert traces.get("job", 1) == rt.traceparent
+    traces.save("job", 2, None)  # an older coordinator's round: nothing kept
+    assert traces.get("job", 2) is None
 
 
 def test_a_coordinator_round_is_one_trace(tmp_path: Path, spans: Spans) -> None:

@@ -32,12 +32,12 @@ from fedge.telemetry.tracing import (
 )
 from fedge.transport import messages as m
 
-from .conftest import Spans, parent_id, span_id, trace_id
+from .conftest import Spans, capture_spans, parent_id, span_id, trace_id
 
 TP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
-def test_off_by_default_and_nothing_is_injected() -> None:
+def test_off_by_default_and_nothing_is_injected_off_a_round() -> None:
     where = setup_tracing("device", "dev-1", TelemetrySection(), environ={})
     assert where.exporter == "off" and not tracing_enabled()
     with span("work") as s:
@@ -47,10 +47,39 @@ def test_off_by_default_and_nothing_is_injected() -> None:
         assert current_traceparent() is None
 
 
+def test_off_a_root_still_gets_a_valid_context_that_children_share() -> None:
+    """Tracing off records nothing, but a round keeps a W3C trace id for its logs and hops."""
+    shutdown_tracing()
+    root = start_span("fedge.round", root=True)
+    other = start_span("fedge.round", root=True)
+    ctx = root.get_span_context()
+    assert ctx.is_valid and not root.is_recording() and ctx.trace_flags.sampled
+    assert other.get_span_context().trace_id != ctx.trace_id  # a fresh trace per root
+    tp = traceparent_of(root)
+    assert tp == f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-01"
+    assert context_of(tp) is not None
+    child = start_span("fedge.round.training", traceparent=tp)
+    assert child.get_span_context().trace_id == ctx.trace_id
+    with span("relay", traceparent=tp):
+        assert trace_headers({"a": "b"}) == {"a": "b", "traceparent": tp}
+        assert current_traceparent() == tp
+
+
 def test_off_passes_a_callers_context_through_unchanged() -> None:
     """A process that does not trace still hands on the round's context it was given."""
     with span("relay", traceparent=TP):
         assert trace_headers() == {"traceparent": TP}
+
+
+def test_a_process_that_traces_records_its_part_of_a_round_begun_with_tracing_off() -> None:
+    """The sampled flag of a context made while off lets the next hop's SDK record its spans."""
+    shutdown_tracing()
+    tp = traceparent_of(start_span("fedge.round", root=True))
+    assert tp is not None
+    with capture_spans() as spans:  # another process, that traces
+        start_span("fedge.gateway.round", traceparent=tp).end()
+    got = spans.one("fedge.gateway.round")
+    assert (trace_id(got), parent_id(got)) == (int(tp[3:35], 16), int(tp[36:52], 16))
 
 
 def test_unknown_role_is_refused() -> None:

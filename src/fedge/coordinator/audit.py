@@ -14,8 +14,13 @@ What is recorded (kind: details), never data or updates:
   serial, expiry), or a device first counted through a gateway (``via``);
 - ``round``: a round's outcome and who took part (device ids, gateway ids, direct devices);
 - ``release``: a model version published (job, round, parent, signed or not);
-- ``promotion``, ``rejection``, ``rollback``: registry moves, by an admin or the release gate;
-- ``revocation`` and ``job.create``/``job.pause``/``job.resume``: admin actions.
+- ``promotion``, ``rejection``, ``rollback``: registry moves, by an admin, the release gate
+  (``release-gate``) or a halted canary stage (``canary``: rolled back, restored, the reason);
+- ``rollout``: a canary stage started or widened (actor ``canary``: the version, the previous
+  one, the canary gateways, the manifest, the reason; :mod:`fedge.coordinator.rollouts`);
+- ``revocation``: by an admin through the API, or with ``fedge pki revoke`` (actor ``pki``: a
+  serial new on the CRL the coordinator reloaded, :mod:`fedge.coordinator.revocations`);
+- ``job.create``/``job.pause``/``job.resume``: admin actions.
 
 Admin entries name the admin (``actor``: certificate name; ``details``: its role and serial).
 The ``record_*`` methods never raise: the action they describe has already taken effect, so a

@@ -28,8 +28,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fedge.aggregation import Aggregate, WeightedMeanAccumulator
+from fedge.aggregation.evaluation import EvaluationSums
 from fedge.coordinator.artifacts import ArtifactStore
 from fedge.coordinator.audit import AuditLog
+from fedge.coordinator.dropouts import round_dropouts
 from fedge.coordinator.jobs import JobRuntime, encode_opt_state
 from fedge.coordinator.registry import ReleaseGate
 from fedge.coordinator.releases import sign_version
@@ -37,7 +39,7 @@ from fedge.coordinator.rounds import Round, RoundState
 from fedge.coordinator.roundstats import RoundStats
 from fedge.coordinator.schema import CheckpointRow, ModelVersionRow
 from fedge.coordinator.secure import SecAggAuthority, SecureRound
-from fedge.coordinator.selection import DIRECT, matches_selector, plan_quotas
+from fedge.coordinator.selection import DIRECT, plan_quotas
 from fedge.coordinator.settings import CoordinatorSettings
 from fedge.coordinator.store import Store
 from fedge.coordinator.traces import RoundTraces, begin_round_trace, metrics_attributes
@@ -45,6 +47,7 @@ from fedge.core.params import ParamSpec
 from fedge.errors import FedgeError, ProtocolError, UnknownNameError
 from fedge.identity.signing import ReleaseSigningKey
 from fedge.telemetry.logs import round_context
+from fedge.telemetry.metrics import record_round_dropouts
 from fedge.telemetry.round_trace import RoundTrace, record_restart
 from fedge.transport import messages as m
 
@@ -67,6 +70,9 @@ class LiveRound:
     secure: SecureRound | None = None  # the SecAgg+ session, for jobs with secure aggregation
     planned_deadline: float = float("inf")  # still planned then (too few devices): abandoned
     trace: RoundTrace | None = None  # the round's spans (fedge.telemetry.round_trace)
+    # devices' federated evaluation of base_sha256 (before training), summed over what was
+    # accepted; recorded on that version when the round commits
+    evaluation: EvaluationSums = field(default_factory=EvaluationSums)
 
     @property
     def number(self) -> int:
@@ -75,7 +81,7 @@ class LiveRound:
 
     @property
     def traceparent(self) -> str | None:
-        """The round's W3C trace context, for its assignments (None while tracing is off)."""
+        """The round's W3C trace context, for its assignments (tracing on or off)."""
         return self.trace.traceparent if self.trace is not None else None
 
     def direct_done(self, now: float) -> bool:
@@ -241,30 +247,19 @@ class RoundDriver:
         return False
 
     def eligible(self, rt: JobRuntime, now: float) -> dict[str, int]:
-        """Eligible devices per site key (gateway id, or DIRECT) for ``rt``'s selector."""
+        """Eligible devices per site key (gateway id, or DIRECT) for ``rt``'s selector.
+
+        Counted by the database (:meth:`Store.count_eligible_devices`): called at every tick
+        while a round is planned, it must not load the fleet's device rows."""
         selector = rt.spec.selector
         gateways = self.store.list_gateways(seen_since=now - self.settings.gateway_ttl_s)
-        devices = [d for d in self.store.list_devices() if not d.revoked]
-        counts: dict[str, int] = {}
-        for g in gateways:
-            if selector:  # labels are known only for devices we have seen
-                counts[g.id] = sum(
-                    1
-                    for d in devices
-                    if d.site == g.site
-                    and d.gateway_id is not None
-                    and matches_selector(d.labels, selector)
-                )
-            else:
-                counts[g.id] = g.eligible_devices
-        seen = now - self.settings.device_ttl_s
-        counts[DIRECT] = sum(
-            1
-            for d in devices
-            if d.gateway_id is None
-            and (d.last_seen or 0.0) >= seen
-            and matches_selector(d.labels, selector)
+        per_site, direct = self.store.count_eligible_devices(
+            selector, direct_seen_since=now - self.settings.device_ttl_s
         )
+        counts: dict[str, int] = {}
+        for g in gateways:  # with a selector: labels are known only for devices we have seen
+            counts[g.id] = per_site.get(g.site, 0) if selector else g.eligible_devices
+        counts[DIRECT] = direct
         return counts
 
     def _open(self, rt: JobRuntime, live: LiveRound, now: float) -> bool:
@@ -295,6 +290,7 @@ class RoundDriver:
                 expected=sum(quotas.values()),
                 join_deadline=training,
             )
+            live.secure.traceparent = live.traceparent  # its phases are spans of the round
         self.store.update_round(
             rt.id,
             live.number,
@@ -421,6 +417,7 @@ class RoundDriver:
             loss=evaluation.loss,
             epsilon=epsilon,
             ended_at=now,
+            evaluated=(live.base_sha256, live.evaluation) if live.evaluation.devices else None,
         )
         rt.state, rt.model_sha256, rt.consecutive_abandoned = state, sha, 0
         if live.trace is not None:
@@ -431,6 +428,7 @@ class RoundDriver:
         self.audit.record_round(rt.id, live.number, "committed", model_sha256=sha)
         self.audit.record_release(version, signed=self.release_key is not None)
         self._gate(rt.id, sha, metrics)
+        record_round_dropouts(round_dropouts(live))  # handed a task, never reported
         del self.live[rt.id]
         log.info(
             "job %s round %d committed: %d devices, accuracy %.4f, model %s",
@@ -481,6 +479,7 @@ class RoundDriver:
         rt.consecutive_abandoned += 1
         if live.trace is not None:
             live.trace.end("abandoned", reason, {"fedge.participants": live.acc.num_accepted})
+        record_round_dropouts(round_dropouts(live))  # handed a task, never reported
         del self.live[rt.id]
         self.audit.record_round(rt.id, live.number, "abandoned", model_sha256=None, reason=reason)
         log.warning("job %s round %d abandoned: %s", rt.id, live.number, reason)

@@ -135,6 +135,28 @@ MIGRATIONS: tuple[Migration, ...] = (
             "model_versions", Column("status_reason", Text, nullable=False, server_default="")
         ),
     ),
+    # Federated evaluation (issue 6): each version's evaluation on the devices' own data, added
+    # to model_versions after databases existed (the release before it made none of these).
+    Migration(
+        3,
+        "model_versions.federated_accuracy: accuracy on the devices' own data",
+        AddColumn("model_versions", Column("federated_accuracy", Float, nullable=True)),
+    ),
+    Migration(
+        4,
+        "model_versions.federated_loss: mean loss per example on the devices' own data",
+        AddColumn("model_versions", Column("federated_loss", Float, nullable=True)),
+    ),
+    Migration(
+        5,
+        "model_versions.federated_examples: examples the federated evaluation covers",
+        AddColumn("model_versions", Column("federated_examples", Integer, nullable=True)),
+    ),
+    Migration(
+        6,
+        "model_versions.federated_devices: devices the federated evaluation covers",
+        AddColumn("model_versions", Column("federated_devices", Integer, nullable=True)),
+    ),
 )
 
 

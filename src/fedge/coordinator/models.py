@@ -1,5 +1,9 @@
 """Admin operations on the model registry: list, show, promote, reject, roll back, diff.
 
+A version's view carries its centralised metrics (``metrics``) and, once the devices of a round
+that started from it have evaluated it on their own data, its federated evaluation
+(``federated``); a diff compares both (``federated_accuracy``, ``federated_loss``).
+
 The rules (which status moves are allowed, the release gate) live in
 :mod:`fedge.coordinator.registry`; this module applies them to the store and builds the views the
 admin API returns.
@@ -12,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from fedge.coordinator.registry import federated_sums
 from fedge.core.serde import decode_params
 from fedge.transport import messages as m
 from fedge.transport.releases import version_id
@@ -21,7 +26,7 @@ if TYPE_CHECKING:
     from fedge.coordinator.schema import ModelVersionRow
     from fedge.coordinator.store import Store
 
-__all__ = ["diff_versions", "version_view", "version_views"]
+__all__ = ["diff_versions", "federated_view", "version_metrics", "version_view", "version_views"]
 
 
 def version_view(
@@ -43,7 +48,30 @@ def version_view(
         task_name=str(job.spec.get("task", "")),
         created_at=row.created_at,
         rollout=rollout,
+        federated=federated_view(row),
     )
+
+
+def federated_view(row: ModelVersionRow) -> m.FederatedEvaluationView | None:
+    """The devices' federated evaluation of a version, if it has one."""
+    sums = federated_sums(row)
+    if sums.accuracy is None or sums.loss is None or not sums.devices:
+        return None
+    return m.FederatedEvaluationView(
+        accuracy=min(1.0, max(0.0, sums.accuracy)),
+        loss=max(0.0, sums.loss),
+        examples=sums.examples,
+        devices=sums.devices,
+    )
+
+
+def version_metrics(view: m.ModelVersionView) -> dict[str, float]:
+    """A version's centralised metrics plus its federated ones (federated_accuracy, _loss)."""
+    out = dict(view.metrics)
+    if view.federated is not None:
+        out["federated_accuracy"] = view.federated.accuracy
+        out["federated_loss"] = view.federated.loss
+    return out
 
 
 def version_views(
@@ -64,7 +92,8 @@ def diff_versions(
 ) -> m.ModelDiff:
     """Metric changes (b − a) and the L2 / max-abs distance between the two weight trees."""
     va, vb = version_view(store, a), version_view(store, b)
-    deltas = {k: vb.metrics[k] - va.metrics[k] for k in sorted(va.metrics.keys() & vb.metrics)}
+    ma, mb = version_metrics(va), version_metrics(vb)
+    deltas = {k: mb[k] - ma[k] for k in sorted(ma.keys() & mb.keys())}
     pa, _ = decode_params(artifacts.get(a.sha256))
     pb, _ = decode_params(artifacts.get(b.sha256))
     l2: float | None = None

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fedge.coordinator.cli import _client_options, _num, _when, _with_client
+from fedge.coordinator.models import version_metrics
 from fedge.errors import ValidationError
 from fedge.transport import messages as m
 from fedge.transport.client import FedgeClient
@@ -20,7 +21,10 @@ __all__ = ["models_group"]
 
 def _versions_table(versions: list[m.ModelVersionView]) -> Table:
     table = Table(title="model versions")
-    cols = ("version", "sha256", "parent", "status", "rollout", "accuracy", "signed", "created")
+    cols = (
+        *("version", "sha256", "parent", "status", "rollout"),
+        *("accuracy", "federated", "signed", "created"),
+    )
     for col in (*cols, "reason"):
         table.add_column(col)
     for v in versions:
@@ -31,11 +35,19 @@ def _versions_table(versions: list[m.ModelVersionView]) -> Table:
             v.status,
             _rollout(v.rollout),
             _num(v.metrics.get("accuracy")),
+            _federated(v.federated),
             "yes" if v.signed else "no",
             _when(v.created_at),
             v.status_reason,
         )
     return table
+
+
+def _federated(view: m.FederatedEvaluationView | None) -> str:
+    """The devices' evaluation in a few words: accuracy, over how many devices and examples."""
+    if view is None:
+        return "–"
+    return f"{view.accuracy:.4f} ({view.devices} dev, {view.examples} ex)"
 
 
 def _rollout(view: m.RolloutView | None) -> str:
@@ -69,7 +81,8 @@ def models_list(client: FedgeClient, job_id: str) -> None:
 @_client_options
 @_with_client
 def models_show(client: FedgeClient, sha256: str) -> None:
-    """Show one version (JSON), with its staged rollout ("rollout": stage, canaries, reports)."""
+    """Show one version (JSON): lineage, metrics, federated evaluation ("federated": accuracy,
+    loss, examples, devices) and staged rollout ("rollout": stage, canaries, reports)."""
     click.echo(client.get_model(sha256).model_dump_json(indent=2))
 
 
@@ -109,11 +122,15 @@ def models_rollback(client: FedgeClient, job_id: str) -> None:
 @_client_options
 @_with_client
 def models_diff(client: FedgeClient, a: str, b: str) -> None:
-    """Metric changes and weight distance from version A to B."""
+    """Metric changes (centralised and federated) and weight distance from version A to B."""
     d = client.diff_models(a, b)
     click.echo(f"{d.a.version} → {d.b.version}")
+    ma, mb = version_metrics(d.a), version_metrics(d.b)
     for k, v in d.metric_deltas.items():
-        click.echo(f"  {k}: {d.a.metrics[k]:.4f} → {d.b.metrics[k]:.4f} ({v:+.4f})")
+        click.echo(f"  {k}: {ma[k]:.4f} → {mb[k]:.4f} ({v:+.4f})")
+    for name, view in (("A", d.a), ("B", d.b)):
+        if view.federated is None:
+            click.echo(f"  {name} ({view.version}) has no federated evaluation yet")
     if d.l2_distance is None:
         click.echo("  weights: different names or shapes")
     else:

@@ -2,7 +2,8 @@
 
 Checks, in order: size (against what this model can need), wire format and dtype (no pickle;
 F64/F32 for partial sums, F32 for updates), binding metadata (kind, job and round equal to the
-URL's, sender equal to the TLS peer, a well-formed nonce), counts, then names, shapes and
+URL's, sender equal to the TLS peer, a well-formed nonce), counts, the optional federated
+evaluation sums (:func:`~fedge.aggregation.evaluation.parse_eval_meta`), then names, shapes and
 finiteness of every tensor. Each refusal is a fedge error the HTTP layer maps to a status:
 :class:`~fedge.errors.PayloadTooLarge` (413), :class:`~fedge.errors.ValidationError` and its
 subclasses (400), :class:`~fedge.errors.AuthorizationError` (403, wrong sender or site),
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from fedge.aggregation.evaluation import EvaluationSums, parse_eval_meta
 from fedge.core.params import Params, ParamSpec
 from fedge.core.serde import decode_arrays, decode_params
 from fedge.errors import (
@@ -70,6 +72,7 @@ class PartialSum:
     num_accepted: int
     contributors: tuple[str, ...]
     rejected: tuple[tuple[str, str], ...]
+    evaluation: EvaluationSums | None = None  # its devices' federated evaluation, summed
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ class DeviceUpdate:
     delta: Params
     num_examples: int
     train_loss: float | None
+    evaluation: EvaluationSums | None = None  # the device's federated evaluation, if any
 
 
 def _binding(meta: Mapping[str, str], kind: str, job_id: str, round_number: int) -> str:
@@ -166,8 +170,9 @@ def decode_partial(
         for r in _json_list(meta, "rejected")
         if isinstance(r, list) and len(r) == 2
     )
+    evaluation = parse_eval_meta(meta, partial=True, contributors=num)
     sums = _check_tensors(arrays, spec)
-    return PartialSum(peer.name, str(peer.site), nonce, sums, total, num, ids, rejected)
+    return PartialSum(peer.name, str(peer.site), nonce, sums, total, num, ids, rejected, evaluation)
 
 
 def _check_tensors(
@@ -213,7 +218,7 @@ def decode_update(
     if num < 1:
         raise ValidationError(f"num_examples must be >= 1, got {num}")
     loss = _float(meta, "train_loss") if meta.get("train_loss") not in (None, "") else None
-    return DeviceUpdate(peer.name, nonce, delta, num, loss)
+    return DeviceUpdate(peer.name, nonce, delta, num, loss, parse_eval_meta(meta))
 
 
 def check_clipped(tensors: Mapping[str, np.ndarray], count: int, clip_norm: float) -> None:

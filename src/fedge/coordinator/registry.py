@@ -13,17 +13,35 @@ A job has at most one production version. Rolling back marks the production vers
 **Release gate**: a candidate is promoted automatically only if its evaluation is not worse than
 production's by more than ``margin`` (accuracy, absolute); otherwise it stays a candidate and the
 reason is recorded. With no production version yet, an evaluated candidate is promoted.
+
+**Federated evaluation** (:mod:`fedge.aggregation.evaluation`): the devices of a round evaluate
+its starting model on their own data before they train; when the round commits,
+:func:`record_evaluation` puts their summed result on that version (the new version's parent)
+-- so a version's federated metrics arrive one round after it was published, and the gate,
+which decides at publication, goes by the centralised evaluation.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
+from fedge.aggregation.evaluation import EvaluationSums
 from fedge.errors import ProtocolError
 
-__all__ = ["STATUSES", "GateDecision", "ReleaseGate", "Status", "check_transition"]
+if TYPE_CHECKING:
+    from fedge.coordinator.schema import ModelVersionRow
+
+__all__ = [
+    "STATUSES",
+    "GateDecision",
+    "ReleaseGate",
+    "Status",
+    "check_transition",
+    "federated_sums",
+    "record_evaluation",
+]
 
 Status = Literal["candidate", "production", "retired", "rejected", "rolled_back"]
 STATUSES: tuple[Status, ...] = ("candidate", "production", "retired", "rejected", "rolled_back")
@@ -84,3 +102,24 @@ class ReleaseGate:
         return GateDecision(
             True, f"{self.metric} {value:.4f} vs production {reference:.4f} (margin {self.margin})"
         )
+
+
+def federated_sums(row: ModelVersionRow) -> EvaluationSums:
+    """The federated evaluation a version row records, as sums (zero when it has none)."""
+    n = row.federated_examples or 0
+    if not n or row.federated_accuracy is None or row.federated_loss is None:
+        return EvaluationSums()
+    return EvaluationSums(
+        n, row.federated_accuracy * n, row.federated_loss * n, row.federated_devices or 0
+    )
+
+
+def record_evaluation(row: ModelVersionRow, sums: EvaluationSums) -> None:
+    """Add devices' evaluation ``sums`` to what the version row records (example-weighted)."""
+    total = federated_sums(row) + sums
+    if not total.examples:
+        return
+    row.federated_accuracy = total.accuracy
+    row.federated_loss = total.loss
+    row.federated_examples = total.examples
+    row.federated_devices = total.devices

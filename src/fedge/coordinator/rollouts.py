@@ -17,6 +17,11 @@ rollback) :meth:`Rollouts.sync` issues the next manifest --
 
 Every manifest has the next sequence of its job, so gateways and devices, which refuse a lower
 sequence than one they accepted, can never be sent back by a replayed manifest.
+
+Each decision of a canary stage goes into the audit log with ``actor`` "canary": its start and
+its widening as ``rollout`` entries (the version, the previous one, the canary gateways, the
+manifest, the reason), a halt as a ``rollback`` entry (rolled back, restored, the reason) like
+an admin's rollback.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from contextlib import contextmanager
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from fedge.coordinator.audit import AuditLog
 from fedge.coordinator.canary import CanaryPolicy, judge, pick_canaries
 from fedge.coordinator.schema import (
     ModelVersionRow,
@@ -58,9 +64,11 @@ class Rollouts:
         key: ReleaseSigningKey | None,
         policy: CanaryPolicy | None,
         gateway_ttl_s: float,
+        audit: AuditLog | None = None,
     ) -> None:
         self.store, self.key, self.policy = store, key, policy
         self.gateway_ttl_s = gateway_ttl_s  # gateways seen within this long can be canaries
+        self.audit = audit  # where the canary's decisions are recorded (None: nowhere)
         self._sessions = sessionmaker(store.engine, expire_on_commit=False)
         self._lock = threading.RLock()
 
@@ -120,8 +128,19 @@ class Rollouts:
                     )
                 status: ManifestStatus = "canary" if canaries else "production"
                 row = self._issue(s, production, status, now)
+                started: dict[str, object] | None = None
                 if canaries:
                     assert self.policy is not None and stable is not None
+                    why = f"on {len(canaries)} canary gateway(s) first"
+                    started = {
+                        "job": job_id,
+                        "stage": "canary",
+                        "version": version_id(job_id, production.round),
+                        "previous_sha256": stable.sha256,
+                        "canary_gateways": canaries,
+                        "manifest": row.sequence,
+                        "reason": why,
+                    }
                     s.add(
                         RolloutRow(
                             job_id=job_id,
@@ -133,7 +152,7 @@ class Rollouts:
                             max_failures=self.policy.max_failures,
                             hold_until=now + self.policy.hold_s,
                             sequence=row.sequence,
-                            reason=f"on {len(canaries)} canary gateway(s) first",
+                            reason=why,
                             started_at=now,
                         )
                     )
@@ -144,6 +163,8 @@ class Rollouts:
                         ", ".join(canaries),
                         row.sequence,
                     )
+            if started is not None:
+                self._record("rollout", production.sha256, started)
 
     def _issue(
         self, s: Session, version: ModelVersionRow, status: ManifestStatus, now: float
@@ -252,28 +273,59 @@ class Rollouts:
                 return verdict.reason
             active.stage = "widened" if verdict.action == "widen" else "halted"
             active.reason, active.ended_at = verdict.reason, now
+            sha, stage = active.sha256, active.stage
+            decided: dict[str, object] = {
+                "job": job_id,
+                "stage": stage,
+                "canary_gateways": list(active.canary_gateways),
+                "healthy": healthy,
+                "failed": failed,
+                "reason": verdict.reason,
+            }
             if verdict.action == "widen":
                 version = s.get(ModelVersionRow, active.sha256)
                 assert version is not None
-                self._issue(s, version, "production", now)
+                widened = self._issue(s, version, "production", now)
+                decided.update(version=version_id(job_id, version.round), manifest=widened.sequence)
         if verdict.action == "widen":
+            self._record("rollout", sha, decided)
             log.info("job %s: canary rollout widened to every gateway: %s", job_id, verdict.reason)
             return verdict.reason
         try:
-            _, restored = self.store.rollback_job(
+            old, restored = self.store.rollback_job(
                 job_id, f"canary rollout halted: {verdict.reason}"
             )
             serving = version_id(restored.job_id, restored.round)
+            decided.update(rolled_back=old.sha256, restored=restored.sha256)
+            self._record("rollback", job_id, decided)
         except ProtocolError as exc:
             log.error("job %s: canary halted but cannot roll back: %s", job_id, exc)
             serving = "the previous version"
+            self._record("rollout", sha, {**decided, "rollback_refused": str(exc)})
         self.sync(job_id, now)  # the canaries go back: a new manifest for everyone
         log.warning(
             "job %s: canary rollout halted (%s); serving %s again", job_id, verdict.reason, serving
         )
         return verdict.reason
 
+    def _record(self, kind: str, subject: str, details: dict[str, object]) -> None:
+        """Put a canary decision in the audit log (never raises: it has taken effect)."""
+        if self.audit is not None:
+            self.audit.record(kind, "canary", subject, details)
+
     # -- views ----------------------------------------------------------------------------------
+    def served_as(self, version: ModelVersionRow, round_base: str | None) -> str:
+        """What ``version`` is as it is served now (a ``version`` label of models served): the
+        ``canary`` or ``production`` release, else the model of the open ``round``, else other."""
+        with self._tx() as s:
+            active = _active(s, version.job_id)
+            if active is not None and active.sha256 == version.sha256:
+                return "canary"
+            stable = _latest(s, version.job_id, audience="all")
+        if stable is not None and stable.sha256 == version.sha256:
+            return "production"
+        return "round" if version.sha256 == round_base else "other"
+
     def view(self, sha256: str) -> m.RolloutView | None:
         """The latest staged rollout of a version, as ``fedge models show`` prints it."""
         with self._tx() as s:

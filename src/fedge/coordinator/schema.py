@@ -127,6 +127,12 @@ class ModelVersionRow(Base):
     # rolled_back; and why it last changed (e.g. the release gate's reason)
     status: Mapped[str] = mapped_column(String(16), default="candidate")
     status_reason: Mapped[str] = mapped_column(Text, default="")
+    # federated evaluation (fedge.aggregation.evaluation): this version on the devices' own
+    # data, before they trained on it (in the rounds that started from it); None: not yet
+    federated_accuracy: Mapped[float | None] = mapped_column(Float)
+    federated_loss: Mapped[float | None] = mapped_column(Float)
+    federated_examples: Mapped[int | None] = mapped_column(Integer)
+    federated_devices: Mapped[int | None] = mapped_column(Integer)
 
 
 class ReleaseRow(Base):

@@ -9,9 +9,11 @@ adds (the in-process reference is :func:`fedge.secagg.run_secure_sum`):
    site. The join phase closes when every task handed out joined (the sum of the quotas) or at
    the training deadline; then the session starts over the devices that joined.
 2. **Phases.** Messages for devices wait in per-device inboxes (fetched with a cursor, long
-   poll); messages from devices arrive through their gateway. A phase closes as soon as nobody
-   is missing (:attr:`CoordinatorSession.waiting_for`) or when its deadline passes
-   (``phase_timeout_s``; dropouts). In the masked-input phase gateways forward one
+   poll) and, in the same order, in one log per gateway: a gateway reads all its devices'
+   messages in one request (:meth:`SecureRound.site_inbox`) and fans them out; messages from
+   devices arrive through their gateway, one by one or many in one batch. A phase closes as
+   soon as nobody is missing (:attr:`CoordinatorSession.waiting_for`) or when its deadline
+   passes (``phase_timeout_s``; dropouts). In the masked-input phase gateways forward one
    :class:`~fedge.secagg.RelaySum` each by ``relay_deadline``; the coordinator waits half a
    phase longer for them.
 3. **Result.** The unmasked integer sum is dequantised. With ``weighting = "examples"`` every
@@ -65,6 +67,7 @@ from fedge.secagg import (
 )
 from fedge.secagg.crypto import ed25519_keypair
 from fedge.telemetry.metrics import record_secagg_phase
+from fedge.telemetry.round_trace import record_finished
 from fedge.transport import messages as m
 from fedge.transport.errors import secagg_errors
 
@@ -222,11 +225,13 @@ class SecureRound:
         self._session: CoordinatorSession | None = None
         self._params: SessionParams | None = None
         self._inbox: dict[str, list[str]] = {}
+        self._site_log: dict[str, list[tuple[str, str]]] = {}  # gateway -> (device, message)
         self._accepted: set[bytes] = set()  # sha256 of accepted wire messages (resends)
         self.relay_contributors: dict[str, tuple[str, ...]] = {}  # gateway -> devices summed
         self.phase_deadline: float | None = None
         self.relay_deadline: float | None = None
         self.phase_started: float | None = None  # when the current phase opened (metrics)
+        self.traceparent: str | None = None  # the round's trace: each closed phase is a span in it
         self.result: SecureResult | None = None
 
     # -- joining --------------------------------------------------------------------------------
@@ -318,7 +323,9 @@ class SecureRound:
         assert self._session is not None
         for msg in out:
             device = getattr(msg, "device_id", "")
-            self._inbox[device].append(base64.b64encode(to_wire(msg)).decode())
+            text = base64.b64encode(to_wire(msg)).decode()
+            self._inbox[device].append(text)
+            self._site_log.setdefault(self._joins[device].gateway, []).append((device, text))
         timeout = self.settings.phase_timeout_s
         self.phase_started = now
         if self._session.phase is CoordinatorPhase.MASKED_INPUT:
@@ -338,6 +345,13 @@ class SecureRound:
         closing, missing = session.phase.value, len(session.waiting_for)
         out = session.close_phase()
         record_secagg_phase(closing, now - (self.phase_started or now), missing)
+        record_finished(
+            f"fedge.secagg.{closing}",
+            self.phase_started or now,
+            now,
+            {"fedge.missing": missing},
+            traceparent=self.traceparent,
+        )
         log.info(
             "job %s round %d: secure phase %s closed (%d missing)",
             self.job_id, self.round_number, closing, missing,
@@ -375,10 +389,21 @@ class SecureRound:
                 self._finish(SecureResult(True, reason))
 
     # -- messages from gateways -------------------------------------------------------------------
-    def receive(self, gateway: Identity, data: bytes, now: float) -> m.Receipt:
-        """A device's message (relayed) or a gateway's relay sum; refusals change nothing."""
+    def receive(
+        self, gateway: Identity, data: bytes, now: float, device: str | None = None
+    ) -> m.Receipt:
+        """A device's message (relayed) or a gateway's relay sum; refusals change nothing.
+
+        With ``device`` (a batch item) the message must be that device's, and not a relay sum.
+        """
         with secagg_errors():
             msg = from_wire(data)
+        if device is not None and (isinstance(msg, RelaySum) or msg.device_id != device):
+            raise ValidationError(
+                f"batch item of {device!r} carries a {msg.kind} of "
+                f"{getattr(msg, 'device_id', getattr(msg, 'gateway_id', '?'))!r}: an item holds "
+                "its own device's control message (relay sums go to POST .../secagg)"
+            )
         digest = hashlib.sha256(data).digest()
         with self._lock:
             if digest in self._accepted:
@@ -442,11 +467,7 @@ class SecureRound:
 
     def _view(self, device: str, after: int) -> m.SecAggInbox:
         box = self._inbox[device][after:][:64]
-        state: Literal["joining", "running", "done", "abandoned"]
-        if self.result is not None:
-            state = "abandoned" if self.result.abandoned else "done"
-        else:
-            state = "joining" if self._session is None else "running"
+        state = self._state()
         bindings: list[m.KeyBinding] = []
         session = self._session
         if session is not None and after == 0:
@@ -463,6 +484,43 @@ class SecureRound:
             relay_deadline=self.relay_deadline,
             reason=self.result.reason if self.result is not None else "",
         )
+
+    def site_inbox(self, gateway: Identity, after: int, wait_s: float = 0.0) -> m.SecAggSiteInbox:
+        """Messages for every device that joined through ``gateway``, from site cursor ``after``;
+        waits up to ``wait_s`` for news (long poll)."""
+        with self._lock:
+            log = self._site_log.setdefault(gateway.name, [])
+            if after > len(log):
+                raise ValidationError(f"cursor {after} is past the {len(log)} messages sent")
+            self._lock.wait_for(
+                lambda: len(log) > after or self.result is not None,
+                timeout=min(max(wait_s, 0.0), _MAX_WAIT_S),
+            )
+            page = log[after:][: m.MAX_SITE_MESSAGES]
+            bindings: list[m.KeyBinding] = []
+            neighbours: dict[str, list[str]] = {}
+            session = self._session
+            if session is not None and after == 0:
+                ours = [d for d, j in self._joins.items() if j.gateway == gateway.name]
+                neighbours = {d: list(session.graph.get(d, ())) for d in ours}
+                peers = sorted({v for vs in neighbours.values() for v in vs})
+                bindings = [self._binding] + [self._joins[v].binding for v in peers]
+            return m.SecAggSiteInbox(
+                state=self._state(),
+                messages=[m.SecAggSiteMessage(device_id=d, message=t) for d, t in page],
+                next=after + len(page),
+                bindings=bindings,
+                neighbours=neighbours,
+                phase=session.phase.value if session is not None else "join",
+                phase_deadline=self.phase_deadline,
+                relay_deadline=self.relay_deadline,
+                reason=self.result.reason if self.result is not None else "",
+            )
+
+    def _state(self) -> Literal["joining", "running", "done", "abandoned"]:
+        if self.result is not None:
+            return "abandoned" if self.result.abandoned else "done"
+        return "joining" if self._session is None else "running"
 
     @property
     def joined(self) -> frozenset[str]:

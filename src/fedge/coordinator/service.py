@@ -20,11 +20,13 @@ and under central DP the sum must respect the clipping bound. Only then is the r
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 import time
 from collections.abc import Callable
 
 from fedge.aggregation import Update
+from fedge.aggregation.evaluation import check_evaluation_allowed
 from fedge.coordinator import admin, models
 from fedge.coordinator.artifacts import ArtifactStore
 from fedge.coordinator.driver import LiveRound, RoundDriver
@@ -35,6 +37,7 @@ from fedge.coordinator.payloads import (
     partial_limit,
 )
 from fedge.coordinator.releases import release_view
+from fedge.coordinator.revocations import CrlAudit
 from fedge.coordinator.rollouts import Rollouts
 from fedge.coordinator.roundstats import direct_equivalent
 from fedge.coordinator.schema import ModelVersionRow
@@ -49,13 +52,34 @@ from fedge.errors import (
     UnknownNameError,
     ValidationError,
 )
-from fedge.identity import Identity, Role, authorize, verify_peer
+from fedge.identity import Identity, RevocationChecker, Role, authorize, verify_peer
 from fedge.identity.signing import ReleaseSigningKey
-from fedge.telemetry.metrics import record_update_norm
+from fedge.telemetry.metrics import record_model_served, record_update_norm
 from fedge.transport import messages as m
+from fedge.transport.errors import status_for
 from fedge.transport.longpoll import LongPoll
 
 __all__ = ["CoordinatorService"]
+
+
+def _b64(text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:
+        return b""  # refused by the secagg decoder as the item's own error
+
+
+def _item(accept: Callable[[], m.Receipt]) -> m.SecAggItemResult:
+    """One batch item's outcome: its receipt, or the refusal a request of its own would get."""
+    try:
+        receipt = accept()
+    except FedgeError as exc:
+        status, code = status_for(exc)
+        return m.SecAggItemResult(accepted=False, status=status, error=code, reason=str(exc))
+    return m.SecAggItemResult(
+        accepted=receipt.accepted, duplicate=receipt.duplicate, reason=receipt.reason
+    )
+
 
 _FLEET = (Role.DEVICE, Role.GATEWAY, Role.COORDINATOR, Role.ADMIN)
 
@@ -85,15 +109,26 @@ class CoordinatorService:
         self.driver.on_open = self.long_poll.notify
         # signed release manifests and staged (canary) rollouts of production versions
         self.rollouts = Rollouts(
-            store, release_key, self.settings.canary, self.settings.gateway_ttl_s
+            store,
+            release_key,
+            self.settings.canary,
+            self.settings.gateway_ttl_s,
+            audit=self.driver.audit,  # the canary's decisions: start, widening, halt
         )
         self.driver.on_promoted = lambda job_id: self.rollouts.sync(job_id, self.clock())
+        # revocations made with `fedge pki revoke` (new serials on the CRL) into the audit log
+        crl = secagg.revocation if secagg is not None else None
+        self.crl_audit = (
+            CrlAudit(self.driver.audit, crl) if isinstance(crl, RevocationChecker) else None
+        )
         self.driver.recover(clock())
 
     def tick(self, now: float | None = None) -> None:
         """Drive deadlines: open, close, aggregate, commit or abandon rounds as ``now`` says."""
         self.driver.tick(now)
         self.rollouts.tick(self.clock() if now is None else now)  # canary hold times
+        if self.crl_audit is not None:
+            self.crl_audit.check()
 
     def live_round(self, job_id: str) -> LiveRound | None:
         """The round of ``job_id`` in flight, if any (for inspection)."""
@@ -103,9 +138,14 @@ class CoordinatorService:
     def model(self, peer: Identity, sha256: str) -> bytes:
         """A published (or initial) model payload by content hash."""
         authorize(peer, roles=_FLEET)
-        if self.store.get_model_version(sha256) is None:
+        row = self.store.get_model_version(sha256)
+        if row is None:
             raise UnknownNameError(f"no model version {sha256}")
-        return self.artifacts.get(sha256)
+        payload = self.artifacts.get(sha256)
+        if peer.role in (Role.DEVICE, Role.GATEWAY):  # served to the fleet (not an admin's look)
+            live = self.driver.live.get(row.job_id)
+            record_model_served(self.rollouts.served_as(row, live.base_sha256 if live else None))
+        return payload
 
     def release(self, peer: Identity, sha256: str) -> m.ModelRelease:
         """The release signature of a model version; UnknownNameError when it is unsigned."""
@@ -202,6 +242,9 @@ class CoordinatorService:
             self._check_weights(
                 rt.privacy_plan is not None, partial.total_weight, partial.num_accepted
             )
+            check_evaluation_allowed(
+                partial.evaluation, rt.device_privacy().mode, live.secure is not None
+            )
             if rt.privacy_plan is not None and rt.privacy_plan.mode == "central":
                 check_clipped(partial.sums, partial.num_accepted, rt.privacy_plan.clip_norm)
             if not self.store.record_partial(
@@ -225,6 +268,8 @@ class CoordinatorService:
                     partial.contributors,
                 )
                 assert ok, live.acc.rejected[-1]  # every condition was checked above
+            if partial.evaluation is not None:  # its devices' federated evaluation
+                live.evaluation += partial.evaluation
             self._record_traffic(
                 job_id, round_number, peer.name, "partial", len(payload), partial.num_accepted,
                 rt.param_spec.size,
@@ -399,6 +444,34 @@ class CoordinatorService:
         secure = self._secure(peer, job_id, round_number)
         return secure.inbox(peer, device_id, after, wait_s=self.settings.poll_interval_s)
 
+    def secagg_batch(
+        self, peer: Identity, job_id: str, round_number: int, batch: m.SecAggBatch
+    ) -> m.SecAggBatchReceipt:
+        """Many of a gateway's devices' joins and control messages; each item checked alone."""
+        secure = self._secure(peer, job_id, round_number)
+        joins = [_item(functools.partial(secure.join, peer, j)) for j in batch.joins]
+        if batch.joins and len(secure.joined) >= secure.expected:
+            self.tick()  # everyone is in: start the session now, not at the next tick
+        results, nbytes = [], 0
+        for item in batch.messages:
+            data = _b64(item.message)
+            nbytes += len(data)
+            results.append(
+                _item(functools.partial(secure.receive, peer, data, self.clock(), item.device_id))
+            )
+        if nbytes:
+            self._record_traffic(job_id, round_number, peer.name, "secagg", nbytes, 0)
+        if secure.result is not None:
+            self.tick()
+        return m.SecAggBatchReceipt(joins=joins, messages=results)
+
+    def secagg_site_inbox(
+        self, peer: Identity, job_id: str, round_number: int, after: int
+    ) -> m.SecAggSiteInbox:
+        """The messages waiting for all of the gateway's devices (long poll)."""
+        secure = self._secure(peer, job_id, round_number)
+        return secure.site_inbox(peer, after, wait_s=self.settings.poll_interval_s)
+
     # -- devices connected directly -----------------------------------------------------------
     def checkin(self, peer: Identity, request: m.CheckInRequest) -> m.TaskAssignment | m.Wait:
         """A directly connected device asks for work: a task within the direct quota, or wait."""
@@ -476,6 +549,7 @@ class CoordinatorService:
                 )
             if rt.privacy_plan is not None and rt.privacy_plan.mode == "central":
                 check_clipped(update.delta, 1, rt.privacy_plan.clip_norm)
+            check_evaluation_allowed(update.evaluation, rt.device_privacy().mode, secure=False)
             if not self.store.record_update(
                 job_id, round_number, peer.name, peer.site, update.nonce, self.clock()
             ):
@@ -484,6 +558,8 @@ class CoordinatorService:
             if not live.direct.add(Update(peer.name, update.delta, weight)):
                 raise ValidationError(live.direct.rejected[-1][1])
             live.direct_submitted.add(peer.name)
+            if update.evaluation is not None:
+                live.evaluation += update.evaluation
             self._record_traffic(job_id, round_number, peer.name, "update", len(payload), 1)
         # a direct device's plain update: the coordinator holds it anyway
         plan = rt.privacy_plan

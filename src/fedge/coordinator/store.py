@@ -19,8 +19,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from fedge.aggregation.evaluation import EvaluationSums
 from fedge.coordinator.migrations import migrate, missing_columns
-from fedge.coordinator.registry import check_transition
+from fedge.coordinator.registry import check_transition, record_evaluation
 from fedge.coordinator.schema import (
     Base,
     CheckpointRow,
@@ -322,6 +323,32 @@ class Store:
         with self._tx() as s:
             return list(s.scalars(select(DeviceRow).order_by(DeviceRow.id)))
 
+    def count_eligible_devices(
+        self, selector: Mapping[str, str], direct_seen_since: float
+    ) -> tuple[dict[str, int], int]:
+        """Unrevoked devices whose labels hold every ``key = value`` of ``selector``: per site
+        for those behind a gateway, and the number of directly connected ones seen since
+        ``direct_seen_since``. Counted in the database (two aggregate queries, no device row)."""
+        matches = [DeviceRow.labels[k].as_string() == v for k, v in selector.items()]
+        unrevoked = func.coalesce(DeviceRow.revoked, False).is_(False)
+        with self._tx() as s:
+            per_site = s.execute(
+                select(DeviceRow.site, func.count())
+                .where(unrevoked, DeviceRow.gateway_id.is_not(None), *matches)
+                .group_by(DeviceRow.site)
+            ).all()
+            direct = s.scalar(
+                select(func.count())
+                .select_from(DeviceRow)
+                .where(
+                    unrevoked,
+                    DeviceRow.gateway_id.is_(None),
+                    func.coalesce(DeviceRow.last_seen, 0.0) >= direct_seen_since,
+                    *matches,
+                )
+            )
+        return {str(site): int(n) for site, n in per_site if site is not None}, int(direct or 0)
+
     def set_revoked(self, device_id: str, revoked: bool = True) -> DeviceRow:
         """Mark a device revoked (it is refused from now on); creates unknown ids."""
         with self._tx() as s:
@@ -371,9 +398,13 @@ class Store:
         checkpoint: CheckpointRow,
         *,
         release: ReleaseRow | None = None,
+        evaluated: tuple[str, EvaluationSums] | None = None,
         **round_fields: Any,
     ) -> None:
-        """Publish a round in one transaction: version, release, checkpoint, round and job rows."""
+        """Publish a round in one transaction: version, release, checkpoint, round and job rows.
+
+        ``evaluated``: (sha256, sums) of the devices' federated evaluation of the round's
+        starting model, recorded on that version."""
         with self._tx() as s:
             rnd = s.get(RoundRow, (job_id, number))
             job = s.get(JobRow, job_id)
@@ -395,6 +426,8 @@ class Store:
                 setattr(rnd, key, value)
             job.committed_rounds = checkpoint.step
             job.model_sha256 = version.sha256
+            if evaluated is not None and (base := s.get(ModelVersionRow, evaluated[0])):
+                record_evaluation(base, evaluated[1])
 
     def set_version_status(self, sha256: str, status: str, reason: str) -> ModelVersionRow:
         """Move one version to ``status`` (ProtocolError when the registry forbids the move)."""

@@ -1,9 +1,9 @@
 """Where the coordinator keeps each round's trace context: the ``round_traces`` table.
 
-One row per round whose root span was recorded (tracing on): its W3C ``traceparent``. The driver
-writes it when it plans the round and reads it back after a restart, to add to the trace of a
-round the restart abandoned (:func:`fedge.telemetry.round_trace.record_restart`); it also tells
-an operator which trace is a round's.
+One row per round (tracing on or off: every round has a trace id): its W3C ``traceparent``. The
+driver writes it when it plans the round and reads it back after a restart, to add to the trace
+of a round the restart abandoned (:func:`fedge.telemetry.round_trace.record_restart`); it also
+tells an operator which trace is a round's, and which log lines are.
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ stopped, sleeping what each step returns:
    full jitter (never sooner than the server's ``retry_after_s``); a held ``Wait`` that ran out
    (``retry_after_s = 0``) → ask again within a second;
 4. on a task: decline it if the privacy ledger's limit would be passed or the privacy mode is not
-   supported; download the model and refuse it unless its SHA-256 is the task's; train on the
+   supported; download the model and refuse it unless its SHA-256 is the task's; in a plain
+   round without DP, evaluate it on the local data first (federated evaluation: the sums go in
+   the update's metadata, :mod:`fedge.aggregation.evaluation`); train on the
    local store with the same trainer as the simulator; clip / noise; record the ε in the ledger;
    put the encoded update in the outbox; deliver it. With secure aggregation the update is not
    uploaded: the device takes part in the round's SecAgg+ session (:mod:`fedge.device.secure`)
@@ -33,9 +35,12 @@ from typing import Protocol
 import numpy as np
 from opentelemetry import trace
 
+from fedge.aggregation.evaluation import EvaluationSums, eval_meta, reports_evaluation
+from fedge.core.params import Params
 from fedge.core.serde import decode_params
 from fedge.device.backoff import Backoff
 from fedge.device.eligibility import EligibilityPolicy
+from fedge.device.evaluation import evaluate_locally
 from fedge.device.secure import SecAggCredentials, run_secure_round, secure_vector
 from fedge.device.store import LocalStore
 from fedge.device.work import check_privacy_plan, load_model, make_update
@@ -50,6 +55,7 @@ from fedge.errors import (
 from fedge.identity.signing import ReleaseVerifyKey
 from fedge.privacy import PrivacyLedger, secure_generator
 from fedge.storage.outbox import Outbox
+from fedge.tasks import get_task
 from fedge.telemetry.tracing import round_span, span, traceparent_of
 from fedge.transport.client import retry_with_backoff
 from fedge.transport.messages import (
@@ -129,6 +135,11 @@ class DeviceAgent:
     stats: AgentStats = field(default_factory=AgentStats)
     secagg: SecAggCredentials | None = None  # certificate, key and CA: secure aggregation on
     release_key: ReleaseVerifyKey | None = None  # set: refuse models without a valid release
+    # federated evaluation: report the received model's evaluation on local data (plain rounds
+    # without DP only, fedge.aggregation.evaluation); ``holdout`` gives the local holdout to use
+    # instead of the training examples, when the device keeps one
+    federated_evaluation: bool = True
+    holdout: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None
     # each queued update's task span (traceparent): its delivery is a child of it
     _report_parents: dict[str, str | None] = field(default_factory=dict, init=False, repr=False)
 
@@ -264,6 +275,7 @@ class DeviceAgent:
             self.device_id,
             train_rng=self.train_rng(),
             noise_rng=self.noise_rng(),
+            extra_meta=eval_meta(self._evaluate(task, params, x, y)),
         )
         del x, y
         trace.get_current_span().set_attributes(
@@ -283,6 +295,21 @@ class DeviceAgent:
             trained.train_loss,
         )
         return True
+
+    def _evaluate(
+        self, task: TaskAssignment, params: Params, x: np.ndarray, y: np.ndarray
+    ) -> EvaluationSums | None:
+        """The received model's evaluation on local data, when this round may carry it."""
+        if not self.federated_evaluation or not reports_evaluation(
+            task.privacy.mode, task.secagg is not None
+        ):
+            return None
+        if self.holdout is not None:
+            hx, hy = self.holdout()
+            if len(hy):
+                x, y = hx, hy
+        with span("fedge.device.evaluate"):
+            return evaluate_locally(get_task(task.task_name), params, x, y)
 
     def _secure_round(self, task: TaskAssignment, payload: bytes, examples: int, key: str) -> bool:
         assert task.secagg is not None and self.secagg is not None
@@ -333,6 +360,10 @@ class DeviceAgent:
             log.warning(
                 "device %s: update %s missed its deadline; dropped", self.device_id, item.key
             )
+        if self._report_parents:  # delivered, refused or expired: no report to come
+            pending = {item.key for item in self.outbox.pending_items()}
+            for key in set(self._report_parents) - pending:
+                del self._report_parents[key]
         for item in self.outbox.due(now):
             _, job, rnd = item.key.split("/", 2)
             try:

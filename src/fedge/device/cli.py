@@ -86,6 +86,7 @@ def device_command(config_path: str) -> None:
         backoff=Backoff(base_s=cfg.backoff_base_s, cap_s=cfg.backoff_cap_s),
         secagg=SecAggCredentials.from_files(cfg.pki.ca, cfg.pki.cert, cfg.pki.key),
         release_key=ReleaseVerifyKey.load(cfg.pki.release_pub) if cfg.pki.release_pub else None,
+        federated_evaluation=cfg.federated_evaluation,
     )
     stop = threading.Event()
 
@@ -138,7 +139,7 @@ def _start_serving(
         holdout_y=y if len(y) else None,
         min_accuracy=s.min_accuracy,
     )
-    predictor = Predictor(s.task or cfg.data.task, health)
+    predictor = Predictor(s.task or cfg.data.task, health, runtime=s.runtime)
     follower = ProductionFollower(
         client,
         predictor,
@@ -149,5 +150,5 @@ def _start_serving(
     )
     endpoint = start_endpoint(predictor, s.host, s.port)
     threading.Thread(target=follower.run, args=(stop, s.poll_s), daemon=True).start()
-    click.echo(f"prediction endpoint {endpoint.url} (job {s.job}, production version)")
+    click.echo(f"prediction endpoint {endpoint.url} (job {s.job}, production version, {s.runtime})")
     return endpoint

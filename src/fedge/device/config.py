@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -77,6 +78,9 @@ class ServingConfig(_Section):
     poll_s: float = Field(5.0, gt=0)  # how often to ask for the production version
     min_accuracy: float | None = Field(None, ge=0, le=1)  # health-check floor on local holdout
     holdout_rows: int = Field(200, ge=0)  # newest local rows used as the holdout
+    # what runs the model: "torch", or "onnxruntime" (an ONNX graph of each version, written from
+    # the weights for MLP tasks; lighter and faster at small batches, see README "Measured")
+    runtime: Literal["torch", "onnxruntime"] = "torch"
 
 
 class DeviceConfig(_Section):
@@ -95,6 +99,9 @@ class DeviceConfig(_Section):
     request_timeout_s: float = Field(60.0, gt=0)
     long_poll_s: float = Field(30.0, ge=0, le=600)  # offer to wait this long for a task
     torch_threads: int = Field(1, ge=1, le=256)  # intra-op threads for local training
+    # federated evaluation: before training, evaluate the received model on the local data and
+    # report the sums with the update (plain rounds without DP only; fedge.aggregation.evaluation)
+    federated_evaluation: bool = True
     data: DataConfig = DataConfig()
     eligibility: EligibilityConfig = EligibilityConfig()
     serving: ServingConfig | None = None  # set: run the local prediction endpoint

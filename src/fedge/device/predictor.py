@@ -11,6 +11,12 @@ ever sees a half-loaded model. A version that fails its health check raises
 
 The predictor remembers the last few good versions: :meth:`Predictor.rollback` returns to the
 previous one (or to a named one, when the coordinator rolls back).
+
+**Runtimes** (``runtime``, ``[serving] runtime`` in ``device.toml``): "torch" runs the task's
+module; "onnxruntime" runs an ONNX graph of the version with onnxruntime -- for MLP tasks the
+graph is written from the weights with the ``onnx`` helper API when the version loads, with no
+tracing (:func:`fedge.tasks.export.onnx_from_weights`); other architectures are exported once by
+torch. Load, health check, swap and rollback are the same code with either.
 """
 
 from __future__ import annotations
@@ -19,12 +25,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple, get_args
 
 import numpy as np
 
 from fedge.core.params import Params, load_into_module
 from fedge.errors import (
+    ConfigError,
     FedgeError,
     HealthCheckError,
     ProtocolError,
@@ -36,9 +43,20 @@ from fedge.tasks import get_task
 if TYPE_CHECKING:
     from fedge.tasks.base import Task
 
-__all__ = ["HealthCheck", "Prediction", "Predictor", "ServedModel"]
+__all__ = [
+    "RUNTIMES",
+    "HealthCheck",
+    "Prediction",
+    "Predictor",
+    "Runtime",
+    "ServedModel",
+    "runner_factory",
+    "torch_runner",
+]
 
 Runner = Callable[[np.ndarray], np.ndarray]  # float32 rows -> float32 scores (logits)
+Runtime = Literal["torch", "onnxruntime"]
+RUNTIMES: tuple[str, ...] = get_args(Runtime)
 
 
 @dataclass(frozen=True)
@@ -84,6 +102,17 @@ def torch_runner(task: Task, params: Params) -> Runner:
     return run
 
 
+def runner_factory(runtime: str) -> Callable[[Task, Params], Runner]:
+    """The ``make_runner`` of a runtime ("torch" or "onnxruntime")."""
+    if runtime == "torch":
+        return torch_runner
+    if runtime == "onnxruntime":
+        from fedge.tasks.export import onnx_make_runner
+
+        return onnx_make_runner
+    raise ConfigError(f"unknown serving runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
+
+
 class Predictor:
     """The device's served model: ``load`` (health-checked hot swap), ``predict``, ``rollback``."""
 
@@ -93,15 +122,17 @@ class Predictor:
         health: HealthCheck | None = None,
         *,
         keep: int = 3,
-        make_runner: Callable[[Task, Params], Runner] = torch_runner,
+        runtime: str = "torch",
+        make_runner: Callable[[Task, Params], Runner] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if keep < 2:
             raise ValueError("keep at least 2 versions, or there is nothing to roll back to")
         self.task = get_task(task_name)
         self.health = health or HealthCheck()
+        self.runtime = runtime  # what runs the versions (make_runner, when given, decides)
         self._keep = keep
-        self._make_runner = make_runner
+        self._make_runner = make_runner or runner_factory(runtime)
         self._clock = clock
         self._current: ServedModel | None = None  # the one reference readers take
         self._good: list[ServedModel] = []  # previous good versions, oldest first (current last)

@@ -2,7 +2,7 @@
 
 ``POST /predict`` with ``{"inputs": [[...], ...]}`` (rows of the task's features) answers
 ``{"predictions": [...], "version": "<model version>"}``; ``GET /model`` describes the served
-version. The endpoint is for applications on the same device, so it binds 127.0.0.1 (or ::1)
+version (task, runtime, version, when it loaded, its holdout accuracy, the versions kept). The endpoint is for applications on the same device, so it binds 127.0.0.1 (or ::1)
 and nothing else; it adds no TLS. Errors: no model yet → 503, a malformed batch → 422.
 """
 
@@ -57,6 +57,7 @@ def create_app(predictor: Predictor) -> FastAPI:
         served = predictor.current()
         return {
             "task": predictor.task.name,
+            "runtime": predictor.runtime,
             "version": served.version,
             "loaded_at": served.loaded_at,
             "holdout_accuracy": served.holdout_accuracy,

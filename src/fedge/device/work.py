@@ -10,6 +10,7 @@ float32 delta with its binding metadata (``UPDATE_KEYS``). Only this delta ever 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,14 +116,18 @@ def make_update(
     *,
     train_rng: np.random.Generator,
     noise_rng: np.random.Generator,
+    extra_meta: Mapping[str, str] | None = None,
 ) -> TrainedUpdate:
-    """Train on (x, y) from ``global_params`` and return the encoded, privatised update."""
+    """Train on (x, y) from ``global_params`` and return the encoded, privatised update.
+
+    ``extra_meta``: more metadata for the update (the federated evaluation's ``EVAL_KEYS``)."""
     result = train_local(
         get_task(task.task_name), global_params, x, y, training_config(task.plan), train_rng
     )
     delta, norm = privatise(result.delta, task.privacy, noise_rng)
     nonce = new_nonce()
     meta = {
+        **(extra_meta or {}),  # first: the binding keys below cannot be overridden
         "kind": "update",
         "job": task.job_id,
         "round": str(task.round),

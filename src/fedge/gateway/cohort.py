@@ -6,7 +6,10 @@ checked before it can touch the sum, in this order: size (against the model's ow
 format and dtype (float32 only, never pickle), names and shapes against the model's
 :class:`~fedge.core.ParamSpec`, finiteness, and the binding metadata (``UPDATE_KEYS``: kind, job,
 round, device = the certificate's subject, a well-formed nonce, num_examples > 0, a finite
-train_loss). :func:`encode_partial` turns the sum into the payload of ``PARTIAL_KEYS``.
+train_loss) and the optional federated evaluation (``EVAL_KEYS``, checked by
+:func:`~fedge.aggregation.evaluation.parse_eval_meta`). :func:`encode_partial` turns the sum into
+the payload of ``PARTIAL_KEYS``, with the evaluation sums of the accepted devices: the gateway
+forwards their totals only, never one device's.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import numpy as np
 
 from fedge.aggregation import WeightedMeanAccumulator
 from fedge.aggregation.base import Update
+from fedge.aggregation.evaluation import EvaluationSums, eval_meta, parse_eval_meta
 from fedge.core.params import ParamSpec
 from fedge.core.serde import decode_params, encode_arrays
 from fedge.errors import PayloadTooLarge, ValidationError, WireFormatError
@@ -39,6 +43,7 @@ class DecodedUpdate:
     update: Update
     nonce: str
     train_loss: float
+    evaluation: EvaluationSums | None = None  # the device's federated evaluation, if any
 
 
 def update_size_limit(spec: ParamSpec) -> int:
@@ -77,8 +82,9 @@ def decode_update(
         raise ValidationError(f"num_examples must be > 0, got {num_examples}")
     if not math.isfinite(train_loss):
         raise ValidationError("train_loss must be a finite number")
+    evaluation = parse_eval_meta(meta)
     update = Update(device, params, num_examples, {"train_loss": train_loss})
-    return DecodedUpdate(update, meta["nonce"], train_loss)
+    return DecodedUpdate(update, meta["nonce"], train_loss, evaluation)
 
 
 class Cohort:
@@ -94,6 +100,7 @@ class Cohort:
         self._acc = WeightedMeanAccumulator(spec)
         self._nonces: dict[str, str] = {}  # device -> nonce of its accepted update
         self._refused: dict[str, str] = {}  # device -> why its (latest) payload was refused
+        self._evaluation = EvaluationSums()  # Σ of the accepted devices' evaluations
 
     @property
     def num_accepted(self) -> int:
@@ -105,17 +112,35 @@ class Cohort:
         """Σ weights over accepted updates (examples, or 1 each under DP)."""
         return self._acc.total_weight
 
+    @property
+    def evaluation(self) -> EvaluationSums:
+        """The federated evaluation summed over accepted updates that carried one."""
+        return self._evaluation
+
     def nonce_of(self, device: str) -> str | None:
         """The nonce of ``device``'s accepted update, if it has one."""
         return self._nonces.get(device)
 
     def add(self, decoded: DecodedUpdate) -> bool:
-        """Fold a checked update in; False (recorded in ``rejected``) if the accumulator refuses."""
+        """Fold a checked update in; False (recorded in ``rejected``) if the accumulator refuses.
+
+        Raises :class:`ValidationError` (recorded too) for an update of a DP round that carries
+        a federated evaluation (:func:`~fedge.aggregation.evaluation.reports_evaluation`).
+        """
         update = decoded.update
+        if self.uniform and decoded.evaluation is not None:
+            reason = (
+                "an update under differential privacy carries no federated evaluation (its ε"
+                " does not cover it): send it without the eval_* metadata"
+            )
+            self.reject(update.device_id, reason)
+            raise ValidationError(f"update refused: {reason}")
         if self.uniform:
             update = dataclasses.replace(update, num_examples=1)
         if not self._acc.add(update):
             return False
+        if decoded.evaluation is not None:
+            self._evaluation += decoded.evaluation
         self._nonces[decoded.update.device_id] = decoded.nonce
         self._refused.pop(decoded.update.device_id, None)  # a retry that succeeded
         return True
@@ -161,6 +186,7 @@ def encode_partial(
         "num_accepted": str(cohort.num_accepted),
         "contributors": json.dumps(cohort.contributors()),
         "rejected": json.dumps([[d, r] for d, r in cohort.rejected()]),
+        **eval_meta(cohort.evaluation, partial=True),
     }
     sums = {name: total.astype(np.float32) for name, total in cohort.weighted_sum().items()}
     return encode_arrays(sums, meta)

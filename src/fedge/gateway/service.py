@@ -38,7 +38,7 @@ from fedge.gateway.rounds import RoundBook, RoundKey, RoundState
 from fedge.identity import Identity, Role, authorize
 from fedge.storage.outbox import Outbox
 from fedge.telemetry.logs import round_context
-from fedge.telemetry.metrics import record_dropouts, record_update_norm
+from fedge.telemetry.metrics import record_dropouts, record_model_served, record_update_norm
 from fedge.telemetry.tracing import activate, round_span, start_span, traceparent_of
 from fedge.transport.longpoll import LongPoll
 from fedge.transport.manifests import ManifestGuard, read_manifest
@@ -179,12 +179,19 @@ class GatewayService:
 
     def model(self, peer: Identity, sha256: str) -> bytes:
         """A model version from the site cache (fetched once from the coordinator)."""
+        payload, wanted = self._cached(peer, sha256)
+        release = self.manifests.status_of(sha256)  # what it is, for fedge_models_served_total
+        record_model_served(release or ("round" if wanted else "other"))
+        return payload
+
+    def _cached(self, peer: Identity, sha256: str) -> tuple[bytes, bool]:
+        """The payload, and whether an open round trains from it."""
         authorize(peer, roles={Role.DEVICE, Role.GATEWAY}, site=self.site)
         with self._lock:
             wanted = any(s.assignment.model_sha256 == sha256 for s in self._book.states())
         if not wanted and not self.cache.has(sha256):
             raise UnknownNameError(f"model {sha256} is not served by gateway {self.gateway_id!r}")
-        return self.cache.get(sha256)
+        return self.cache.get(sha256), wanted
 
     def production(self, peer: Identity, job_id: str) -> ModelRelease:
         """The job's release manifest, asked of the coordinator; the model is cached first.
@@ -229,7 +236,7 @@ class GatewayService:
 
     def release(self, peer: Identity, sha256: str) -> ModelRelease:
         """The release signature of a model version served from the site cache."""
-        self.model(peer, sha256)  # authorises, and caches (and verifies) the version first
+        self._cached(peer, sha256)  # authorises, and caches (and verifies) the version first
         release = self.cache.release(sha256)
         if release is None:
             raise UnknownNameError(f"model {sha256} has no release signature at this gateway")
@@ -251,7 +258,8 @@ class GatewayService:
         except ValidationError as exc:
             with self._lock:
                 self._cohort(key, spec, state).reject(device, str(exc))
-            log.warning("refused update of %s for %s/%d: %s", device, job_id, round_number, exc)
+            with self.in_round(job_id, round_number):
+                log.warning("refused update of %s for %s/%d: %s", device, job_id, round_number, exc)
             raise
         with self._lock:
             state = self._check_round(key, device)
@@ -428,7 +436,8 @@ class GatewayService:
                 except (
                     Exception
                 ) as exc:  # no model, no report: the coordinator's deadline covers it
-                    log.warning("cannot report empty round %s: %s", key, exc)
+                    with self.in_round(a.job_id, a.round):
+                        log.warning("cannot report empty round %s: %s", key, exc)
                     continue
             payload = encode_partial(
                 cohort,

@@ -1,15 +1,19 @@
-"""The gateway's two upstream loops: check in for assignments, and deliver the outbox.
+"""The gateway's upstream loops: check in for assignments, and deliver the outbox.
 
 - :meth:`Uplink.checkin_once` sends a ``GatewayCheckIn``, merges the answer into the service,
   pre-fetches the models of new rounds into the site cache (once for the whole site), and closes
   rounds that are complete or out of time (their partials go into the outbox).
-- :meth:`Uplink.send_once` delivers every pending partial. A ``Receipt`` (accepted or duplicate)
-  marks it delivered; a refusal that retrying cannot fix (stale round, bad payload) discards it
-  with the reason; an unreachable or failing coordinator leaves it for the next try, with
-  exponential backoff and full jitter. The outbox dedups by key and the coordinator by
-  (job, round, gateway), so a partial is counted exactly once however often the link drops.
+- :meth:`Uplink.send_once` delivers every pending partial. A ``Receipt`` (accepted or
+  duplicate) marks it delivered; a refusal that retrying cannot fix (stale round, bad payload)
+  discards it with the reason; an unreachable or failing coordinator leaves it for the next
+  try, with exponential backoff and full jitter. The outbox dedups by key and the coordinator
+  by (job, round, gateway), so a partial is counted exactly once however often the link drops.
+  Relay sums of secure rounds share the outbox; :class:`~fedge.gateway.secure.SecureRelay`
+  delivers those, the same way.
 
-:meth:`Uplink.start` runs both loops in daemon threads until the given event is set.
+:meth:`Uplink.start` runs both loops in daemon threads until the given event is set, and with
+secure aggregation a third that sends the relay's due batches and relay sums every
+``secure_interval_s``.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ if TYPE_CHECKING:
 __all__ = ["CoordinatorLink", "Uplink"]
 
 log = logging.getLogger(__name__)
+
+_PARTIAL = "partial/"  # the outbox keys this loop delivers (fedge.gateway.service.partial_key)
 
 
 class CoordinatorLink(Protocol):
@@ -70,12 +76,14 @@ class Uplink:
         send_interval_s: float = 1.0,
         backoff_cap_s: float = 30.0,
         secure: SecureRelay | None = None,
+        secure_interval_s: float = 0.1,
     ) -> None:
         self.service = service
         self.link = link
         self.secure = secure  # delivers relay sums that fall due (secure aggregation)
         self.checkin_interval_s = checkin_interval_s
         self.send_interval_s = send_interval_s
+        self.secure_interval_s = secure_interval_s
         self._checkin_backoff = Backoff(base_s=0.5, cap_s=backoff_cap_s)
         self._send_backoff = Backoff(base_s=0.5, cap_s=backoff_cap_s)
         self.delivered = 0
@@ -92,11 +100,12 @@ class Uplink:
         self._checkin_backoff.reset()
         new = self.service.apply_assignments(answer)
         for a in new:
-            log.info("new round %s/%d, quota %d", a.job_id, a.round, a.quota)
-            try:
-                self.service.cache.get(a.model_sha256)
-            except FedgeError as exc:
-                log.warning("could not pre-fetch model %s: %s", a.model_sha256, exc)
+            with self.service.in_round(a.job_id, a.round):  # its log lines carry the round's ids
+                log.info("new round %s/%d, quota %d", a.job_id, a.round, a.quota)
+                try:
+                    self.service.cache.get(a.model_sha256)
+                except FedgeError as exc:
+                    log.warning("could not pre-fetch model %s: %s", a.model_sha256, exc)
         if new:
             self.service.long_poll.notify()  # held check-ins: the round's model is here now
         self.register_once()  # devices seen since the last check-in: their sites, ahead of time
@@ -138,42 +147,52 @@ class Uplink:
             self.secure.flush_due()
         outbox = self.service.outbox
         now = self.service.clock()
-        if outbox.due(now) and not self.register_once():
+        if outbox.due(now, prefix=_PARTIAL) and not self.register_once():
             return False
-        for item in outbox.due(now):
+        for item in outbox.due(now, prefix=_PARTIAL):
             _, job, rnd = item.key.split("/", 2)
-            try:
-                with self.service.upload_span("fedge.gateway.partial", job, int(rnd)):
-                    receipt = self.link.submit_partial(job, int(rnd), item.payload)
-            except UnavailableError as exc:
-                retry_at = now + self._send_backoff.next_delay()
-                outbox.mark_failed(item.key, retry_at, str(exc))
-                log.info("coordinator unavailable, partial %s kept for retry: %s", item.key, exc)
-                break  # the link is down: the others would fail the same way
-            except FedgeError as exc:
-                log.error("coordinator refused partial %s for good: %s", item.key, exc)
-                outbox.mark_delivered(item.key)  # a tombstone: never sent again
-                self.discarded += 1
-                continue
-            outbox.mark_delivered(item.key)
-            if receipt.accepted:
-                self.delivered += 1
-                self._send_backoff.reset()
-                with self.service.in_round(job, int(rnd)):
-                    duplicate = " (duplicate)" if receipt.duplicate else ""
-                    log.info("partial %s delivered%s", item.key, duplicate)
-            else:
-                log.error("coordinator declined partial %s: %s", item.key, receipt.reason)
-                self.discarded += 1
+            with self.service.in_round(job, int(rnd)):  # its log lines carry the round's ids
+                if not self._send(item.key, job, int(rnd), item.payload, now):
+                    break  # the link is down: the others would fail the same way
         for item in outbox.expire(now):
-            log.error("partial %s was never acknowledged; dropped after its retention", item.key)
+            log.error("%s was never acknowledged; dropped after its retention", item.key)
         return outbox.pending() == 0
+
+    def _send(self, key: str, job: str, rnd: int, payload: bytes, now: float) -> bool:
+        """Deliver one partial; False when the coordinator is unreachable (kept for a retry)."""
+        outbox = self.service.outbox
+        try:
+            with self.service.upload_span("fedge.gateway.partial", job, rnd):
+                receipt = self.link.submit_partial(job, rnd, payload)
+        except UnavailableError as exc:
+            outbox.mark_failed(key, now + self._send_backoff.next_delay(), str(exc))
+            log.info("coordinator unavailable, partial %s kept for retry: %s", key, exc)
+            return False
+        except FedgeError as exc:
+            log.error("coordinator refused partial %s for good: %s", key, exc)
+            outbox.mark_delivered(key)  # a tombstone: never sent again
+            self.discarded += 1
+            return True
+        outbox.mark_delivered(key)
+        if receipt.accepted:
+            self.delivered += 1
+            self._send_backoff.reset()
+            duplicate = " (duplicate)" if receipt.duplicate else ""
+            log.info("partial %s delivered%s", key, duplicate)
+        else:
+            log.error("coordinator declined partial %s: %s", key, receipt.reason)
+            self.discarded += 1
+        return True
 
     def _loop(self, stop: threading.Event, once: str) -> None:
         while not stop.is_set():
             try:
                 if once == "checkin":
                     delay = self.checkin_once()
+                elif once == "secure":
+                    assert self.secure is not None
+                    self.secure.flush_due()
+                    delay = self.secure_interval_s
                 else:
                     self.send_once()
                     delay = self.send_interval_s
@@ -183,12 +202,13 @@ class Uplink:
             stop.wait(delay)
 
     def start(self, stop: threading.Event) -> list[threading.Thread]:
-        """Run the check-in and sender loops in daemon threads until ``stop`` is set."""
+        """Run the check-in and sender loops (and the relay's) in daemon threads until ``stop``."""
+        loops = ("checkin", "sender") + (("secure",) if self.secure is not None else ())
         threads = [
             threading.Thread(
                 target=self._loop, args=(stop, name), name=f"uplink-{name}", daemon=True
             )
-            for name in ("checkin", "sender")
+            for name in loops
         ]
         for t in threads:
             t.start()

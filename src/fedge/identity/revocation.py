@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,6 +35,8 @@ class RevocationList:
     number: int | None  # CRL number, increases with every re-signing
     last_update: datetime
     next_update: datetime | None
+    # serial -> (when it was revoked, why: an x509.ReasonFlags name), as the CRL's entries say
+    entries: Mapping[int, tuple[datetime, str]] = field(default_factory=dict, compare=False)
 
     def is_revoked(self, serial: int) -> bool:
         """True when ``serial`` is on this CRL."""
@@ -68,7 +71,15 @@ def load_revocation_list(path: str | Path, ca: x509.Certificate) -> RevocationLi
         number=number,
         last_update=crl.last_update_utc,
         next_update=next_update,
+        entries={e.serial_number: (e.revocation_date_utc, _reason(e)) for e in crl},
     )
+
+
+def _reason(entry: x509.RevokedCertificate) -> str:
+    try:
+        return entry.extensions.get_extension_for_class(x509.CRLReason).value.reason.name
+    except x509.ExtensionNotFound:
+        return "unspecified"
 
 
 class RevocationChecker:

@@ -112,13 +112,15 @@ class Outbox:
             )
             return cursor.rowcount == 1
 
-    def due(self, now: float, limit: int = 100) -> list[OutboxItem]:
-        """Undelivered items whose next attempt is due and deadline not passed, oldest first."""
+    def due(self, now: float, limit: int = 100, *, prefix: str = "") -> list[OutboxItem]:
+        """Undelivered items whose next attempt is due and deadline not passed, oldest first;
+        with ``prefix``, only those whose key starts with it (one kind of message)."""
         with self._lock:
             rows = self._db.execute(
                 f"SELECT {_COLUMNS} FROM outbox WHERE delivered_at IS NULL AND discarded IS NULL"
-                " AND next_attempt <= ? AND (deadline IS NULL OR deadline > ?) ORDER BY next_attempt, rowid LIMIT ?",
-                (now, now, limit),
+                " AND next_attempt <= ? AND (deadline IS NULL OR deadline > ?)"
+                " AND substr(key, 1, ?) = ? ORDER BY next_attempt, rowid LIMIT ?",
+                (now, now, len(prefix), prefix, limit),
             ).fetchall()
         return [_item(r) for r in rows]
 

@@ -5,7 +5,9 @@ For a request with a valid ``traceparent`` header, while this process traces, it
 inside a ``SERVER`` span that is a child of the caller's span, named by the route template
 (``POST /v1/jobs/{job_id}/rounds/{round_number}/partials``), with the method, path, route and
 response status as attributes; requests made while handling it (a gateway relaying a device's
-message to the coordinator) carry it on. Requests outside any trace (polls, admin calls) make no
+message to the coordinator) carry it on. While this process does not trace, the caller's context
+is made current instead (no span): the route's log lines still carry the round's trace id, and
+requests it makes pass the context on. Requests outside any trace (polls, admin calls) make no
 span. For a path under ``/jobs/{job}/rounds/{r}/`` it also sets the log records' job and round
 (:func:`fedge.telemetry.logs.round_context`), whether or not tracing is on.
 """
@@ -16,6 +18,7 @@ import contextlib
 import re
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -54,13 +57,20 @@ class TraceContextMiddleware:
             return
         where = round_of_path(scope["path"])
         with round_context(*where) if where else contextlib.nullcontext():
-            header = _traceparent(scope) if tracing_enabled() else None
-            if header is None or context_of(header) is None:
+            header = _traceparent(scope)
+            caller = context_of(header)
+            if caller is None:
                 await self.app(scope, receive, send)
-                return
-            await self._traced(scope, receive, send, header)
+            elif tracing_enabled():
+                await self._traced(scope, receive, send, header)
+            else:  # not tracing here: the caller's context only, for logs and onward requests
+                token = otel_context.attach(caller)
+                try:
+                    await self.app(scope, receive, send)
+                finally:
+                    otel_context.detach(token)
 
-    async def _traced(self, scope: Scope, receive: Receive, send: Send, header: str) -> None:
+    async def _traced(self, scope: Scope, receive: Receive, send: Send, header: str | None) -> None:
         method, path = scope["method"], scope["path"]
         status: list[int] = []
 

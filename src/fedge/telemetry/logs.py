@@ -4,8 +4,9 @@ Every record is stamped, in the thread that logs it, with what is known of the w
 to: the job and round (context variables set with :func:`round_context` by the code that runs a
 round's work: the coordinator's driver, the gateway's and the device's round handling, and the API
 app for ``/jobs/{job}/rounds/{r}/…`` requests) and the current OpenTelemetry span's trace and span
-ids. The text format is the one fedge always had, with ``[job=… round=… trace=… span=…]``
-appended when any is known::
+ids (a round has them whether or not tracing is on: :mod:`fedge.telemetry.tracing`, so every
+line of a round carries its job, round and trace id). The text format is the one fedge always
+had, with ``[job=… round=… trace=… span=…]`` appended when any is known::
 
     2026-12-03 19:40:01,123 INFO fedge.coordinator.driver: job j round 2 committed … [job=j round=2 trace=4bf9… span=00f0…]
 

@@ -18,18 +18,31 @@ nothing. Every name starts with ``fedge_``:
 ``fedge_round_duration_seconds``      histogram: a round from open to commit/abandon, by outcome
 ``fedge_round_phase_duration_seconds``  histogram: configuring, training, aggregating
 ``fedge_secagg_phase_duration_seconds``  histogram: each secure-aggregation phase
-``fedge_dropouts_total``              devices lost, by phase (secagg phases at the coordinator;
-                                      ``training`` at a gateway: handed a task, never reported)
+``fedge_dropouts_total``              devices lost, by phase: ``training`` (handed a task, never
+                                      reported: at a gateway for its devices, at the coordinator
+                                      for devices connected directly), ``report`` (coordinator:
+                                      the quota of a gateway whose partial never arrived), and
+                                      each secure-aggregation phase (coordinator)
 ``fedge_http_received_bytes_total``   request bytes, by tier and route group
 ``fedge_http_sent_bytes_total``       response bytes, by tier and route group
-``fedge_requests_refused_total``      refused requests, by tier and reason
-``fedge_models_served_total``         model payloads served (downloads), by tier
+``fedge_requests_refused_total``      refused requests, by tier and ``reason`` (one of
+                                      :data:`REFUSAL_REASONS`)
+``fedge_models_served_total``         model payloads served (downloads), by tier and ``version``
+                                      (one of :data:`SERVED_VERSIONS`)
 ``fedge_update_norm``                 histogram: L2 norm of plain device updates, by tier
 ``fedge_updates_clipped_total``       plain updates at the clip norm (clipped), by tier
 ====================================  ==========================================================
 
 plus gauges a process observes when scraped (:meth:`Metrics.observe`): participants of the last
 round, ε spent, model versions by status, devices online and eligible.
+
+**Cardinality.** Every label takes values from a fixed set (route groups, phases, reasons,
+served-version kinds) or from the jobs and sites the operator configured; nothing that grows
+with traffic or time (device ids, hashes, round numbers) is ever a label value. That is why
+``version`` says what a served model *is* at that moment (the ``production`` or ``canary``
+release, the model of an open ``round``, ``other``) rather than which one it is: the release gate
+can promote a version every round, and the SDK keeps every label set it has seen for the life of
+the process. Which version is production or canary is in the registry and the audit log.
 
 **Privacy.** Only aggregate counts, sizes and durations leave the process, never a device id as
 a label. Update norms are recorded only where the tier already sees the plain update (a gateway
@@ -41,7 +54,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -51,6 +63,13 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
 
 from fedge.errors import ConfigError
+from fedge.telemetry.labels import (
+    REFUSAL_REASONS,
+    ROUTE_GROUPS,
+    SERVED_VERSIONS,
+    reason_for_status,
+    route_group,
+)
 from fedge.telemetry.tracing import role_resource
 
 if TYPE_CHECKING:
@@ -59,7 +78,9 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
 __all__ = [
+    "REFUSAL_REASONS",
     "ROUTE_GROUPS",
+    "SERVED_VERSIONS",
     "Metrics",
     "MetricsSetup",
     "metrics_router",
@@ -67,6 +88,7 @@ __all__ = [
     "record_dropouts",
     "record_model_served",
     "record_refused",
+    "record_round_dropouts",
     "record_round_transition",
     "record_secagg_phase",
     "record_traffic",
@@ -84,52 +106,6 @@ _DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600,
 _NORM_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100)
 _CLIP_TOLERANCE = 1e-3  # an update within 0.1 % of the clip norm was clipped
 _TERMINAL = frozenset({"committed", "abandoned"})
-
-# Route groups of the wire API: the first regular expression that matches a path wins.
-ROUTE_GROUPS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(pattern), group)
-    for pattern, group in (
-        (r"^/v1/admin/", "admin"),
-        (r"^/v1/gateway/checkin$", "gateway_checkin"),
-        (r"^/v1/gateway/devices$", "gateway_devices"),
-        (r"/rounds/\d+/secagg(/|$)", "secagg"),
-        (r"/rounds/\d+/partials$", "partials"),
-        (r"/rounds/\d+/updates$", "updates"),
-        (r"^/v1/jobs/[^/]+/production$", "production"),
-        (r"^/v1/jobs/[^/]+/health$", "health_reports"),
-        (r"^/v1/models/[^/]+/release$", "releases"),
-        (r"^/v1/models/", "models"),
-        (r"^/v1/checkin$", "checkin"),
-        (r"^/v1/health$", "health"),
-    )
-)
-_REASONS = {
-    400: "invalid",
-    401: "unauthenticated",
-    403: "forbidden",
-    404: "not_found",
-    405: "invalid",
-    409: "conflict",
-    413: "too_large",
-    415: "invalid",
-    422: "invalid",
-    429: "rate_limited",
-}
-
-
-def route_group(path: str) -> str:
-    """The route group of a request path (a bounded label: never ids or hashes)."""
-    for pattern, group in ROUTE_GROUPS:
-        if pattern.search(path):
-            return group
-    return "other"
-
-
-def reason_for_status(status: int) -> str | None:
-    """Why a request was refused, from its 4xx status (None: it was not refused)."""
-    if not 400 <= status < 500:
-        return None
-    return _REASONS.get(status, "other")
 
 
 class _Instruments:
@@ -172,7 +148,9 @@ class _Instruments:
             "fedge.requests.refused", "{request}", "Requests refused, by reason"
         )
         self.models_served = meter.create_counter(
-            "fedge.models.served", "{model}", "Model payloads served to gateways or devices"
+            "fedge.models.served",
+            "{model}",
+            "Model payloads served to gateways or devices, by what the version is",
         )
         self.update_norm = meter.create_histogram(
             "fedge.update.norm",
@@ -358,6 +336,12 @@ def record_dropouts(phase: str, count: int) -> None:
         current.instruments.dropouts.add(count, {"phase": phase})
 
 
+def record_round_dropouts(counts: Mapping[str, int]) -> None:
+    """A closed round's dropouts, by phase (see :func:`record_dropouts`)."""
+    for phase, count in counts.items():
+        record_dropouts(phase, count)
+
+
 def record_traffic(group: str, received: int, sent: int) -> None:
     """One request of route ``group``: bytes received and sent (its tier is the process's)."""
     if (current := _Current.metrics) is not None:
@@ -367,15 +351,19 @@ def record_traffic(group: str, received: int, sent: int) -> None:
 
 
 def record_refused(reason: str) -> None:
-    """A request (or a TLS handshake) was refused for ``reason``."""
+    """A request (or a TLS handshake) was refused for ``reason`` (not in
+    :data:`REFUSAL_REASONS`: counted as "other")."""
     if (current := _Current.metrics) is not None:
-        current.instruments.refused.add(1, {"tier": current.tier, "reason": reason})
+        label = reason if reason in REFUSAL_REASONS else "other"
+        current.instruments.refused.add(1, {"tier": current.tier, "reason": label})
 
 
-def record_model_served() -> None:
-    """A model payload was served to a gateway or a device."""
+def record_model_served(version: str) -> None:
+    """A model payload was served to a gateway or a device; ``version``: what it is, one of
+    :data:`SERVED_VERSIONS` (else counted as "other")."""
     if (current := _Current.metrics) is not None:
-        current.instruments.models_served.add(1, {"tier": current.tier})
+        label = version if version in SERVED_VERSIONS else "other"
+        current.instruments.models_served.add(1, {"tier": current.tier, "version": label})
 
 
 def record_update_norm(tensors: Mapping[str, Any], clip_norm: float | None) -> None:

@@ -9,8 +9,10 @@ reason as an error status). :attr:`RoundTrace.traceparent` is what the round's a
 so gateways' and devices' work joins the trace, and what the coordinator keeps in its database:
 after a restart :func:`record_restart` adds a span to the trace of a round that was in flight.
 
-While tracing is off every span here is the API's non-recording span and ``traceparent`` is None;
-:meth:`RoundTrace.active` still stamps log records with the job and round.
+While tracing is off nothing here is recorded, but the round still has a trace id (the root is a
+non-recording span with fresh W3C ids, see :mod:`fedge.telemetry.tracing`): ``traceparent`` is
+set, the assignments carry it, and :meth:`RoundTrace.active` stamps log records with the job,
+the round and that trace id.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 
 from fedge.telemetry.tracing import Attributes, activate, start_span, traceparent_of
 
-__all__ = ["ROUND_SPAN", "RoundTrace", "record_restart"]
+__all__ = ["ROUND_SPAN", "RoundTrace", "record_finished", "record_restart"]
 
 ROUND_SPAN = "fedge.round"
 
@@ -36,7 +38,7 @@ class RoundTrace:
         self.root: Span = start_span(
             ROUND_SPAN, root=True, attributes={**self._ids, **(attributes or {})}
         )
-        self.traceparent = traceparent_of(self.root)  # None while tracing is off
+        self.traceparent = traceparent_of(self.root)  # set whether or not tracing is on
         self._phase: Span | None = None
         self.ended = False
 
@@ -71,6 +73,22 @@ class RoundTrace:
         """Make the running phase (else the root) current and stamp logs with job and round."""
         with activate(self._phase or self.root, self.job_id, self.round):
             yield
+
+
+def record_finished(
+    name: str,
+    started_s: float,
+    ended_s: float,
+    attributes: Attributes | None = None,
+    *,
+    traceparent: str | None = None,
+) -> None:
+    """Record a span that already happened (unix seconds), e.g. a secure-aggregation phase known
+    once it closes: a child of ``traceparent``'s span, else of the current one."""
+    s = start_span(
+        name, traceparent=traceparent, attributes=attributes, start_time=int(started_s * 1e9)
+    )
+    s.end(end_time=int(max(ended_s, started_s) * 1e9))
 
 
 def record_restart(traceparent: str | None, job_id: str, round_number: int, reason: str) -> None:

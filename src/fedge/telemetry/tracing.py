@@ -12,9 +12,14 @@ the first of these that is configured:
    (:mod:`fedge.telemetry.export`);
 3. the console (JSON lines on stderr): ``[telemetry] console = true``.
 
-With none of them (or ``OTEL_SDK_DISABLED=true``) tracing is off: no SDK is loaded, every span
-helper here hands out the API's non-recording span and nothing is injected into requests, so
-the cost is one context-variable read per call.
+With none of them (or ``OTEL_SDK_DISABLED=true``) tracing is off: no SDK is loaded and nothing
+is recorded or exported, but trace context still exists. A span started with no parent (a
+round's root span, a gateway's share of a round from an older coordinator) gets a fresh W3C
+context -- random trace and span ids, the sampled flag set so that a process further down that
+does trace records its part -- and a span with a parent shares the parent's context. So every
+round has a trace id, whatever is configured: its assignments carry it, requests made for it
+inject it, and every log line of the round shows it (:mod:`fedge.telemetry.logs`). Off a round
+(a poll, an admin call) nothing is injected, and :func:`span` costs one context-variable read.
 
 Trace context crosses every hop as a W3C ``traceparent`` (``00-<trace id>-<span id>-<flags>``):
 as an HTTP header on every request made inside a span (:func:`trace_headers`, used by
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,7 +42,7 @@ from typing import TYPE_CHECKING, Literal
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 from pydantic import BaseModel, ConfigDict, Field
@@ -98,7 +104,38 @@ def role_resource(role: str, holder: str) -> Resource:
 
 
 _PROPAGATOR = TraceContextTextMapPropagator()
-_NOOP = trace.NoOpTracer()
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+
+
+def _random_id(bits: int) -> int:
+    return secrets.randbits(bits) or 1  # 0 is the invalid id
+
+
+class _ContextOnlyTracer(trace.NoOpTracer):
+    """The tracer while tracing is off: it records nothing, yet every span has a valid context
+    (a fresh one without a parent, the parent's own otherwise), so rounds keep their trace ids."""
+
+    def start_span(
+        self,
+        name: str,
+        context: otel_context.Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes | None = None,
+        links: object = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> Span:
+        """A non-recording span: the parent's context, or new random W3C ids for a root."""
+        parent = trace.get_current_span(context)
+        ctx = parent.get_span_context()
+        if ctx.is_valid:
+            return parent if isinstance(parent, NonRecordingSpan) else NonRecordingSpan(ctx)
+        fresh = SpanContext(_random_id(128), _random_id(64), is_remote=False, trace_flags=_SAMPLED)
+        return NonRecordingSpan(fresh)
+
+
+_OFF = _ContextOnlyTracer()
 _FILE_FLUSH_MS = 500  # a span reaches the file within half a second of its end
 
 
@@ -136,9 +173,9 @@ class TracingSetup:
 
 
 class _State:
-    """The process's tracer (the no-op tracer while tracing is off) and its provider."""
+    """The process's tracer (the context-only tracer while tracing is off) and its provider."""
 
-    tracer: trace.Tracer = _NOOP
+    tracer: trace.Tracer = _OFF
     provider: TracerProvider | None = None
 
 
@@ -152,7 +189,7 @@ def use_provider(provider: TracerProvider | None) -> None:
     down. :func:`setup_tracing` calls it; tests pass a provider with an in-memory exporter."""
     previous = _State.provider
     _State.provider = provider
-    _State.tracer = _NOOP if provider is None else provider.get_tracer("fedge", __version__)
+    _State.tracer = _OFF if provider is None else provider.get_tracer("fedge", __version__)
     if previous is not None and previous is not provider:
         previous.shutdown()
 
@@ -228,13 +265,14 @@ def context_of(traceparent: str | None) -> otel_context.Context | None:
     return ctx if trace.get_current_span(ctx).get_span_context().is_valid else None
 
 
+def _format(ctx: SpanContext) -> str:
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
+
+
 def traceparent_of(s: Span) -> str | None:
-    """The W3C ``traceparent`` naming span ``s`` as a parent (None for a non-recording span)."""
-    if not s.get_span_context().is_valid:
-        return None
-    carrier: dict[str, str] = {}
-    _PROPAGATOR.inject(carrier, trace.set_span_in_context(s))
-    return carrier.get(TRACEPARENT)
+    """The W3C ``traceparent`` naming span ``s`` as a parent (None when its context is invalid)."""
+    ctx = s.get_span_context()
+    return _format(ctx) if ctx.is_valid else None
 
 
 def current_traceparent() -> str | None:
@@ -244,11 +282,10 @@ def current_traceparent() -> str | None:
 
 def trace_headers(headers: Mapping[str, str] | None = None) -> dict[str, str] | None:
     """``headers`` plus the current ``traceparent`` (unchanged when no span is current)."""
-    carrier: dict[str, str] = {}
-    _PROPAGATOR.inject(carrier)
-    if not carrier:
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx.is_valid:
         return None if headers is None else dict(headers)
-    return {**(headers or {}), **carrier}
+    return {**(headers or {}), TRACEPARENT: _format(ctx)}
 
 
 def start_span(
@@ -258,13 +295,17 @@ def start_span(
     root: bool = False,
     attributes: Attributes | None = None,
     kind: SpanKind = SpanKind.INTERNAL,
+    start_time: int | None = None,
 ) -> Span:
     """Start a span (not made current; end it yourself). Its parent is the span ``traceparent``
-    names if given and valid, else none at all with ``root``, else the current span."""
+    names if given and valid, else none at all with ``root``, else the current span.
+    ``start_time``: unix nanoseconds (default: now)."""
     parent = context_of(traceparent)
     if parent is None and root:
         parent = otel_context.Context()
-    return _State.tracer.start_span(name, context=parent, kind=kind, attributes=attributes)
+    return _State.tracer.start_span(
+        name, context=parent, kind=kind, attributes=attributes, start_time=start_time
+    )
 
 
 @contextmanager

@@ -3,25 +3,30 @@
 Added outermost to a role's API app (and its ops app), it sees every request, including those
 refused before a route runs (413 from the body limit, 401/403 from authentication, 422 from
 validation), and reports to :mod:`fedge.telemetry.metrics`: bytes received and sent by route
-group (``fedge_http_received_bytes_total``, ``fedge_http_sent_bytes_total``), refusals by reason
-(``fedge_requests_refused_total``) and model payloads served (``fedge_models_served_total``).
-Only body bytes are counted (not headers, not TLS records). Pure ASGI: it wraps ``receive`` and
-``send`` and never buffers a body.
+group (``fedge_http_received_bytes_total``, ``fedge_http_sent_bytes_total``) and refusals by
+reason (``fedge_requests_refused_total``). The reason is the application's when the API's error
+handler named it (:func:`note_refusal`: stale round, replay, wrong site, ...), else the 4xx
+status's. Only body bytes are counted (not headers, not TLS records). Pure ASGI: it wraps
+``receive`` and ``send`` and never buffers a body. (Model payloads served are counted by the
+services, which know what the version is: :func:`fedge.telemetry.metrics.record_model_served`.)
 """
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from typing import Any
 
-from fedge.telemetry.metrics import (
-    reason_for_status,
-    record_model_served,
-    record_refused,
-    record_traffic,
-    route_group,
-)
+from fedge.telemetry.metrics import reason_for_status, record_refused, record_traffic, route_group
 
-__all__ = ["TrafficMetricsMiddleware"]
+__all__ = ["REFUSAL_KEY", "TrafficMetricsMiddleware", "note_refusal"]
+
+REFUSAL_KEY = "fedge_refusal"  # in the request's scope["state"]: why the app refused it
+
+
+def note_refusal(state: MutableMapping[str, Any], reason: str) -> None:
+    """Name why a request is refused (``state``: its ``scope["state"]``), for the middleware."""
+    state[REFUSAL_KEY] = reason
+
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -40,6 +45,7 @@ class TrafficMetricsMiddleware:
             await self.app(scope, receive, send)
             return
         received = sent = status = 0
+        state = scope.setdefault("state", {})  # shared with the app's Request.state
 
         async def counting_receive() -> Message:
             nonlocal received
@@ -63,6 +69,5 @@ class TrafficMetricsMiddleware:
             record_traffic(group, received, sent)
             reason = reason_for_status(status)
             if reason is not None:
-                record_refused(reason)
-            elif status == 200 and group == "models" and scope.get("method") == "GET":
-                record_model_served()
+                named = state.get(REFUSAL_KEY) if isinstance(state, dict) else None
+                record_refused(named if isinstance(named, str) else reason)

@@ -39,8 +39,11 @@ from fedge.transport.messages import (
     ModelRelease,
     ModelVersionView,
     Receipt,
+    SecAggBatch,
+    SecAggBatchReceipt,
     SecAggInbox,
     SecAggJoin,
+    SecAggSiteInbox,
     TaskAssignment,
     Wait,
 )
@@ -263,6 +266,20 @@ def _secagg_uplink_routes(app: FastAPI, uplink: SecAggUplinkService) -> None:
     ) -> SecAggInbox:
         """Secure-aggregation messages for one of the gateway's devices (long poll)."""
         return uplink.secagg_inbox(peer, job_id, round_number, device_id, after)
+
+    @app.post(f"/v1/gateway{_SECAGG}/batch", **kw)
+    def relay_batch(
+        job_id: JobId, round_number: RoundNumber, batch: SecAggBatch, peer: GatewayPeer
+    ) -> SecAggBatchReceipt:
+        """Many of the gateway's devices' joins and control messages; one result per item."""
+        return uplink.secagg_batch(peer, job_id, round_number, batch)
+
+    @app.get(f"/v1/gateway{_SECAGG}/inbox", **kw)
+    def relay_site_inbox(
+        job_id: JobId, round_number: RoundNumber, peer: GatewayPeer, after: Cursor = 0
+    ) -> SecAggSiteInbox:
+        """Secure-aggregation messages for all of the gateway's devices (long poll)."""
+        return uplink.secagg_site_inbox(peer, job_id, round_number, after)
 
 
 def _device_routes(app: FastAPI, device: DeviceService, long_poll: LongPoll | None) -> None:

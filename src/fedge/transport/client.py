@@ -51,8 +51,11 @@ from fedge.transport.messages import (
     ModelRelease,
     ModelVersionView,
     Receipt,
+    SecAggBatch,
+    SecAggBatchReceipt,
     SecAggInbox,
     SecAggJoin,
+    SecAggSiteInbox,
     TaskAssignment,
     Wait,
 )
@@ -252,6 +255,20 @@ class FedgeClient:
             f"?after={int(after)}"
         )
         return self._model(SecAggInbox, self._json("GET", path))
+
+    def relay_secagg_batch(
+        self, job_id: str, round_number: int, batch: SecAggBatch
+    ) -> SecAggBatchReceipt:
+        """``POST /v1/gateway/jobs/{job}/rounds/{r}/secagg/batch``: many devices' messages."""
+        path = f"/v1/gateway/jobs/{job_id}/rounds/{round_number}/secagg/batch"
+        return self._model(SecAggBatchReceipt, self._json("POST", path, batch))
+
+    def relay_secagg_site_inbox(
+        self, job_id: str, round_number: int, after: int
+    ) -> SecAggSiteInbox:
+        """``GET /v1/gateway/jobs/{job}/rounds/{r}/secagg/inbox?after=N``: the site's messages."""
+        path = f"/v1/gateway/jobs/{job_id}/rounds/{round_number}/secagg/inbox?after={int(after)}"
+        return self._model(SecAggSiteInbox, self._json("GET", path))
 
     def gateway_checkin(self, request: GatewayCheckIn) -> GatewayAssignments:
         """``POST /v1/gateway/checkin``: the gateway's quotas for the open rounds."""

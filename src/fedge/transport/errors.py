@@ -22,11 +22,18 @@ any other error                                        500     ``internal``
 =====================================================  ======  =========================
 
 A JSON body or path parameter that fails validation is 422 ``invalid_request``.
+
+Each refusal (4xx) is also named for the ``fedge_requests_refused_total`` metric, with a reason
+from the fixed set :data:`fedge.telemetry.labels.REFUSAL_REASONS`: :func:`refusal_reason` reads
+it off the exception (:data:`REFUSAL_TABLE`: its type, and for the broad types the words every
+such refusal in fedge uses, e.g. "stale round", "replayed", "belongs to site"), and the handler
+hands it to :class:`fedge.telemetry.traffic.TrafficMetricsMiddleware` in the request's state.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -56,13 +63,16 @@ from fedge.errors import (
     ValidationError,
     WireFormatError,
 )
+from fedge.telemetry.traffic import note_refusal
 from fedge.transport.messages import ErrorBody
 
 __all__ = [
+    "REFUSAL_TABLE",
     "STATUS_TABLE",
     "error_from_response",
     "error_response",
     "install_error_handlers",
+    "refusal_reason",
     "secagg_errors",
     "status_for",
 ]
@@ -100,6 +110,43 @@ _CLASS_OF_STATUS: dict[int, type[FedgeError]] = {
 }
 
 
+# (exception type, words its message must contain or None, reason): the first match wins.
+_STALE = r"stale|not accepting|not open|is closed|no more reports|another session or round"
+REFUSAL_TABLE: tuple[tuple[type[FedgeError], re.Pattern[str] | None, str], ...] = tuple(
+    (cls, re.compile(words, re.IGNORECASE) if words else None, reason)
+    for cls, words, reason in (
+        (RevokedError, None, "revoked"),
+        (ExpiredCertificateError, None, "expired"),
+        (CertificateError, None, "unauthenticated"),
+        (AuthorizationError, r"belongs to site|for site|of site", "wrong_site"),
+        (AuthorizationError, r"\brevoked\b", "revoked"),
+        (AuthorizationError, None, "forbidden"),
+        (UnknownNameError, None, "not_found"),
+        (PayloadTooLarge, None, "oversized"),
+        (ShapeMismatchError, None, "invalid_tensor"),
+        (NonFiniteError, None, "invalid_tensor"),
+        (WireFormatError, None, "invalid_tensor"),
+        (ValidationError, None, "invalid"),
+        (ConfigError, None, "invalid"),
+        (PrivacyBudgetExceeded, None, "budget_exhausted"),
+        (ProtocolError, r"replay|used before", "replay"),
+        (ProtocolError, _STALE, "stale_round"),
+        (ProtocolError, r"duplicate|already (reported|joined|forwarded|counted)", "duplicate"),
+        (ProtocolError, r"phase|started|before the round setup", "out_of_phase"),
+        (ProtocolError, None, "conflict"),
+    )
+)
+
+
+def refusal_reason(exc: FedgeError) -> str:
+    """Why ``exc`` refuses a request, as a ``fedge_requests_refused_total`` reason."""
+    text = str(exc)
+    for cls, words, reason in REFUSAL_TABLE:
+        if isinstance(exc, cls) and (words is None or words.search(text)):
+            return reason
+    return "other"
+
+
 def status_for(exc: FedgeError) -> tuple[int, str]:
     """The HTTP status and stable error code for a fedge error."""
     for cls, status, code in STATUS_TABLE:
@@ -130,6 +177,7 @@ async def _fedge_error(request: Request, exc: Exception) -> JSONResponse:
         log.error("%s failed: %s", _describe(request), exc, exc_info=exc)
     else:
         log.info("refused %s: %d %s: %s", _describe(request), status, code, exc)
+        note_refusal(request.scope.setdefault("state", {}), refusal_reason(exc))
     headers = {"Retry-After": "1"} if status == 503 else None
     return error_response(status, code, str(exc), headers)
 

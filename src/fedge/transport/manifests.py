@@ -171,6 +171,14 @@ class ManifestGuard:
             " manifests.json)"
         )
 
+    def status_of(self, sha256: str) -> str | None:
+        """The status (production, canary) of an accepted manifest naming ``sha256``, or None."""
+        with self._lock:
+            for release in self._accepted.values():
+                if release.sha256 == sha256:
+                    return str(release.metadata.get("status"))
+        return None
+
     def accept(self, manifest: Manifest) -> None:
         """Record ``manifest`` as the newest for its job (call after :meth:`check` passed)."""
         with self._lock:

@@ -23,6 +23,8 @@ Endpoints (all under ``/v1``; devices cannot tell a gateway from a coordinator):
 ``POST /v1/gateway/jobs/{job}/rounds/{r}/secagg/join``  gw  SecAggJoin (forwarded) → Receipt
 ``POST /v1/gateway/jobs/{job}/rounds/{r}/secagg``       gw  secagg message or RelaySum → Receipt
 ``GET  /v1/gateway/jobs/{job}/rounds/{r}/secagg/inbox/{device}``  gw  → SecAggInbox
+``POST /v1/gateway/jobs/{job}/rounds/{r}/secagg/batch``  gw  SecAggBatch → SecAggBatchReceipt
+``GET  /v1/gateway/jobs/{job}/rounds/{r}/secagg/inbox``  gw  ?after=N → SecAggSiteInbox (site)
 ``POST /v1/admin/jobs``                    admin        JobSpec → JobView (201)
 ``GET  /v1/admin/jobs``                    admin        → list[JobView]
 ``GET  /v1/admin/jobs/{job}``              admin        → JobView
@@ -43,11 +45,15 @@ Endpoints (all under ``/v1``; devices cannot tell a gateway from a coordinator):
 Every refusal is an :class:`ErrorBody` with the status of :mod:`fedge.transport.errors`.
 
 Update payload metadata (``UPDATE_KEYS``): kind="update", job, round, device, nonce,
-num_examples, train_loss; arrays: the model's parameter names, float32 deltas (local − global).
+num_examples, train_loss; optionally the federated evaluation of the round's model on the
+device's data before training (all or none: eval_examples, eval_correct, eval_loss_sum; see
+:mod:`fedge.aggregation.evaluation`); arrays: the model's parameter names, float32 deltas
+(local − global).
 Partial payload metadata (``PARTIAL_KEYS``): kind="partial", job, round, gateway, site, nonce,
 total_weight, num_accepted, contributors (JSON list of device ids), rejected (JSON list of
-[device, reason]); arrays: the model's parameter names, weighted sums (float32 from current
-gateways, float64 accepted).
+[device, reason]); optionally the sums of its devices' federated evaluations (all or none:
+eval_examples, eval_correct, eval_loss_sum, eval_devices); arrays: the model's parameter names,
+weighted sums (float32 from current gateways, float64 accepted).
 """
 
 from __future__ import annotations
@@ -68,6 +74,7 @@ __all__ = [
     "DeviceView",
     "Eligibility",
     "ErrorBody",
+    "FederatedEvaluationView",
     "GatewayAssignments",
     "GatewayCheckIn",
     "Health",
@@ -83,9 +90,15 @@ __all__ = [
     "RolloutView",
     "RoundAssignment",
     "RoundView",
+    "SecAggBatch",
+    "SecAggBatchReceipt",
     "SecAggInbox",
+    "SecAggItemResult",
     "SecAggJoin",
     "SecAggPlan",
+    "SecAggRelayed",
+    "SecAggSiteInbox",
+    "SecAggSiteMessage",
     "StrategySpec",
     "TaskAssignment",
     "TrainingPlan",
@@ -235,6 +248,76 @@ class SecAggInbox(_Msg):
     phase: str = ""
     phase_deadline: float | None = None  # when the coordinator closes the current phase
     relay_deadline: float | None = None  # when a gateway must forward its masked sum
+    reason: str = ""
+
+
+MAX_BATCH_ITEMS = 256  # items of one SecAggBatch (the gateway splits larger batches)
+MAX_SITE_MESSAGES = 512  # messages of one SecAggSiteInbox page
+B64Message = Annotated[str, Field(max_length=256 * 1024, pattern=r"^[A-Za-z0-9+/]*={0,2}$")]
+
+
+class SecAggRelayed(_Msg):
+    """One device's secagg control message (base64 wire), relayed in a batch by its gateway."""
+
+    device_id: Name  # must be the message's sender, and have joined through this gateway
+    message: B64Message
+
+
+class SecAggBatch(_Msg):
+    """Gateway → coordinator: many of its devices' joins and control messages in one request.
+
+    Each item is checked on its own, as if it had come alone (the join's key binding against
+    the fleet CA and the gateway's site; a message against the device's join through this
+    gateway); a refused item does not refuse the others. Masked inputs never travel here:
+    the gateway sums them (one RelaySum, ``POST .../secagg``).
+    """
+
+    joins: list[SecAggJoin] = Field(default_factory=list, max_length=MAX_BATCH_ITEMS)
+    messages: list[SecAggRelayed] = Field(default_factory=list, max_length=MAX_BATCH_ITEMS)
+
+
+class SecAggItemResult(_Msg):
+    """The outcome of one batch item: accepted (maybe a duplicate), or refused with the status
+    and detail a request of its own would have got (:mod:`fedge.transport.errors`)."""
+
+    accepted: bool
+    duplicate: bool = False
+    status: int = Field(200, ge=200, le=599)
+    error: str = ""  # the ErrorBody code when refused
+    reason: str = ""
+
+
+class SecAggBatchReceipt(_Msg):
+    """One result per item of a :class:`SecAggBatch`, in order."""
+
+    joins: list[SecAggItemResult] = Field(default_factory=list, max_length=MAX_BATCH_ITEMS)
+    messages: list[SecAggItemResult] = Field(default_factory=list, max_length=MAX_BATCH_ITEMS)
+
+
+class SecAggSiteMessage(_Msg):
+    """A message for one of the gateway's devices (base64 wire)."""
+
+    device_id: Name
+    message: B64Message
+
+
+class SecAggSiteInbox(_Msg):
+    """The secagg messages for ALL of a gateway's devices, from site cursor ``after`` on.
+
+    The gateway fans them out to its devices' own inboxes. ``bindings`` (in the page read from
+    cursor 0 once the session started) are the proven keys of the coordinator (first) and of
+    every neighbour of the site's devices; ``neighbours`` says whose keys each device gets.
+    State, phase and deadlines as in :class:`SecAggInbox`.
+    """
+
+    state: Literal["joining", "running", "done", "abandoned"]
+    messages: list[SecAggSiteMessage] = Field(default_factory=list, max_length=MAX_SITE_MESSAGES)
+    next: int = Field(0, ge=0)
+    bindings: list[KeyBinding] = Field(default_factory=list)
+    neighbours: dict[str, list[str]] = Field(default_factory=dict)
+    phase: str = ""
+    phase_deadline: float | None = None
+    relay_deadline: float | None = None
     reason: str = ""
 
 
@@ -414,6 +497,15 @@ class RolloutView(_Msg):
     ended_at: float | None = None
 
 
+class FederatedEvaluationView(_Msg):
+    """A version evaluated by devices on their own data, before they trained on it."""
+
+    accuracy: float = Field(ge=0, le=1)  # Σ correct / Σ examples
+    loss: float = Field(ge=0)  # Σ loss / Σ examples
+    examples: int = Field(ge=1)
+    devices: int = Field(ge=1)
+
+
 class ModelVersionView(_Msg):
     """A model version in the registry: lineage, metrics, status (fedge.coordinator.registry)."""
 
@@ -430,6 +522,8 @@ class ModelVersionView(_Msg):
     task_name: str = ""
     created_at: float
     rollout: RolloutView | None = None  # its staged rollout, if it had one
+    # the devices' evaluation of it (in the next round, before training); None: not yet
+    federated: FederatedEvaluationView | None = None
 
 
 class ModelDiff(_Msg):
@@ -437,6 +531,7 @@ class ModelDiff(_Msg):
 
     a: ModelVersionView
     b: ModelVersionView
+    # centralised metrics by name; the federated evaluation's as federated_accuracy/_loss
     metric_deltas: dict[str, float] = Field(default_factory=dict)
     l2_distance: float | None = None  # None: the tensors differ in names or shapes
     max_abs_difference: float | None = None

@@ -35,8 +35,11 @@ if TYPE_CHECKING:
         ModelRelease,
         ModelVersionView,
         Receipt,
+        SecAggBatch,
+        SecAggBatchReceipt,
         SecAggInbox,
         SecAggJoin,
+        SecAggSiteInbox,
         TaskAssignment,
         Wait,
     )
@@ -160,6 +163,18 @@ class SecAggUplinkService(Protocol):
         self, peer: Identity, job_id: str, round_number: int, device_id: str, after: int
     ) -> SecAggInbox:
         """Messages for one of the gateway's devices."""
+        ...
+
+    def secagg_batch(
+        self, peer: Identity, job_id: str, round_number: int, batch: SecAggBatch
+    ) -> SecAggBatchReceipt:
+        """Many of the gateway's devices' joins and control messages, each checked alone."""
+        ...
+
+    def secagg_site_inbox(
+        self, peer: Identity, job_id: str, round_number: int, after: int
+    ) -> SecAggSiteInbox:
+        """Messages for all of the gateway's devices, from the site cursor ``after``."""
         ...
 
 
