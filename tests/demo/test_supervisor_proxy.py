@@ -40,6 +40,28 @@ def test_stop_all_leaves_no_process_even_with_children(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
+def test_a_grandchild_that_ignores_sigterm_is_killed_after_its_parent_exits(
+    tmp_path: Path,
+) -> None:
+    """The child exits on SIGTERM but what it started does not: the group is still killed."""
+    grandchild = "import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    code = (
+        "import subprocess,sys,time; "
+        f"subprocess.Popen([sys.executable,'-c',{grandchild!r}]); print('up', flush=True); "
+        "time.sleep(60)"
+    )
+    sup = Supervisor(tmp_path)
+    p = sup.start("parent", [sys.executable, "-c", code])
+    sup.wait_until(lambda: "up" in p.tail(), timeout=30, what="child start")
+    assert p.pid is not None
+    children = Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()
+    assert len(children) == 1
+    sup.stop_all(timeout=1.0)
+    assert _gone(p.pid) and _gone(int(children[0]))
+    assert not p.group_alive()
+
+
+@pytest.mark.integration
 def test_sigterm_ignored_gets_killed(tmp_path: Path) -> None:
     code = "import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
     sup = Supervisor(tmp_path)

@@ -77,25 +77,61 @@ class ManagedProcess:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
+    def group_alive(self) -> bool:
+        """True while any process of its group (the child or what it started) still runs."""
+        return self.popen is not None and (
+            self.popen.poll() is None or _group_alive(self.popen.pid)
+        )
+
     def signal_group(self, sig: int) -> None:
-        """Send ``sig`` to the process's whole group."""
-        if self.popen is not None and self.popen.poll() is None:
+        """Send ``sig`` to the process's whole group (also once the child itself has exited)."""
+        if self.group_alive():
+            assert self.popen is not None
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.popen.pid, sig)
 
+    def wait_group(self, deadline: float) -> bool:
+        """Wait until the child is reaped and its group is empty, or ``deadline``; True if gone."""
+        if self.popen is None:
+            return True
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+        while self.group_alive():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
     def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM, wait up to ``timeout`` s, then SIGKILL; returns the exit code."""
+        """SIGTERM the group, wait up to ``timeout`` s, then SIGKILL; returns the exit code."""
         if self.popen is None:
             return None
-        if self.popen.poll() is None:
-            self.signal_group(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                log.warning("%s did not stop in %.0f s; killing it", self.name, timeout)
-                self.signal_group(signal.SIGKILL)
-                self.popen.wait(timeout=timeout)
+        self.signal_group(signal.SIGTERM)
+        if not self.wait_group(time.monotonic() + timeout):
+            log.warning("%s did not stop in %.0f s; killing it", self.name, timeout)
+            self.signal_group(signal.SIGKILL)
+            self.wait_group(time.monotonic() + timeout)
         return self.popen.returncode
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` runs (zombies, which only wait to be reaped, do not
+    count); read from /proc where there is one."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)"
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 class Supervisor:
@@ -171,13 +207,10 @@ class Supervisor:
             proc.signal_group(signal.SIGTERM)
         deadline = time.monotonic() + timeout
         for proc in reversed(list(self.processes.values())):
-            if proc.popen is None:
-                continue
-            try:
-                proc.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+            if not proc.wait_group(deadline):  # what it started is stopped too, or killed
+                log.warning("%s did not stop in %.0f s; killing it", proc.name, timeout)
                 proc.signal_group(signal.SIGKILL)
-                proc.popen.wait(timeout=5)
+                proc.wait_group(time.monotonic() + 5)
         self._closed = True
 
     def __enter__(self) -> Supervisor:
