@@ -44,6 +44,14 @@ def test_demo_runs_a_networked_job_and_cleans_up(tmp_path: Path) -> None:
     assert "answered by model version demo/r" in proc.stderr  # a device's local endpoint
     assert "now answers with demo/r" in proc.stderr  # the rollback reached the device
     assert "all processes stopped" in proc.stderr
+    # the dashboard's login link, carrying the ops token the coordinator created in the workdir
+    link = re.search(
+        r"^dashboard +https://127\.0\.0\.1:\d+/login\?token=(\S+)&next=/dashboard/$",
+        proc.stderr,
+        re.M,
+    )
+    assert link is not None, proc.stderr
+    assert link.group(1) == (workdir / "ops.token").read_text().strip()
     assert (workdir / "pki" / "ca.crt").exists()
     logs = {p.name for p in (workdir / "logs").iterdir()}
     assert {"coordinator.log", "gw-site-a.log", "gw-site-b.log", "dev-site-a-0.log"} <= logs

@@ -38,8 +38,9 @@ def test_every_example_config_loads() -> None:
     files = sorted(EXAMPLES.glob("*.toml"))
     assert len(files) > 8, "examples/ should hold TOML configs"
     for path in files:
-        if path.name in readers:
-            readers[path.name](path)
+        role = path.name.split("_", 1)[0].removesuffix(".toml") + ".toml"
+        if role in readers:  # device.toml, and the use cases' device_<usecase>.toml
+            readers[role](path)
         elif path.name.startswith("job_"):
             JobSpec.model_validate(tomllib.loads(path.read_text()))
         else:
@@ -72,3 +73,31 @@ def test_errors_name_the_setting(tmp_path: Path) -> None:
         load_config(bad)
     with pytest.raises(ConfigError, match="not a section"):
         load_config(None, {"rounds": "3", "rounds.x": "1"})
+
+
+@pytest.mark.parametrize("usecase", ["maintenance", "wearables", "mobility"])
+def test_usecase_job_and_device_examples_fit_together(usecase: str) -> None:
+    """examples/job_<usecase>.toml and device_<usecase>.toml: one networked use case."""
+    import tomllib
+
+    from fedge.device.collector import device_share
+    from fedge.device.config import load_device_config
+    from fedge.tasks import get_task
+    from fedge.transport.messages import JobSpec
+
+    job = JobSpec.model_validate(tomllib.loads((EXAMPLES / f"job_{usecase}.toml").read_text()))
+    device = load_device_config(EXAMPLES / f"device_{usecase}.toml")
+    assert job.task == device.data.task == usecase and get_task(job.task).class_recall is not None
+    assert device.serving is not None and device.serving.job == job.name
+    assert device.data.partitioner == "natural" and job.plan.class_weighting == "balanced"
+    assert job.min_devices <= job.devices_per_round <= device.data.num_devices
+    # the collector finds this device's machines / patients / cars in the task's training fleet
+    x, y = device_share(
+        device.data.task,
+        device.data.num_devices,
+        device.data.index,
+        partitioner=device.data.partitioner,
+        seed=device.data.seed,
+    )
+    train, _ = get_task(job.task).load_data()
+    assert len(y) > 0 and x.shape[1] == train.x.shape[1]

@@ -90,6 +90,26 @@ def test_wearables_cadence_and_heart_rate() -> None:
     assert set(np.unique(anomaly)) <= {0, 1}
 
 
+def test_traffic_is_deterministic_for_a_seed() -> None:
+    def logs(seed: int) -> list[dict[str, object]]:
+        return [vars(t) for t in simulate_traffic(SMALL_TRAFFIC, np.random.default_rng(seed))]
+
+    a, b, other = logs(5), logs(5), logs(6)
+    assert len(a) == len(b) == SMALL_TRAFFIC.regions * SMALL_TRAFFIC.cars_per_region
+    for first, again in zip(a, b, strict=True):
+        assert first.keys() == again.keys()
+        for field, value in first.items():
+            np.testing.assert_array_equal(value, again[field], err_msg=field)
+    # another seed drives differently (speeds, and so the telemetry windows and their labels)
+    assert any(not np.array_equal(x["speed"], y["speed"]) for x, y in zip(a, other, strict=True))
+    fa = telemetry_fleet(simulate_traffic(SMALL_TRAFFIC, np.random.default_rng(5)))
+    fb = telemetry_fleet(simulate_traffic(SMALL_TRAFFIC, np.random.default_rng(5)))
+    fo = telemetry_fleet(simulate_traffic(SMALL_TRAFFIC, np.random.default_rng(6)))
+    np.testing.assert_array_equal(fa.x, fb.x)
+    np.testing.assert_array_equal(fa.y, fb.y)
+    assert fa.x.shape != fo.x.shape or not np.array_equal(fa.x, fo.x)
+
+
 def test_traffic_events_follow_the_definition() -> None:
     logs = simulate_traffic(SMALL_TRAFFIC, np.random.default_rng(2))
     assert len(logs) == 6

@@ -81,6 +81,47 @@ def test_cwru_mat(tmp_path: Path) -> None:
         read_cwru_mat(tmp_path / "bad.mat")
 
 
+def test_cwru_file_with_two_recordings_reads_its_own(tmp_path: Path) -> None:
+    """Real CWRU files can hold two recordings' keys (e.g. X098_* and X099_* in one file)."""
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(1)
+    first, second = rng.normal(0, 1, 9_000), rng.normal(0, 2, 9_000)
+    content = {
+        "X098_DE_time": first[:, None],
+        "X098_FE_time": 0.5 * first[:, None],
+        "X099_DE_time": second[:, None],
+        "X099_FE_time": 0.5 * second[:, None],
+        "X099RPM": np.array([[1772.0]]),
+    }
+    savemat(tmp_path / "99.mat", content)
+    drive, fan, rpm = read_cwru_mat(tmp_path / "99.mat")  # the file number picks X099
+    np.testing.assert_array_equal(drive, second)
+    assert fan is not None and np.allclose(fan, 0.5 * second) and rpm == 1772.0
+    # the other recording, by number: its RPM entry is missing, so the speed must be given
+    with pytest.raises(
+        DataError,
+        match=r"no 'X<number>RPM' entry for recording 98 \(only X099RPM\); pass the motor speed, e\.g\. rpm=",
+    ):
+        read_cwru_mat(tmp_path / "99.mat", number=98)
+    drive, fan, rpm = read_cwru_mat(tmp_path / "99.mat", number=98, rpm=1797.0)
+    np.testing.assert_array_equal(drive, first)
+    assert fan is not None and np.allclose(fan, 0.5 * first) and rpm == 1797.0
+    # a renamed file cannot tell its recordings apart: refused, naming the choices
+    savemat(tmp_path / "pair.mat", content)
+    with pytest.raises(DataError, match=r"2 '\*_DE_time' signals .*number= \(one of 98, 99\)"):
+        read_cwru_mat(tmp_path / "pair.mat")
+    with pytest.raises(DataError, match="none is the one of file number 97"):
+        read_cwru_mat(tmp_path / "99.mat", number=97)
+    with pytest.raises(DataError, match="positive motor speed"):
+        read_cwru_mat(tmp_path / "99.mat", rpm=-5.0)
+    # rpm= overrides the file's entry, and cwru_windows passes it per path
+    assert read_cwru_mat(tmp_path / "99.mat", rpm=1730.0)[2] == 1730.0
+    data = cwru_windows({tmp_path / "99.mat": 0}, samples=4_096, rpm={tmp_path / "99.mat": 1750.0})
+    shaft = data.x[:, -2]
+    np.testing.assert_allclose(shaft, 1750.0 / 60.0, rtol=1e-6)
+
+
 def test_cmapss(tmp_path: Path) -> None:
     rows = []
     for unit, life in ((1, 50), (2, 40)):

@@ -7,30 +7,46 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
-from rich.table import Table
+
+if TYPE_CHECKING:
+    from fedge.transport.messages import TrainingPlan
 
 __all__ = [
     "DEMO_CLIP_NORM",
+    "DEMO_DELTA",
     "DEMO_NOISE_MULTIPLIER",
+    "DEMO_OVER_SELECTION",
     "USECASE_TASKS",
+    "demo_cohort",
     "demo_command",
     "demo_privacy",
+    "demo_training_plan",
 ]
 
 # `fedge demo --usecase NAME` → the task whose devices are real machines / patients / cars
-USECASE_TASKS = {"maintenance": "maintenance", "healthcare": "wearables", "mobility": "mobility"}
+USECASE_TASKS = {
+    "maintenance": "maintenance",
+    "healthcare": "wearables",  # activity recognition
+    "healthcare-anomaly": "wearables_anomaly",  # abnormal heart-rate response to activity
+    "mobility": "mobility",
+}
 
 
 # DP of the demo. A fleet of 8 cannot buy a small ε at a noise level that still learns (every
 # round may select all of it: no amplification by sampling), so the demo shows the mechanism at
 # such a level and prints the ε it costs; each device's ledger (limit 100) must cover 5 rounds.
-DEMO_CLIP_NORM = 1.0
+# C, min_devices and the local plan under DP are measured (benchmarks/bench_demo_dp.py): with
+# C = 0.5 the noise (z·C per round on every one of the 5,957 parameters) disturbs the model less,
+# while the updates (median norm 1.4 after one local epoch) are still clipped; ε does not depend
+# on C.
+DEMO_CLIP_NORM = 0.5
 DEMO_NOISE_MULTIPLIER = 0.5
 DEMO_DELTA = 1e-5
+DEMO_OVER_SELECTION = 1.35
 
 
 def demo_privacy(*, dp: bool, secagg: bool, noise_multiplier: float) -> dict[str, Any]:
@@ -46,128 +62,45 @@ def demo_privacy(*, dp: bool, secagg: bool, noise_multiplier: float) -> dict[str
     }
 
 
-def _privacy_line(privacy: dict[str, Any], secagg: bool, delta: float | None) -> str:
-    how = (
-        "each device adds its share of discrete Gaussian noise before masking (distributed DP)"
-        if secagg
-        else "the coordinator adds Gaussian noise to the sum (central DP)"
-    )
-    return (
-        f"privacy      clip {privacy['clip_norm']:g}, noise multiplier "
-        f"{privacy['noise_multiplier']:g}: {how}; ε per round at δ = {delta or 0:.3g}"
-    )
+def demo_cohort(fleet: int, *, distributed_dp: bool) -> tuple[int, int]:
+    """The demo job's ``(devices_per_round, min_devices)`` for a fleet of ``fleet`` devices.
+
+    K is the fleet less a quarter (over-selection hands tasks to all of it). Under distributed
+    DP each device's noise is planned for ``min_devices`` survivors, so the sum over n survivors
+    carries √(n / min_devices) times the noise the guarantee needs: planned for K = 6, the
+    demo's 8 devices add √(8/6) of it, not √2, and a round still commits if 2 drop out. Without
+    distributed DP half the fleet will do.
+    """
+    per_round = max(1, fleet - max(1, fleet // 4))
+    return per_round, per_round if distributed_dp else max(1, fleet // 2)
 
 
-def _round_table(view: Any) -> Table:
-    table = Table(
-        title=f"job {view.id} · {view.spec.task} · {view.spec.strategy.name}", title_justify="left"
-    )
-    for name in (
-        "round",
-        "state",
-        "devices",
-        "gateways",
-        "accuracy",
-        "loss",
-        "ε",
-        "seconds",
-        "model",
-    ):
-        table.add_column(name, justify="right")
-    for r in view.rounds:
-        secs = (
-            "–"
-            if r.started_at is None or r.ended_at is None
-            else f"{r.ended_at - r.started_at:.1f}"
-        )
-        table.add_row(
-            str(r.round),
-            r.state,
-            str(r.participants),
-            str(r.gateways_reported),
-            "–" if r.accuracy is None else f"{r.accuracy:.4f}",
-            "–" if r.loss is None else f"{r.loss:.4f}",
-            "–" if r.epsilon is None else f"{r.epsilon:.3f}",
-            secs,
-            (r.model_sha256 or "–")[:12],
-        )
-    return table
+def demo_training_plan(*, usecase: bool, dp: bool) -> TrainingPlan:
+    """The devices' local optimizer: a use case's class-balanced plan, shorter under DP.
+
+    A use case's faults / events are rare: each device weighs its examples by the inverse
+    frequency of their class in its own data (``class_weighting="balanced"``). Under DP every
+    update is clipped to C: five local epochs grow a vector (median norm 3.3) that is cut back
+    to C anyway, and one epoch (median norm 1.4) learns more per unit of noise
+    (``benchmarks/bench_demo_dp.py``).
+    """
+    from fedge.transport.messages import TrainingPlan
+
+    if not usecase:
+        return TrainingPlan(epochs=1, batch_size=10, lr=0.1)
+    return TrainingPlan(epochs=1 if dp else 5, batch_size=16, lr=0.1, class_weighting="balanced")
 
 
-def _show_serving(fed: Any, console: Console, job_id: str, site: str, task: str) -> None:
-    """One prediction from a device's local endpoint, then a rollback taking effect on it."""
-    import httpx
+def _rows_per_tick(task: str, devices: int) -> int:
+    """Rows a device's collector appends per tick: its share is in its store in about two.
 
-    from fedge.demo.federation import device_name
-    from fedge.errors import FedgeError
+    At a fixed rate a large share (a mobility device holds thousands of windows) would still be
+    arriving while the rounds train, and the model would learn from whatever part had come in.
+    """
     from fedge.tasks import get_task
 
-    device = device_name(site, 0)
-    try:
-        url = fed.prediction_endpoint(site, 0)
-
-        def serving() -> str | None:
-            answer = httpx.get(f"{url}/model", timeout=5)
-            return str(answer.json()["version"]) if answer.status_code == 200 else None
-
-        def predict(row: list[float]) -> dict[str, Any]:
-            answer = httpx.post(f"{url}/predict", json={"inputs": [row]}, timeout=5)
-            answer.raise_for_status()
-            result: dict[str, Any] = answer.json()
-            return result
-
-        with fed.admin_client() as admin:
-            production = [v for v in admin.list_models(job_id) if v.status == "production"]
-            if not production:
-                console.print("serving      no production version: the release gate held them")
-                return
-            want = production[0].version
-            fed.supervisor.wait_until(
-                lambda: serving() == want, timeout=60, what=f"{device} to serve {want}"
-            )
-            _, test = get_task(task).load_data()
-            row, label = test.x[0].tolist(), int(test.y[0])
-            answer = predict(row)
-            console.print(
-                f"prediction   {device} POST {url}/predict → class {answer['predictions'][0]}"
-                f" (label {label}), answered by model version {answer['version']}"
-            )
-            try:
-                restored = admin.rollback_model(job_id)
-            except FedgeError as exc:
-                console.print(f"rollback     not shown: {exc}")
-                return
-            fed.supervisor.wait_until(
-                lambda: serving() == restored.version, timeout=60, what="the rollback on the device"
-            )
-            console.print(
-                f"rollback     fedge models rollback {job_id}: {want} → {restored.version};"
-                f" {device} now answers with {predict(row)['version']}"
-            )
-    except (FedgeError, httpx.HTTPError) as exc:
-        console.print(f"serving      could not be shown: {exc}")
-
-
-def _show_recall(fed: Any, console: Console, task_name: str, sha256: str) -> None:
-    """Per-class recall of the final model on the held-out devices, against always-majority."""
-    import numpy as np
-
-    from fedge.device.work import load_model
-    from fedge.tasks import get_task
-    from fedge.tasks.usecases import usecase_fleet
-    from fedge.usecases.scores import class_scores, majority_scores
-
-    task = get_task(task_name)
-    _, test = task.load_data()
-    with fed.admin_client() as admin:
-        params = load_model(admin.export_model(sha256), sha256)  # checks the hash
-    names = usecase_fleet(task_name).class_names
-    console.print(f"recall       {class_scores(task, params, test.x, test.y).describe(names)}")
-    baseline = majority_scores(test.y, task.num_classes)
-    console.print(
-        f"baseline     always '{names[int(np.bincount(test.y).argmax())]}': accuracy "
-        f"{baseline.accuracy:.3f}, macro recall {baseline.macro_recall:.3f} (held-out devices)"
-    )
+    train, _ = get_task(task).load_data()
+    return max(1, -(-len(train) // (2 * devices)))
 
 
 def run_networked_demo(
@@ -193,7 +126,8 @@ def run_networked_demo(
     coordinator adds Gaussian noise to the plain sum (central DP).
     """
     from fedge.demo.federation import FederationPlan, LocalFederation
-    from fedge.transport.messages import JobSpec, TrainingPlan
+    from fedge.demo.report import privacy_line, round_table, show_recall, show_serving
+    from fedge.transport.messages import JobSpec
 
     console = Console(stderr=True)
     started = time.perf_counter()
@@ -209,26 +143,25 @@ def run_networked_demo(
         # every process logs as `fedge --log-format` asked, and writes its spans with --traces
         log_format=click.get_current_context().find_root().params.get("log_format", "text"),
         traces=traces,
+        rows_per_tick=_rows_per_tick(task, sites * devices_per_site),
+        tick_s=0.5,
     )
     fleet = plan.num_devices
     if secagg and fleet < 3:
         console.print("secure aggregation off below 3 devices")
         secagg = False
     privacy = demo_privacy(dp=dp, secagg=secagg, noise_multiplier=noise_multiplier)
+    per_round, min_devices = demo_cohort(fleet, distributed_dp=dp and secagg)
     spec = JobSpec(
         name="demo",
         task=task,
         rounds=rounds,
-        devices_per_round=max(1, fleet - max(1, fleet // 4)),
-        over_selection=1.35,
-        min_devices=max(1, fleet // 2),
+        devices_per_round=per_round,
+        over_selection=DEMO_OVER_SELECTION,
+        min_devices=min_devices,
         training_deadline_s=60.0,
         report_deadline_s=30.0,
-        # a use case's faults / events are rare: each device weighs its examples by the inverse
-        # frequency of their class in its own data (class_weighting="balanced")
-        plan=TrainingPlan(epochs=5, batch_size=16, lr=0.1, class_weighting="balanced")
-        if usecase
-        else TrainingPlan(epochs=1, batch_size=10, lr=0.1),
+        plan=demo_training_plan(usecase=usecase is not None, dp=dp),
         privacy=privacy,
         # SecAgg+: each protocol phase waits at most 10 s for stragglers. Without DP updates are
         # clipped to [-1, 1] per coordinate and weights (examples / 10⁵) summed inside the secure
@@ -263,6 +196,9 @@ def run_networked_demo(
             )
             if traces:
                 console.print(f"traces       {root / 'traces'} (one JSON-lines file of spans each)")
+            # the first round's quotas follow the devices checked in: all of them, not the first few
+            with console.status("waiting for every device to check in at its gateway…"):
+                fed.wait_for_devices()
             with fed.admin_client() as admin:
                 job = admin.create_job(spec)
             console.print(
@@ -271,7 +207,7 @@ def run_networked_demo(
                 + (", secure aggregation (SecAgg+) on" if secagg else "")
             )
             if dp:
-                console.print(_privacy_line(privacy, secagg, job.delta), soft_wrap=True)
+                console.print(privacy_line(privacy, secagg, job.delta), soft_wrap=True)
             shown: set[int] = set()
 
             def show(view: Any) -> None:
@@ -288,7 +224,7 @@ def run_networked_demo(
 
             with console.status("training… (devices start up, check in, train and report)"):
                 final = fed.wait_for_job(job.id, timeout=600, on_poll=show)
-            Console(width=None if sys.stdout.isatty() else 110).print(_round_table(final))
+            Console(width=None if sys.stdout.isatty() else 110).print(round_table(final))
             committed = [r for r in final.rounds if r.state == "committed"]
             last = committed[-1] if committed else None
             console.print(
@@ -306,13 +242,15 @@ def run_networked_demo(
                 + f" · {time.perf_counter() - started:.0f} s in all"
             )
             if last is not None and last.model_sha256 and usecase is not None:
-                _show_recall(fed, console, task, last.model_sha256)
+                show_recall(fed, console, task, last.model_sha256)
             if committed:
-                _show_serving(fed, console, job.id, plan.sites[0], task)
+                show_serving(fed, console, job.id, plan.sites[0], task)
             if keep:
                 console.print(
                     f"[bold]--keep[/]: the federation stays up (coordinator {url}); "
-                    "Ctrl-C stops every process"
+                    "Ctrl-C stops every process" + ("" if workdir else f" and removes {root}"),
+                    highlight=False,
+                    soft_wrap=True,
                 )
                 console.print(
                     f"dashboard    {fed.dashboard_url()}", highlight=False, soft_wrap=True
@@ -327,7 +265,8 @@ def run_networked_demo(
         alive = [p.name for p in fed.supervisor.processes.values() if p.alive]
         console.print("all processes stopped" if not alive else f"still running: {alive}")
     finally:
-        if workdir is None and not keep and not traces:  # --traces: the spans stay to be read
+        # a throwaway work directory goes, --keep or not (--traces: the spans stay to be read)
+        if workdir is None and not traces:
             shutil.rmtree(root, ignore_errors=True)
 
 
@@ -370,7 +309,8 @@ def run_networked_demo(
     type=click.Choice(sorted(USECASE_TASKS)),
     help="Train a use case (default: maintenance, unless --task is given): the fleet's "
     "machines / patients / cars are dealt over the devices, each with its own data; the summary "
-    "shows the recall of every class on held-out devices.",
+    "shows the recall of every class on held-out devices. healthcare is activity recognition, "
+    "healthcare-anomaly the abnormal heart-rate response (on the same patients' windows).",
 )
 @click.option(
     "--secagg/--no-secagg",

@@ -59,8 +59,12 @@ def round_progress(
 def summary_table(records: Sequence[RoundRecord], title: str, max_rows: int = 25) -> Table:
     """Per-round table (thinned to ``max_rows``, always keeping the last round)."""
     show_eps = any(r.epsilon is not None for r in records)
+    show_balanced = any(r.balanced_accuracy is not None for r in records)
     table = Table(title=title, title_justify="left")
-    for name in ("round", "accuracy", "loss", "fed. acc", "train loss", "devices", "rejected", "s"):
+    names = ["round", "accuracy", "loss", "fed. acc", "train loss", "devices", "rejected", "s"]
+    if show_balanced:  # tasks with per-class recall: the mean recall over classes
+        names.insert(2, "bal. acc")
+    for name in names:
         table.add_column(name, justify="right")
     if show_eps:
         table.add_column("ε", justify="right")
@@ -78,6 +82,8 @@ def summary_table(records: Sequence[RoundRecord], title: str, max_rows: int = 25
             str(r.rejected),
             f"{r.seconds:.3f}",
         ]
+        if show_balanced:
+            row.insert(2, _fmt(r.balanced_accuracy))
         if show_eps:
             row.append(_fmt(r.epsilon, 3))
         table.add_row(*row)

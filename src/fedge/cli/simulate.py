@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
 
 from fedge.cli.render import privacy_line, round_progress, summary_table
 
-__all__ = ["run_simulation", "simulate_command"]
+if TYPE_CHECKING:
+    from fedge.simulation.history import RoundRecord
+
+__all__ = ["recall_line", "run_simulation", "simulate_command"]
 
 # flag name -> dotted config path
 _FLAG_PATHS = {
@@ -42,6 +46,20 @@ def _overrides(flags: dict[str, Any], settings: tuple[str, ...]) -> dict[str, An
         key, value = item.split("=", 1)
         out[key.strip()] = value.strip()
     return out
+
+
+def recall_line(record: RoundRecord, class_names: Sequence[str]) -> str | None:
+    """The final model's recall per class and balanced accuracy (None if the task has none)."""
+    if record.recall is None or record.balanced_accuracy is None:
+        return None
+    names = list(class_names) or [f"class {c}" for c in range(len(record.recall))]
+    if len(names) != len(record.recall):
+        names = [f"class {c}" for c in range(len(record.recall))]
+    each = " · ".join(
+        f"{name} {'–' if r is None else f'{r:.3f}'}"
+        for name, r in zip(names, record.recall, strict=True)
+    )
+    return f"recall per class (test set) {each} · balanced accuracy {record.balanced_accuracy:.4f}"
 
 
 def run_simulation(
@@ -85,6 +103,9 @@ def run_simulation(
             f"{len(records)} rounds · {per_round * 1000:.1f} ms/round · {total:.1f} s in all"
             + (f" · {history.stopped_reason}" if history.stopped_reason else "")
         )
+        line = recall_line(records[-1], sim.task.class_names)
+        if line is not None:
+            out_console.print(line)
     if out:
         paths = history.write(out)
         console.print("wrote " + ", ".join(str(p) for p in paths))

@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import Any
 
 from fedge.demo.supervisor import ManagedProcess, Supervisor, fedge_argv
+from fedge.demo.toml_file import write_toml
 from fedge.errors import FedgeError
 from fedge.identity import init_pki, issue
 
@@ -60,25 +61,6 @@ class FederationPlan:
     def num_devices(self) -> int:
         """Devices in the whole fleet."""
         return len(self.sites) * self.devices_per_site
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _write_toml(path: Path, top: dict[str, Any], sections: dict[str, dict[str, Any]]) -> Path:
-    lines = [f"{k} = {_toml_value(v)}" for k, v in top.items()]
-    for name, values in sections.items():
-        lines.append(f"\n[{name}]")
-        lines.extend(f"{k} = {_toml_value(v)}" for k, v in values.items())
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
 
 
 class LocalFederation:
@@ -179,7 +161,7 @@ class LocalFederation:
         port = 0
         if self.coordinator_url is not None:  # a restart keeps its address
             port = int(self.coordinator_url.rsplit(":", 1)[1])
-        config = _write_toml(
+        config = write_toml(
             state / "coordinator.toml",
             {
                 "host": "127.0.0.1",
@@ -199,9 +181,7 @@ class LocalFederation:
             },
         )
         since = self._log_size("coordinator")
-        proc = self.supervisor.start(
-            "coordinator", fedge_argv("--log-level", "info", "coordinator", "--config", str(config))
-        )
+        proc = self.supervisor.start("coordinator", self._role_argv("coordinator", config))
         self.coordinator_url = f"https://127.0.0.1:{self._wait_listening(proc, since)}"
         self.coordinator_ops_url = self._ops_url(proc, since)
         return self.coordinator_url
@@ -216,7 +196,7 @@ class LocalFederation:
             raise FedgeError("start the coordinator before the gateways")
         self._uplink_override[site] = uplink
         previous = self.gateway_urls.get(site)
-        config = _write_toml(
+        config = write_toml(
             state / "gateway.toml",
             {
                 "id": name,
@@ -236,9 +216,7 @@ class LocalFederation:
             },
         )
         since = self._log_size(name)
-        proc = self.supervisor.start(
-            name, fedge_argv("--log-level", "info", "gateway", "--config", str(config))
-        )
+        proc = self.supervisor.start(name, self._role_argv("gateway", config))
         self.gateway_urls[site] = f"https://127.0.0.1:{self._wait_listening(proc, since)}"
         self.gateway_ops_urls[site] = self._ops_url(proc, since)
         return self.gateway_urls[site]
@@ -260,7 +238,7 @@ class LocalFederation:
         state = self.workdir / name
         state.mkdir(parents=True, exist_ok=True)
         global_index = self.plan.sites.index(site) * self.plan.devices_per_site + index
-        config = _write_toml(
+        config = write_toml(
             state / "device.toml",
             {
                 "id": name,
@@ -295,9 +273,7 @@ class LocalFederation:
         )
         # Many devices share this machine's cores: one compute thread each, not one per core.
         return self.supervisor.start(
-            name,
-            fedge_argv("--log-level", "info", "device", "--config", str(config)),
-            env={"OMP_NUM_THREADS": "1"},
+            name, self._role_argv("device", config), env={"OMP_NUM_THREADS": "1"}
         )
 
     def start(self) -> None:
@@ -358,6 +334,36 @@ class LocalFederation:
             raise FedgeError("the coordinator's ops listener is not running ([ops] enabled?)")
         token = self.ops_token_file.read_text(encoding="ascii").strip()
         return f"{self.coordinator_ops_url}/login?token={token}&next=/dashboard/"
+
+    def eligible_devices(self) -> int:
+        """Devices eligible as the gateways last told the coordinator (its dashboard's fleet
+        view, read with the ops token): a round's quotas are planned from these counts."""
+        import ssl
+
+        import httpx
+
+        if self.coordinator_ops_url is None:
+            raise FedgeError("the coordinator's ops listener is not running ([ops] enabled?)")
+        token = self.ops_token_file.read_text(encoding="ascii").strip()
+        answer = httpx.get(
+            f"{self.coordinator_ops_url}/dashboard/api/fleet",
+            headers={"Authorization": f"Bearer {token}"},
+            verify=ssl.create_default_context(cafile=str(self.pki / "ca.crt")),
+            timeout=10,
+        )
+        answer.raise_for_status()
+        return int(answer.json()["eligible_devices"])
+
+    def wait_for_devices(self, count: int | None = None, *, timeout: float = 300.0) -> None:
+        """Wait until the coordinator counts ``count`` devices (default: all) eligible: a job
+        created sooner plans round 1 for fewer (a secure sum may then get too few to commit)."""
+        want = self.plan.num_devices if count is None else count
+        self.supervisor.wait_until(
+            lambda: self.eligible_devices() >= want,
+            timeout=timeout,
+            what=f"the coordinator to count {want} devices eligible (checked in at their gateways)",
+            interval=0.5,
+        )
 
     def wait_for_job(self, job_id: str, *, timeout: float, on_poll: Any = None) -> Any:
         """Poll the job until completed/failed; returns its JobView."""

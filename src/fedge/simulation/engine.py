@@ -249,6 +249,8 @@ class Simulation:
             rejected=len(acc.rejected),
             seconds=time.perf_counter() - start,
             epsilon=epsilon,
+            balanced_accuracy=None if central is None else central.balanced_accuracy,
+            recall=None if central is None else central.recall_list(),
             extra=extra,
         )
 

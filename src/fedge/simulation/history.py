@@ -27,6 +27,9 @@ class RoundRecord:
     rejected: int  # updates refused (non-finite, mis-shaped...)
     seconds: float  # wall time of the round, evaluation included
     epsilon: float | None = None  # privacy spent so far (when differential privacy is on)
+    # Tasks with per-class recall (``Task.class_recall``), on the same held-out test set:
+    balanced_accuracy: float | None = None  # mean recall over the classes (macro recall)
+    recall: list[float | None] | None = None  # recall of each class, in label order
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -60,23 +63,28 @@ class History:
         json_path.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
         (out / "config.json").write_text(json.dumps(self.config, indent=2) + "\n", encoding="utf-8")
         csv_path = out / "history.csv"
-        fields = [k for k in RoundRecord.__dataclass_fields__ if k != "extra"]
+        fields = [k for k in RoundRecord.__dataclass_fields__ if k not in ("extra", "recall")]
+        classes = max((len(r.recall) for r in self.records if r.recall is not None), default=0)
+        fields += [f"recall_{c}" for c in range(classes)]  # one column per class
         with csv_path.open("w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
             writer.writeheader()
-            writer.writerows(rows)
+            for row in rows:
+                recall = row.get("recall") or []
+                writer.writerow(row | {f"recall_{c}": v for c, v in enumerate(recall)})
         paths = [json_path, csv_path]
         if plot and rows:
             paths.append(self.plot(out / "history.png"))
         return paths
 
     def plot(self, path: str | Path) -> Path:
-        """A PNG of accuracy and loss per round (centralised and federated)."""
+        """A PNG of accuracy (and balanced accuracy) and loss per round."""
         plt = pyplot()
         rounds = [r.round for r in self.records]
         fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
         for attr, label, ax in (
             ("accuracy", "centralised (test set)", ax_acc),
+            ("balanced_accuracy", "balanced accuracy (test set)", ax_acc),
             ("federated_accuracy", "federated (devices)", ax_acc),
             ("loss", "centralised (test set)", ax_loss),
             ("federated_loss", "federated (devices)", ax_loss),

@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING
 from fedge.registry import Registry
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
+    from numpy.typing import NDArray
     from torch import nn
 
     from fedge.data.datasets import ArrayDataset
@@ -42,6 +44,11 @@ class Task:
     values (models reshape inside, e.g. the CNN). ``load_data`` returns (train, test) sets;
     the train set is what partitioners split over devices, the test set is held out for
     centralised evaluation. ``loss`` and ``correct`` work per example.
+
+    ``class_recall`` (optional) maps the logits and labels of a whole evaluation set to the recall
+    of every class (NaN for a class absent from the labels); tasks whose classes are imbalanced
+    set it, and the simulator then reports balanced accuracy and per-class recall, which accuracy
+    alone hides. ``class_names`` name the classes in label order (empty: unnamed).
     """
 
     name: str
@@ -52,6 +59,8 @@ class Task:
     num_classes: int
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = cross_entropy
     correct: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = top1_correct
+    class_recall: Callable[[torch.Tensor, torch.Tensor], NDArray[np.float64]] | None = None
+    class_names: tuple[str, ...] = ()
 
 
 TaskFactory = Callable[[], Task]
@@ -63,9 +72,18 @@ def register_task(name: str) -> Callable[[TaskFactory], TaskFactory]:
     return TASKS.register(name)
 
 
-def get_task(name: str) -> Task:
-    """Build the task registered as ``name`` (built-in tasks are registered on import)."""
+def _register_builtin_tasks() -> None:
     import fedge.tasks.builtin  # registers the built-in tasks
     import fedge.tasks.usecases  # noqa: F401  (registers the edge use-case tasks)
 
+
+def get_task(name: str) -> Task:
+    """Build the task registered as ``name`` (built-in tasks are registered on import)."""
+    _register_builtin_tasks()
     return TASKS.get(name)()
+
+
+def task_names() -> list[str]:
+    """Every registered task's name, the built-in ones included, sorted."""
+    _register_builtin_tasks()
+    return TASKS.names()

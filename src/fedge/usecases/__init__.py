@@ -7,6 +7,9 @@
   Intelligent Driver Model; windows labelled "harsh braking / unsafe headway ahead".
 - Loaders for the public data sets users bring: :mod:`~fedge.usecases.uci_har`,
   :mod:`~fedge.usecases.cwru`, :mod:`~fedge.usecases.cmapss`, and the telemetry CSV layout.
+- Metrics for rare classes: per-class recall (:mod:`~fedge.usecases.metrics`,
+  :mod:`~fedge.usecases.scores`) and, for a binary model read as a score, AUROC, PR-AUC and
+  recall at a false-alarm rate (:mod:`~fedge.usecases.ranking`).
 """
 
 from fedge.usecases.fleet import Fleet, split_fleet, standardize

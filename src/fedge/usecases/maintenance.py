@@ -30,9 +30,16 @@ from numpy.typing import NDArray
 from fedge.usecases.fleet import Fleet
 from fedge.usecases.vibration import BEARINGS, vibration_features, vibration_window
 
-__all__ = ["FAULTS", "MaintenanceConfig", "generate_maintenance", "warning_fleet"]
+__all__ = [
+    "FAULTS",
+    "WARNING_CLASSES",
+    "MaintenanceConfig",
+    "generate_maintenance",
+    "warning_fleet",
+]
 
 FAULTS = ("healthy", "imbalance", "misalignment", "outer_race", "inner_race")
+WARNING_CLASSES = ("normal", "fails_soon")  # the early-warning labels
 _FAULT_MIX = np.array([0.25, 0.25, 0.3, 0.2])  # how common each fault type is
 _FAULT_HEAT = {"imbalance": 2.0, "misalignment": 6.0, "outer": 8.0, "inner": 10.0}  # °C at s=1
 _SIGNAL_FAULT = ("healthy", "imbalance", "misalignment", "outer", "inner")
@@ -158,4 +165,4 @@ def generate_maintenance(
 
 def warning_fleet(fleet: Fleet, warning: NDArray[np.int64]) -> Fleet:
     """The same windows labelled for early warning: 1 = fails within the warning horizon."""
-    return dataclasses.replace(fleet, y=warning, class_names=("normal", "fails_soon"))
+    return dataclasses.replace(fleet, y=warning, class_names=WARNING_CLASSES)

@@ -3,7 +3,9 @@
 On imbalanced use cases accuracy alone flatters a model that always answers "healthy" (0.895
 on the maintenance test set); :class:`ClassScores` carries the recall of every class and their
 mean (macro recall, a.k.a. balanced accuracy), and :func:`majority_scores` is the baseline a
-useful model must beat.
+useful model must beat. :func:`logits_recall` is the use-case tasks' ``Task.class_recall`` hook
+(the simulator's per-round balanced accuracy); :func:`positive_scores` reads a binary model as a
+score, P(class 1) per window, for :mod:`fedge.usecases.ranking`.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from fedge.errors import DataError
 from fedge.usecases.metrics import per_class_recall
 
 if TYPE_CHECKING:
+    import torch
+
     from fedge.tasks.base import Task
 
-__all__ = ["ClassScores", "class_scores", "majority_scores"]
+__all__ = ["ClassScores", "class_scores", "logits_recall", "majority_scores", "positive_scores"]
 
 
 @dataclass(frozen=True)
@@ -62,10 +66,15 @@ def _scores(labels: NDArray[np.int64], predictions: NDArray[np.int64], k: int) -
     )
 
 
-def class_scores(
-    task: Task, params: Mapping[str, np.ndarray], x: NDArray[np.float32], y: NDArray[np.int64]
-) -> ClassScores:
-    """Scores of the task's model with ``params`` on (x, y) (arg-max class)."""
+def logits_recall(
+    logits: torch.Tensor, labels: torch.Tensor, num_classes: int
+) -> NDArray[np.float64]:
+    """Per-class recall of the arg-max of ``logits`` (NaN for a class absent from ``labels``)."""
+    predicted = logits.argmax(dim=-1).numpy().astype(np.int64)
+    return per_class_recall(labels.numpy().astype(np.int64), predicted, num_classes)
+
+
+def _logits(task: Task, params: Mapping[str, np.ndarray], x: NDArray[np.float32]) -> torch.Tensor:
     import torch
 
     from fedge.core.params import load_into_module
@@ -74,9 +83,26 @@ def class_scores(
     load_into_module(model, params)
     model.eval()
     with torch.no_grad():
-        predicted = model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
-    labels = np.asarray(y, dtype=np.int64)
-    return _scores(labels, predicted.argmax(dim=1).numpy().astype(np.int64), task.num_classes)
+        out: torch.Tensor = model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+    return out
+
+
+def class_scores(
+    task: Task, params: Mapping[str, np.ndarray], x: NDArray[np.float32], y: NDArray[np.int64]
+) -> ClassScores:
+    """Scores of the task's model with ``params`` on (x, y) (arg-max class)."""
+    predicted = _logits(task, params, x).argmax(dim=1).numpy().astype(np.int64)
+    return _scores(np.asarray(y, dtype=np.int64), predicted, task.num_classes)
+
+
+def positive_scores(
+    task: Task, params: Mapping[str, np.ndarray], x: NDArray[np.float32]
+) -> NDArray[np.float64]:
+    """P(class 1) per row of a binary task's model: the anomaly / early-warning score."""
+    if task.num_classes != 2:
+        raise DataError(f"task {task.name!r} has {task.num_classes} classes; a score needs 2")
+    probabilities = _logits(task, params, x).softmax(dim=1)
+    return probabilities[:, 1].numpy().astype(np.float64)
 
 
 def majority_scores(y: NDArray[np.int64], num_classes: int) -> ClassScores:

@@ -28,6 +28,7 @@ from fedge.usecases.traffic import RADAR_RANGE_M, ROADS, WEATHER, Telemetry
 
 __all__ = [
     "CSV_COLUMNS",
+    "EVENT_CLASSES",
     "WindowSpec",
     "read_telemetry_csv",
     "telemetry_fleet",
@@ -47,6 +48,7 @@ CSV_COLUMNS = (
     "road_type",
     "weather",
 )
+EVENT_CLASSES = ("safe", "event_ahead")  # no event / harsh braking or unsafe headway ahead
 _FEATURES = (
     "speed_last", "speed_mean", "speed_change", "accel_last", "accel_min", "accel_mean",
     "jerk_last", "brake_max", "brake_last", "headway_last", "headway_min", "headway_change",
@@ -129,7 +131,7 @@ def telemetry_fleet(logs: Sequence[Telemetry], spec: WindowSpec = WindowSpec()) 
         group=np.concatenate(grp),
         raw_bytes=np.concatenate(raw),
         feature_names=_FEATURES,
-        class_names=("safe", "event_ahead"),
+        class_names=EVENT_CLASSES,
     )
 
 

@@ -46,6 +46,7 @@ from fedge.usecases.fleet import Fleet
 
 __all__ = [
     "ACTIVITIES",
+    "ANOMALY_CLASSES",
     "WearablesConfig",
     "anomaly_fleet",
     "generate_wearables",
@@ -53,6 +54,7 @@ __all__ = [
 ]
 
 ACTIVITIES = ("sitting", "standing", "walking", "stairs", "running")
+ANOMALY_CLASSES = ("normal", "abnormal_hr")  # the heart-rate anomaly labels
 _MIX = np.array([0.35, 0.2, 0.27, 0.08, 0.10])  # population share of each activity
 _INTENSITY = np.array([0.0, 0.05, 0.28, 0.45, 0.72])  # fraction of heart-rate reserve
 _BANDS_HZ = ((0.3, 1.0), (1.0, 1.5), (1.5, 2.2), (2.2, 3.2), (3.2, 5.0), (5.0, 10.0))
@@ -328,4 +330,4 @@ def generate_wearables(
 
 def anomaly_fleet(fleet: Fleet, anomaly: NDArray[np.int64]) -> Fleet:
     """The same windows labelled for abnormal heart-rate response (1 = abnormal)."""
-    return dataclasses.replace(fleet, y=anomaly, class_names=("normal", "abnormal_hr"))
+    return dataclasses.replace(fleet, y=anomaly, class_names=ANOMALY_CLASSES)
