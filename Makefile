@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit bench clean
+.PHONY: install demo test lint typecheck unit bench bench-full clean
 
 install: $(STAMP)
 
@@ -33,8 +33,13 @@ test: install lint typecheck
 unit: install
 	$(PY) -m pytest -q -m "not integration and not slow"
 
+# every benchmark in turn: quick settings, results in a scratch directory (bench-full: the
+# README's settings, results in benchmarks/results; it takes hours on 2 cores)
 bench: install
 	$(PY) benchmarks/run_all.py
+
+bench-full: install
+	$(PY) benchmarks/run_all.py --full
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache

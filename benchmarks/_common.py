@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+# where benchmarks write their results: benchmarks/results (the README's figures), unless
+# FEDGE_BENCH_RESULTS names another directory (run_all.py's quick runs write to a scratch one)
+RESULTS = Path(os.environ.get("FEDGE_BENCH_RESULTS") or ROOT / "benchmarks" / "results")
 
 
 def run_worker(module_args: list[str], *, timeout: float = 1800) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from typing import Any
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, table
+from _common import RESULTS, ROOT, table
 
 from fedge.coordinator.audit import AuditLog
 from fedge.coordinator.schema import ParticipantRow
@@ -171,7 +171,7 @@ def main() -> None:
     headers = ["database", "plain insert ms", "append ms", "vs plain", "4 writers /s",
                "1000-device round ms", "verify /s", "one chain"]  # fmt: skip
     print(table(headers, rows))
-    out = ROOT / "benchmarks" / "results" / "audit.json"
+    out = RESULTS / "audit.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out.relative_to(ROOT)}")
 

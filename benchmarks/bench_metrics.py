@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
-from _common import ROOT, table
+from _common import RESULTS, table
 
 from fedge.identity import PeerVerifier, init_pki, issue
 from fedge.telemetry.metrics import (
@@ -119,7 +119,7 @@ def main() -> None:
     ]
     text = "\n".join(lines)
     print(text)
-    out = ROOT / "benchmarks" / "results"
+    out = RESULTS
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.txt").write_text(text + "\n")
     result = {

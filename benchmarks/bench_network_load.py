@@ -60,7 +60,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ROOT, table
+from _common import RESULTS, table
 
 from fedge.demo import federation
 from fedge.demo.federation import (
@@ -73,7 +73,6 @@ from fedge.identity import init_pki, list_certificates
 from fedge.identity.pki import CertificateRequest, issue_many
 from fedge.transport.messages import JobSpec
 
-RESULTS = ROOT / "benchmarks" / "results"
 _CLK = os.sysconf("SC_CLK_TCK")
 
 

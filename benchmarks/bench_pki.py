@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, table
+from _common import RESULTS, table
 
 from fedge.identity import Role
 from fedge.identity.pki import CertificateRequest, init_pki, issue, issue_many
@@ -76,7 +76,7 @@ def main() -> None:
     ]  # fmt: skip
     print(table(["how", f"seconds for {args.n}", "ms per certificate"], rows))
     print(f"issue_many is {result['speedup']}x faster than {args.n} separate calls")
-    out = ROOT / "benchmarks" / "results" / "pki_issue.json"
+    out = RESULTS / "pki_issue.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
 

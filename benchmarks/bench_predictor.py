@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, table
+from _common import RESULTS, table
 
 from fedge.core.params import Params, from_module
 from fedge.device.predictor import RUNTIMES, Predictor
@@ -212,7 +212,7 @@ def main() -> None:
     load_after = os.getloadavg()
     print(f"\nload average (1, 5, 15 min): {load_before} before, {load_after} after"
           f" on {os.cpu_count()} CPUs")  # fmt: skip
-    out = ROOT / "benchmarks" / "results" / "predictor.json"
+    out = RESULTS / "predictor.json"
     result = {
         "quick": args.quick,
         "samples": n,

@@ -52,9 +52,9 @@ from fedge.privacy import (
 )
 
 try:
-    from _common import ROOT, table
+    from _common import RESULTS, table
 except ImportError:  # imported as benchmarks.bench_privacy
-    from benchmarks._common import ROOT, table
+    from benchmarks._common import RESULTS, table
 
 logging.getLogger("absl").setLevel(logging.ERROR)
 PARAMS_2NN = 784 * 200 + 200 + 200 * 200 + 200 + 200 * 10 + 10
@@ -289,7 +289,7 @@ def utility_vs_privacy(strategies: list[str], rounds: int, distributed: bool) ->
               f"{central[r['target_epsilon']]['last5']:.4f}", f"{r['seconds']:.0f}"]
              for r in dist],
         ))  # fmt: skip
-    out = ROOT / "benchmarks" / "results"
+    out = RESULTS
     out.mkdir(parents=True, exist_ok=True)
     _plot(runs, out / "privacy_utility.png", strategies[0])
     (out / "privacy_utility.json").write_text(json.dumps(runs, indent=2) + "\n")

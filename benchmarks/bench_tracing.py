@@ -34,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
-from _common import ROOT, table
+from _common import RESULTS, table
 
 from fedge.identity import PeerVerifier, init_pki, issue
 from fedge.telemetry.round_trace import RoundTrace
@@ -172,7 +172,7 @@ def main() -> None:
     ]
     text = "\n".join(lines)
     print(text)
-    out = ROOT / "benchmarks" / "results"
+    out = RESULTS
     out.mkdir(parents=True, exist_ok=True)
     (out / "tracing.txt").write_text(text + "\n")
     (out / "tracing.json").write_text(

@@ -207,7 +207,14 @@ def test_gateway_killed_mid_round(fleet: Fleet, victim_site: str, min_devices: i
     marks = logs.marks()
     commits = min_devices <= DEVICES
     rounds = 2 if commits else 1  # either way: round 1 without the gateway, round 2 with it
-    spec = job_spec(f"gwkill-{victim_site}", rounds=rounds, min_devices=min_devices)
+    # 8 epochs keep the devices training for a while, so the gateway dies before its partial goes
+    spec = job_spec(
+        f"gwkill-{victim_site}",
+        rounds=rounds,
+        min_devices=min_devices,
+        training_deadline_s=15.0,
+        plan=TrainingPlan(epochs=8, batch_size=10, lr=0.05),
+    )
     job = create_job(fed, spec).id
     # both sites have their work (the pause below stops hand-outs to a gateway that has none)
     for gw in (gateway, f"gw-{other}"):

@@ -11,8 +11,6 @@ in its outbox and arrives once when the link is back, and the round commits.
 
 from __future__ import annotations
 
-import contextlib
-import select
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,29 +52,18 @@ class UploadTripwire(TcpProxy):
     armed: int | None = None
     tripped = False
 
-    def _pump(self, a: socket.socket, b: socket.socket) -> None:  # a: client, b: upstream
-        pair, sent = {a: b, b: a}, 0  # client bytes since the server last answered
-        try:
-            while self._up.is_set() and not self._stop.is_set():
-                ready, _, _ = select.select([a, b], [], [], 0.2)
-                for s in ready:
-                    data = s.recv(65536)
-                    if not data:
-                        return
-                    sent = sent + len(data) if s is a else 0
-                    if s is a and self.armed is not None and sent > self.armed:
-                        self.armed, self.tripped = None, True
-                        self.cut()
-                        return
-                    pair[s].sendall(data)
-        except OSError:
-            return
-        finally:
-            with self._lock:
-                for s in (a, b):
-                    self._conns.discard(s)
-                    with contextlib.suppress(OSError):
-                        s.close()
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._sent: dict[socket.socket, int] = {}  # client bytes since the server last answered
+        super().__init__(*args, **kwargs)
+
+    def forward(self, client: socket.socket, data: bytes, from_client: bool) -> bool:
+        sent = self._sent.get(client, 0) + len(data) if from_client else 0
+        self._sent[client] = sent
+        if from_client and self.armed is not None and sent > self.armed:
+            self.armed, self.tripped = None, True
+            self.cut()
+            return False
+        return True
 
 
 @pytest.fixture(scope="module")

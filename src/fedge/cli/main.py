@@ -66,10 +66,12 @@ def cli(log_level: str, log_format: Literal["text", "json"]) -> None:
 @cli.command("tasks")
 def tasks_command() -> None:
     """List the registered tasks (model + data bundles)."""
-    from fedge.tasks import TASKS, get_task
+    from fedge.tasks import get_task, task_names
 
-    for name in TASKS.names():
-        click.echo(f"{name:16s} {get_task(name).description}")
+    names = task_names()
+    width = max(map(len, names), default=0)
+    for name in names:
+        click.echo(f"{name:{width}s}  {get_task(name).description}")
 
 
 @cli.command("strategies")

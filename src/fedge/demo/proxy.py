@@ -80,14 +80,19 @@ class TcpProxy:
                 self._conns.update((client, upstream))
             threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
 
-    def _pump(self, a: socket.socket, b: socket.socket) -> None:
+    def forward(self, client: socket.socket, data: bytes, from_client: bool) -> bool:
+        """Called with each chunk before it is forwarded; False drops it and the connection.
+        Subclasses inject failures here (e.g. cut the link at a large upload)."""
+        return True
+
+    def _pump(self, a: socket.socket, b: socket.socket) -> None:  # a: client, b: upstream
         pair = {a: b, b: a}
         try:
             while self._up.is_set() and not self._stop.is_set():
                 ready, _, _ = select.select([a, b], [], [], 0.2)
                 for s in ready:
                     data = s.recv(65536)
-                    if not data:
+                    if not data or not self.forward(a, data, s is a):
                         return
                     pair[s].sendall(data)
                     self.bytes_forwarded += len(data)
