@@ -26,11 +26,11 @@ def ran(tmp_path: Path) -> CoordinatorService:
     """Job ``digits``: round 1 committed with four devices, round 2 abandoned (nobody came)."""
     clock = Clock()
     svc = make_service(tmp_path, clock)
-    svc.create_job(ADMIN, spec(rounds=3))
+    svc.admin.create_job(ADMIN, spec(rounds=3))
     run_plain_round(svc, clock, 1)  # round 1 commits, round 2 opens
     clock.now += 500
     svc.tick()  # round 2: nobody took it before its deadline
-    rounds = svc.get_job(ADMIN, "digits").rounds
+    rounds = svc.admin.get_job(ADMIN, "digits").rounds
     assert [r.state for r in rounds[:2]] == ["committed", "abandoned"]
     return svc
 
@@ -48,7 +48,7 @@ def test_report_writes_png_and_html_with_the_jobs_numbers(
     assert png.read_bytes().startswith(PNG_MAGIC)
     assert matplotlib.image.imread(png).shape[:2] == (800, 1200)
     text = page.read_text()
-    first = ran.get_job(ADMIN, "digits").rounds[0]
+    first = ran.admin.get_job(ADMIN, "digits").rounds[0]
     assert first.accuracy is not None and first.loss is not None
     assert f"{first.accuracy:.4f}" in text and f"{first.loss:.4f}" in text
     assert re.search(r"<th>rounds committed</th><td>1 of 3</td>", text)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fedge.coordinator import ArtifactStore, CoordinatorService, CoordinatorSettings, Store
-from fedge.coordinator.secure import SecAggAuthority
+from fedge.coordinator.secure_setup import SecAggAuthority
 from fedge.identity import PkiPaths, RevocationChecker, init_pki, issue, load_certificate, revoke
 from fedge.identity.certificates import identity_from_certificate
 from fedge.telemetry.audit import AuditEntry
@@ -46,7 +46,7 @@ def test_a_canary_halt_is_a_rollback_by_the_canary(tmp_path: Path) -> None:
     v2 = second_version(svc, v1)
     canary, _ = split(svc, v2)
     svc.report_health(canary, "digits", report(v2, 2, "accuracy", "d2"))  # failed: halted
-    assert svc.get_model(ADMIN, v2).status == "rolled_back"
+    assert svc.admin.get_model(ADMIN, v2).status == "rolled_back"
     audit = svc.driver.audit
     (halt,) = _only(audit.entries(kinds=["rollback"]), "rollback", "canary")
     assert halt.subject == "digits"

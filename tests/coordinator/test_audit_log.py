@@ -123,11 +123,11 @@ def svc(tmp_path: Path, clock: Clock) -> CoordinatorService:
 
 
 def test_a_round_and_admin_actions_are_recorded(svc: CoordinatorService, clock: Clock) -> None:
-    svc.create_job(ADMIN, spec(rounds=2))
+    svc.admin.create_job(ADMIN, spec(rounds=2))
     run_plain_round(svc, clock, 1)
-    svc.revoke_device(ADMIN, "d4")
+    svc.admin.revoke_device(ADMIN, "d4")
     other_admin = identity(Role.ADMIN, "alice")
-    svc.pause_job(other_admin, "digits")
+    svc.admin.pause_job(other_admin, "digits")
 
     audit = svc.driver.audit
     assert audit.verify().intact
@@ -159,7 +159,7 @@ def test_a_round_and_admin_actions_are_recorded(svc: CoordinatorService, clock: 
 def test_a_round_cut_short_by_a_restart_is_recorded(
     svc: CoordinatorService, clock: Clock, tmp_path: Path
 ) -> None:
-    svc.create_job(ADMIN, spec())
+    svc.admin.create_job(ADMIN, spec())
     checkin(svc, GW_A)
     checkin(svc, GW_B)
     svc.tick()

@@ -60,7 +60,7 @@ def _service(tmp: Path, fleet: Fleet, clock: Clock) -> CoordinatorService:
 
 
 def _open(svc: CoordinatorService, gw: Identity) -> ParamSpec:
-    svc.create_job(ADMIN, spec(devices_per_round=2, min_devices=1, rounds=1))
+    svc.admin.create_job(ADMIN, spec(devices_per_round=2, min_devices=1, rounds=1))
     req = m.GatewayCheckIn(
         gateway_id=gw.name, site=str(gw.site), nonce=m.new_nonce(),
         online_devices=2, eligible_devices=2,
@@ -160,4 +160,4 @@ def test_the_gateway_registers_its_devices_before_a_partial_names_them(
     assert uplink.delivered == 1 and uplink.discarded == 0
     assert [p.device_id for p in svc.store.participants("digits", task.round)] == ["d-s1-0"]
     svc.tick()
-    assert svc.get_job(ADMIN, "digits").rounds[0].state == "committed"
+    assert svc.admin.get_job(ADMIN, "digits").rounds[0].state == "committed"

@@ -76,7 +76,7 @@ def _residual(got: Params, want: Params) -> np.ndarray:
 
 
 def test_secure_round_carries_the_planned_noise_and_records_epsilon(dp_world: World) -> None:
-    dp_world.svc.create_job(ADMIN, _spec())
+    dp_world.svc.admin.create_job(ADMIN, _spec())
     rt = dp_world.svc.driver.jobs["secure"]
     noise = rt.privacy_plan.distributed if rt.privacy_plan else None
     assert noise is not None and noise.devices == 3  # planned for min_devices survivors
@@ -101,12 +101,12 @@ def test_secure_round_carries_the_planned_noise_and_records_epsilon(dp_world: Wo
     assert rnd.epsilon is not None and rnd.epsilon > 0
     assert rt.privacy_plan is not None and rt.privacy_plan.accountant is not None
     assert rnd.epsilon == pytest.approx(rt.privacy_plan.accountant.epsilon())
-    view = dp_world.svc.get_job(ADMIN, "secure")
+    view = dp_world.svc.admin.get_job(ADMIN, "secure")
     assert view.delta == pytest.approx(rt.privacy_plan.delta)
 
 
 def test_a_dropout_leaves_the_noise_of_the_survivors(dp_world: World) -> None:
-    dp_world.svc.create_job(ADMIN, _spec())
+    dp_world.svc.admin.create_job(ADMIN, _spec())
     rt = dp_world.svc.driver.jobs["secure"]
     assert rt.privacy_plan is not None and rt.privacy_plan.distributed is not None
     noise = rt.privacy_plan.distributed
@@ -126,7 +126,7 @@ def test_a_dropout_leaves_the_noise_of_the_survivors(dp_world: World) -> None:
 
 def test_network_and_simulator_agree_on_epsilon(dp_world: World) -> None:
     spec = _spec(rounds=3, min_devices=6)  # the simulator plans for K survivors
-    dp_world.svc.create_job(ADMIN, spec)
+    dp_world.svc.admin.create_job(ADMIN, spec)
     rt = dp_world.svc.driver.jobs["secure"]
     sim = SimulationPrivacy(
         load_privacy_config(PRIVACY),
@@ -174,7 +174,7 @@ def test_the_example_job_is_accepted(dp_world: World) -> None:
 
     path = Path(__file__).parents[2] / "examples" / "job_digits_dp_secagg.toml"
     spec = m.JobSpec.model_validate(tomllib.loads(path.read_text()))
-    view = dp_world.svc.create_job(ADMIN, spec)
+    view = dp_world.svc.admin.create_job(ADMIN, spec)
     rt = dp_world.svc.driver.jobs[view.id]
     assert rt.privacy_plan is not None and rt.privacy_plan.distributed is not None
     assert rt.privacy_plan.distributed.devices == spec.min_devices

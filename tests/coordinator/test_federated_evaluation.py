@@ -61,7 +61,7 @@ def _initial(svc: object) -> str:
 def test_partials_sums_land_on_the_rounds_starting_model(tmp_path: Path) -> None:
     clock = Clock()
     svc = make_service(tmp_path, clock)
-    svc.create_job(ADMIN, spec(rounds=2))
+    svc.admin.create_job(ADMIN, spec(rounds=2))
     svc.tick()
     initial = _initial(svc)
     run_plain_round(
@@ -73,31 +73,31 @@ def test_partials_sums_land_on_the_rounds_starting_model(tmp_path: Path) -> None
             "gw-b": EvaluationSums(10, 8.0, 5.0, 1),  # one of its two devices evaluated
         },
     )
-    (v1,) = [v for v in svc.list_models(ADMIN, "digits") if v.round == 1]
-    first = svc.get_model(ADMIN, initial)
+    (v1,) = [v for v in svc.admin.list_models(ADMIN, "digits") if v.round == 1]
+    first = svc.admin.get_model(ADMIN, initial)
     assert first.federated == m.FederatedEvaluationView(
         accuracy=20 / 40, loss=65 / 40, examples=40, devices=3
     )
     assert v1.federated is None and v1.parent_sha256 == initial  # evaluated by round 2's devices
     run_plain_round(svc, clock, 2, evaluation={"gw-a": EvaluationSums(50, 45.0, 10.0, 2)})
-    v1 = svc.get_model(ADMIN, v1.sha256)
+    v1 = svc.admin.get_model(ADMIN, v1.sha256)
     assert v1.federated is not None and (v1.federated.accuracy, v1.federated.devices) == (0.9, 2)
-    diff = svc.diff_models(ADMIN, initial, v1.sha256)
+    diff = svc.admin.diff_models(ADMIN, initial, v1.sha256)
     assert diff.metric_deltas["federated_accuracy"] == pytest.approx(0.9 - 0.5)
     assert diff.metric_deltas["federated_loss"] == pytest.approx(10 / 50 - 65 / 40)
-    (v2,) = [v for v in svc.list_models(ADMIN, "digits") if v.round == 2]
-    later = svc.diff_models(ADMIN, v1.sha256, v2.sha256)  # v2: not evaluated by devices yet
+    (v2,) = [v for v in svc.admin.list_models(ADMIN, "digits") if v.round == 2]
+    later = svc.admin.diff_models(ADMIN, v1.sha256, v2.sha256)  # v2: not evaluated by devices yet
     assert set(later.metric_deltas) == {"accuracy", "loss"}
 
 
 def test_a_round_without_evaluation_records_none(tmp_path: Path) -> None:
     clock = Clock()
     svc = make_service(tmp_path, clock)
-    svc.create_job(ADMIN, spec(rounds=1))
+    svc.admin.create_job(ADMIN, spec(rounds=1))
     svc.tick()
     initial = _initial(svc)
     run_plain_round(svc, clock, 1)
-    assert svc.get_model(ADMIN, initial).federated is None
+    assert svc.admin.get_model(ADMIN, initial).federated is None
     row = svc.store.get_model_version(initial)
     assert row is not None and row.federated_examples is None
 
@@ -152,7 +152,7 @@ def test_bad_partial_evaluation_is_refused_like_any_bad_partial(
 def test_a_refused_partial_leaves_no_evaluation_and_dp_rounds_take_none(tmp_path: Path) -> None:
     clock = Clock()
     svc = make_service(tmp_path, clock)
-    svc.create_job(
+    svc.admin.create_job(
         ADMIN,
         spec(rounds=1, privacy={"mode": "central", "clip_norm": 1.0, "noise_multiplier": 1.0}),
     )
@@ -170,7 +170,7 @@ def test_a_refused_partial_leaves_no_evaluation_and_dp_rounds_take_none(tmp_path
 def test_a_direct_device_reports_its_evaluation_to_the_coordinator(tmp_path: Path) -> None:
     clock = Clock()
     svc = make_service(tmp_path, clock)
-    svc.create_job(ADMIN, spec(rounds=1, devices_per_round=1, min_devices=1))
+    svc.admin.create_job(ADMIN, spec(rounds=1, devices_per_round=1, min_devices=1))
     device = coordinator_identity(Role.DEVICE, "solo", "s9")
     request = m.CheckInRequest(
         device_id="solo",
@@ -191,7 +191,7 @@ def test_a_direct_device_reports_its_evaluation_to_the_coordinator(tmp_path: Pat
     assert svc.submit_update(device, "digits", 1, update_payload("solo", "digits", 1, u, **good))
     clock.now += 61
     svc.tick()
-    view = svc.get_model(ADMIN, task.model_sha256)
+    view = svc.admin.get_model(ADMIN, task.model_sha256)
     assert view.federated == m.FederatedEvaluationView(
         accuracy=0.8, loss=0.4, examples=50, devices=1
     )
@@ -235,7 +235,7 @@ class _Link:
 def test_one_real_round_through_devices_gateway_and_coordinator(tmp_path: Path) -> None:
     clock = Clock(time.time())  # the gateway and the devices keep real time
     svc = make_service(tmp_path, clock)
-    svc.create_job(ADMIN, spec(rounds=1, devices_per_round=3, min_devices=3))
+    svc.admin.create_job(ADMIN, spec(rounds=1, devices_per_round=3, min_devices=3))
     gateway = GatewayService(
         gateway_id="gw-a",
         site="s1",
@@ -257,7 +257,7 @@ def test_one_real_round_through_devices_gateway_and_coordinator(tmp_path: Path) 
     assert svc.submit_partial(GW_A, "digits", 1, item.payload).accepted
     clock.now += 1
     svc.tick()
-    assert svc.get_job(ADMIN, "digits").state == "completed"
+    assert svc.admin.get_job(ADMIN, "digits").state == "completed"
     # the reference: the starting model on each device's own data, one example one vote
     task = get_task("digits_mlp")
     weights = to_torch(model_params(svc, initial), copy=True)
@@ -268,7 +268,7 @@ def test_one_real_round_through_devices_gateway_and_coordinator(tmp_path: Path) 
         examples += ev.num_examples
         correct += ev.accuracy * ev.num_examples
         loss += ev.loss * ev.num_examples
-    view = svc.get_model(ADMIN, initial).federated
+    view = svc.admin.get_model(ADMIN, initial).federated
     assert view is not None and (view.devices, view.examples) == (3, int(examples))
     assert view.accuracy == pytest.approx(correct / examples, abs=1e-9)
     assert view.loss == pytest.approx(loss / examples, rel=1e-5)

@@ -34,11 +34,11 @@ def test_a_held_direct_device_gets_its_task_when_the_round_opens(
     svc = CoordinatorService(
         Store(f"sqlite:///{tmp_path / 'coord.db'}"), ArtifactStore(tmp_path / "a"), settings
     )
-    svc.create_job(ADMIN, spec(devices_per_round=1, min_devices=1, rounds=1))
+    svc.admin.create_job(ADMIN, spec(devices_per_round=1, min_devices=1, rounds=1))
     svc.tick()  # planned: no device has been seen yet
     paths = fleet.paths
     app = build_app(
-        device=svc, uplink=svc, admin=svc,
+        device=svc, uplink=svc, admin=svc.admin,
         verifier=PeerVerifier(paths.ca_cert, paths.crl), long_poll=svc.long_poll,
     )  # fmt: skip
     tls = ServerTls(paths.ca_cert, fleet.cert("coordinator"), paths.key_for("coordinator"))
@@ -63,7 +63,7 @@ def test_a_held_direct_device_gets_its_task_when_the_round_opens(
         while svc.long_poll.held == 0 or svc.store.get_device("d-s1-0") is None:
             assert time.monotonic() < deadline, "the check-in was never held"
             time.sleep(0.02)
-        assert answers == [] and svc.get_job(ADMIN, "digits").rounds[0].state == "planned"
+        assert answers == [] and svc.admin.get_job(ADMIN, "digits").rounds[0].state == "planned"
         svc.tick()  # the device is now seen: the round opens with a direct quota of 1
         thread.join(HOLD_S + 60)
     (task,) = answers

@@ -54,11 +54,11 @@ def test_follow_promotion_rollback_and_refusals(tmp_path: Path) -> None:
     x = np.zeros((2, 64), dtype=np.float32)
     assert predictor.predict(x).version == "digits/r1"
 
-    acc = svc.get_model(ADMIN, v1).metrics["accuracy"]
+    acc = svc.admin.get_model(ADMIN, v1).metrics["accuracy"]
     add_version(svc, v1, 2, acc + 0.01, 1.01)  # the gate promotes it
     assert follower.sync() == "digits/r2" and link.downloads == 2
 
-    svc.rollback_model(ADMIN, "digits")  # coordinator rolls back: r1 is production again
+    svc.admin.rollback_model(ADMIN, "digits")  # coordinator rolls back: r1 is production again
     assert follower.sync() == "digits/r1"
     assert link.downloads == 2  # r1 was still kept: rolled back without a download
     assert predictor.predict(x).version == "digits/r1"

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from fedge.coordinator import CoordinatorService
+from fedge.coordinator.publish import gate_release
 from fedge.coordinator.registry import STATUSES, ReleaseGate, check_transition
 from fedge.coordinator.releases import sign_version
 from fedge.coordinator.schema import ModelVersionRow
@@ -70,14 +71,14 @@ def add_version(
     release = sign_version(svc.driver.release_key, row, "digits_mlp", float(rnd))
     if release is not None:
         svc.store.add_release(release)
-    svc.driver._gate("digits", sha, {"accuracy": accuracy})  # what a committed round runs
+    gate_release(svc.driver, "digits", sha, {"accuracy": accuracy})  # what a committed round runs
     return sha
 
 
 def test_committed_round_passes_the_gate_with_lineage(tmp_path: Path) -> None:
     svc = signed_service(tmp_path)
     initial, v1 = commit_one_round(svc)
-    views = {v.sha256: v for v in svc.list_models(ADMIN, "digits")}
+    views = {v.sha256: v for v in svc.admin.list_models(ADMIN, "digits")}
     assert views[initial].status == "candidate" and views[initial].round is None
     assert views[v1].status == "production" and views[v1].parent_sha256 == initial
     assert views[v1].status_reason.startswith("release gate: no production version yet")
@@ -88,35 +89,35 @@ def test_committed_round_passes_the_gate_with_lineage(tmp_path: Path) -> None:
 def test_gate_holds_a_worse_candidate_and_admin_operations(tmp_path: Path) -> None:
     svc = signed_service(tmp_path)
     _, v1 = commit_one_round(svc)
-    acc1 = svc.get_model(ADMIN, v1).metrics["accuracy"]
+    acc1 = svc.admin.get_model(ADMIN, v1).metrics["accuracy"]
     v2 = add_version(svc, v1, 2, acc1 + 0.01, 1.01)  # better: promoted, v1 retired
-    assert svc.get_model(ADMIN, v2).status == "production"
-    assert svc.get_model(ADMIN, v1).status == "retired"
+    assert svc.admin.get_model(ADMIN, v2).status == "production"
+    assert svc.admin.get_model(ADMIN, v1).status == "retired"
     v3 = add_version(svc, v2, 3, acc1 - 0.30, 1.02)  # much worse: held as a candidate
-    held = svc.get_model(ADMIN, v3)
+    held = svc.admin.get_model(ADMIN, v3)
     assert held.status == "candidate" and "over the margin" in held.status_reason
 
     # rollback: v2 → rolled_back, v1 back to production
-    restored = svc.rollback_model(ADMIN, "digits")
+    restored = svc.admin.rollback_model(ADMIN, "digits")
     assert restored.sha256 == v1 and restored.status == "production"
-    assert svc.get_model(ADMIN, v2).status == "rolled_back"
+    assert svc.admin.get_model(ADMIN, v2).status == "rolled_back"
     with pytest.raises(ProtocolError):
-        svc.promote_model(ADMIN, v2)  # rolled back is final
+        svc.admin.promote_model(ADMIN, v2)  # rolled back is final
     with pytest.raises(ProtocolError, match="no earlier production"):
-        svc.rollback_model(ADMIN, "digits")  # nothing retired left
+        svc.admin.rollback_model(ADMIN, "digits")  # nothing retired left
 
     # an admin promotes the held candidate by hand; then rejects are refused on production
-    assert svc.promote_model(ADMIN, v3).status == "production"
-    assert svc.get_model(ADMIN, v1).status == "retired"
+    assert svc.admin.promote_model(ADMIN, v3).status == "production"
+    assert svc.admin.get_model(ADMIN, v1).status == "retired"
     with pytest.raises(ProtocolError):
-        svc.reject_model(ADMIN, v3)
+        svc.admin.reject_model(ADMIN, v3)
     v4 = add_version(svc, v3, 4, acc1 - 0.9, 1.03)  # held by the gate
-    assert svc.reject_model(ADMIN, v4).status == "rejected"
+    assert svc.admin.reject_model(ADMIN, v4).status == "rejected"
     with pytest.raises(ProtocolError):
-        svc.promote_model(ADMIN, v4)
-    assert [v.status for v in svc.list_models(ADMIN, "digits")].count("production") == 1
+        svc.admin.promote_model(ADMIN, v4)
+    assert [v.status for v in svc.admin.list_models(ADMIN, "digits")].count("production") == 1
 
-    diff = svc.diff_models(ADMIN, v1, v2)
+    diff = svc.admin.diff_models(ADMIN, v1, v2)
     assert diff.metric_deltas["accuracy"] == pytest.approx(0.01)
     expected = np.sqrt(
         sum(
@@ -127,7 +128,7 @@ def test_gate_holds_a_worse_candidate_and_admin_operations(tmp_path: Path) -> No
     assert diff.l2_distance == pytest.approx(expected, rel=1e-3)
 
     with pytest.raises(AuthorizationError):
-        svc.promote_model(GW_A, v1)
+        svc.admin.promote_model(GW_A, v1)
 
 
 def test_no_automatic_promotion_when_the_gate_is_off(tmp_path: Path) -> None:
@@ -140,4 +141,4 @@ def test_no_automatic_promotion_when_the_gate_is_off(tmp_path: Path) -> None:
         Clock(),
     )
     _, v1 = commit_one_round(svc)
-    assert svc.get_model(ADMIN, v1).status == "candidate"
+    assert svc.admin.get_model(ADMIN, v1).status == "candidate"

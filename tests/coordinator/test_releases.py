@@ -45,7 +45,7 @@ def signed_service(tmp: Path, key: ReleaseSigningKey | None = KEY) -> Coordinato
 
 def commit_one_round(svc: CoordinatorService) -> tuple[str, str]:
     """Create the job and commit round 1; (initial sha, round-1 sha)."""
-    svc.create_job(ADMIN, spec())
+    svc.admin.create_job(ADMIN, spec())
     checkin(svc, GW_A)
     checkin(svc, GW_B)
     svc.tick()
@@ -56,7 +56,7 @@ def commit_one_round(svc: CoordinatorService) -> tuple[str, str]:
         payload = partial_payload(gw, "digits", 1, device_updates(pspec, ids, seed))
         assert svc.submit_partial(gw, "digits", 1, payload).accepted
     svc.tick()
-    first = svc.get_job(ADMIN, "digits").rounds[0]
+    first = svc.admin.get_job(ADMIN, "digits").rounds[0]
     assert first.state == "committed" and first.model_sha256
     return initial, first.model_sha256
 
@@ -80,7 +80,7 @@ def test_coordinator_signs_the_initial_and_every_committed_version(tmp_path: Pat
 
 def test_coordinator_without_a_key_publishes_unsigned_versions(tmp_path: Path) -> None:
     svc = signed_service(tmp_path, key=None)
-    svc.create_job(ADMIN, spec())
+    svc.admin.create_job(ADMIN, spec())
     sha = svc.store.get_job("digits").model_sha256 or ""
     with pytest.raises(UnknownNameError, match="no release signature"):
         svc.release(GW_A, sha)

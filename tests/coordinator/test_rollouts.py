@@ -57,12 +57,12 @@ def seq(release: m.ModelRelease) -> int:
 
 
 def second_version(svc: CoordinatorService, v1: str) -> str:
-    acc = svc.get_model(ADMIN, v1).metrics["accuracy"]
+    acc = svc.admin.get_model(ADMIN, v1).metrics["accuracy"]
     return add_version(svc, v1, 2, acc + 0.01, 1.01)  # the release gate promotes it
 
 
 def split(svc: CoordinatorService, sha: str) -> tuple[Identity, Identity]:
-    view = svc.get_model(ADMIN, sha).rollout
+    view = svc.admin.get_model(ADMIN, sha).rollout
     assert view is not None and view.stage == "canary" and len(view.canary_gateways) == 1
     return (GW_A, GW_B) if view.canary_gateways == ["gw-a"] else (GW_B, GW_A)
 
@@ -82,7 +82,7 @@ def test_every_promotion_and_rollback_is_a_new_signed_manifest(tmp_path: Path) -
     v2 = second_version(svc, v1)
     second = svc.production(GW_B, "digits")
     assert (second.sha256, seq(second)) == (v2, 2)
-    svc.rollback_model(ADMIN, "digits")
+    svc.admin.rollback_model(ADMIN, "digits")
     back = svc.production(GW_A, "digits")
     assert (back.sha256, seq(back), back.metadata["version"]) == (v1, 3, "digits/r1")
 
@@ -107,7 +107,7 @@ def test_canary_widens_after_enough_healthy_reports(tmp_path: Path) -> None:
 
     receipt = svc.report_health(canary, "digits", report(v2, 2))
     assert receipt.accepted and "healthy" in receipt.reason
-    view = svc.get_model(ADMIN, v2)
+    view = svc.admin.get_model(ADMIN, v2)
     assert view.status == "production" and view.rollout is not None
     assert (view.rollout.stage, view.rollout.healthy, view.rollout.failed) == ("widened", 1, 0)
     widened = svc.production(other, "digits")
@@ -121,14 +121,14 @@ def test_canary_halts_on_a_failed_report_and_the_canaries_go_back(tmp_path: Path
     v2 = second_version(svc, v1)
     canary, other = split(svc, v2)
     svc.report_health(canary, "digits", report(v2, 2, "accuracy", "d2"))
-    view = svc.get_model(ADMIN, v2)
+    view = svc.admin.get_model(ADMIN, v2)
     assert view.status == "rolled_back" and "canary rollout halted" in view.status_reason
     assert view.rollout is not None and view.rollout.stage == "halted"
     assert "failed the health check" in view.rollout.reason and view.rollout.failed == 1
     back = svc.production(canary, "digits")  # a NEWER manifest naming the older version
     assert (back.sha256, back.metadata["status"], seq(back)) == (v1, "production", 3)
     assert svc.production(other, "digits") == back
-    assert svc.get_model(ADMIN, v1).status == "production"
+    assert svc.admin.get_model(ADMIN, v1).status == "production"
 
 
 def test_canary_halts_when_the_hold_time_passes_without_enough_reports(tmp_path: Path) -> None:
@@ -139,10 +139,10 @@ def test_canary_halts_when_the_hold_time_passes_without_enough_reports(tmp_path:
     assert isinstance(svc.clock, Clock)
     svc.clock.now += 50
     svc.tick()
-    assert svc.get_model(ADMIN, v2).status == "production"  # still within the hold time
+    assert svc.admin.get_model(ADMIN, v2).status == "production"  # still within the hold time
     svc.clock.now += 51
     svc.tick()
-    view = svc.get_model(ADMIN, v2)
+    view = svc.admin.get_model(ADMIN, v2)
     assert view.status == "rolled_back" and view.rollout is not None
     assert "within the hold time" in view.rollout.reason
 
@@ -152,8 +152,8 @@ def test_an_admin_rollback_during_the_canary_halts_it(tmp_path: Path) -> None:
     _, v1 = commit_one_round(svc)
     v2 = second_version(svc, v1)
     canary, _ = split(svc, v2)
-    svc.rollback_model(ADMIN, "digits")
-    view = svc.get_model(ADMIN, v2).rollout
+    svc.admin.rollback_model(ADMIN, "digits")
+    view = svc.admin.get_model(ADMIN, v2).rollout
     assert view is not None and view.stage == "halted" and "rolled back by admin" in view.reason
     assert svc.production(canary, "digits").sha256 == v1
 
@@ -227,7 +227,7 @@ def test_downgrade_and_replay_are_refused_by_gateway_and_device_and_rollback_wor
 
     link.replay = None
     gateway.production_source = lambda job: svc.production(GW_A, job)
-    svc.rollback_model(ADMIN, "digits")  # rollback: a newer manifest naming r1
+    svc.admin.rollback_model(ADMIN, "digits")  # rollback: a newer manifest naming r1
     assert follower.sync() == "digits/r1"
     assert follower.guard.accepted("digits") is not None
     assert seq(gateway.production(link.peer, "digits")) == 3
@@ -251,15 +251,15 @@ def test_device_health_reports_travel_through_the_gateway_and_halt_a_bad_canary(
 
     assert devices[other.name].sync() == "digits/r1"  # not a canary: keeps r1
     assert devices[canary.name].sync() == "digits/r2"  # canary: loads r2, reports it healthy
-    view = svc.get_model(ADMIN, v2).rollout
+    view = svc.admin.get_model(ADMIN, v2).rollout
     assert view is not None and (view.stage, view.healthy) == ("canary", 1)
 
     assert follower.sync() is None  # r2 fails its holdout check: refused and reported
-    view = svc.get_model(ADMIN, v2).rollout
+    view = svc.admin.get_model(ADMIN, v2).rollout
     assert view is not None and (view.stage, view.failed) == ("halted", 1)
     assert devices[canary.name].sync() == "digits/r1"  # the canaries go back
     assert devices[other.name].sync() == "digits/r1"
-    assert svc.get_model(ADMIN, v2).status == "rolled_back"
+    assert svc.admin.get_model(ADMIN, v2).status == "rolled_back"
 
 
 def test_models_served_are_counted_by_what_the_version_is(tmp_path: Path) -> None:
@@ -278,7 +278,7 @@ def test_models_served_are_counted_by_what_the_version_is(tmp_path: Path) -> Non
 
     try:
         svc = service(tmp_path)
-        svc.create_job(ADMIN, spec())
+        svc.admin.create_job(ADMIN, spec())
         checkin(svc, GW_A)
         svc.tick()
         initial = svc.store.get_job("digits").model_sha256 or ""
@@ -293,7 +293,7 @@ def test_models_served_are_counted_by_what_the_version_is(tmp_path: Path) -> Non
         assert isinstance(svc.clock, Clock)
         svc.clock.now += 91
         svc.tick()  # round 1 commits; the gate makes it production (manifest 1)
-        v1 = svc.get_job(ADMIN, "digits").rounds[0].model_sha256 or ""
+        v1 = svc.admin.get_job(ADMIN, "digits").rounds[0].model_sha256 or ""
         checkin(svc, GW_B)
         v2 = second_version(svc, v1)
         canary, other = split(svc, v2)

@@ -50,7 +50,7 @@ def test_a_plain_round_records_what_each_gateway_sent(tmp_path: Path) -> None:
     clock = Clock()
     svc = make_service(tmp_path, clock)
 
-    svc.create_job(ADMIN, spec(rounds=1, devices_per_round=4, min_devices=2))
+    svc.admin.create_job(ADMIN, spec(rounds=1, devices_per_round=4, min_devices=2))
     parameters = svc.driver.runtime("digits").param_spec.size
     sizes = run_plain_round(svc, clock, 1)
     (traffic,) = svc.driver.stats.traffic("digits")

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from fedge.coordinator import ArtifactStore, CoordinatorService, CoordinatorSettings, Store
-from fedge.coordinator.secure import SecAggAuthority, SecureSettings
+from fedge.coordinator.secure_setup import SecAggAuthority, SecureSettings
 from fedge.core.params import Params, ParamSpec
 from fedge.core.serde import decode_params
 from fedge.device import secure as device_secure
@@ -106,23 +106,23 @@ class ToCoordinator:
         self.carried: list[bytes] = []
 
     def relay_secagg_join(self, job: str, rnd: int, join: m.SecAggJoin) -> m.Receipt:
-        return self.svc.secagg_join(self.gw, job, rnd, join)
+        return self.svc.secagg_uplink.secagg_join(self.gw, job, rnd, join)
 
     def relay_secagg_submit(self, job: str, rnd: int, payload: bytes) -> m.Receipt:
         self.carried.append(payload)
-        return self.svc.secagg_submit(self.gw, job, rnd, payload)
+        return self.svc.secagg_uplink.secagg_submit(self.gw, job, rnd, payload)
 
     def relay_secagg_inbox(self, job: str, rnd: int, device: str, after: int) -> m.SecAggInbox:
-        box = self.svc.secagg_inbox(self.gw, job, rnd, device, after)
+        box = self.svc.secagg_uplink.secagg_inbox(self.gw, job, rnd, device, after)
         self.carried.extend(base64.b64decode(x) for x in box.messages)
         return box
 
     def relay_secagg_batch(self, job: str, rnd: int, batch: m.SecAggBatch) -> m.SecAggBatchReceipt:
         self.carried.extend(base64.b64decode(x.message) for x in batch.messages)
-        return self.svc.secagg_batch(self.gw, job, rnd, batch)
+        return self.svc.secagg_uplink.secagg_batch(self.gw, job, rnd, batch)
 
     def relay_secagg_site_inbox(self, job: str, rnd: int, after: int) -> m.SecAggSiteInbox:
-        box = self.svc.secagg_site_inbox(self.gw, job, rnd, after)
+        box = self.svc.secagg_uplink.secagg_site_inbox(self.gw, job, rnd, after)
         self.carried.extend(base64.b64decode(x.message) for x in box.messages)
         return box
 
@@ -316,7 +316,7 @@ def run_round(
 
 
 def committed(world: World) -> tuple[m.RoundView, Params]:
-    view = world.svc.get_job(ADMIN, "secure")
+    view = world.svc.admin.get_job(ADMIN, "secure")
     rnd = view.rounds[-1]
     assert rnd.state == "committed", rnd.reason
     assert rnd.model_sha256 is not None
@@ -344,7 +344,7 @@ def world(tmp_path: Path, fleet: Fleet) -> Iterator[World]:
 def test_secure_round_commits_the_fedavg_of_all_devices(
     world: World, sessions: list[DeviceSession]
 ) -> None:
-    world.svc.create_job(ADMIN, job_spec())
+    world.svc.admin.create_job(ADMIN, job_spec())
     base = {k: v.copy() for k, v in world.svc.driver.jobs["secure"].state.params.items()}
     tasks = hand_out(world)
     outcomes, updates = run_round(world, tasks, drop_on={})
@@ -370,7 +370,7 @@ def test_secure_round_commits_the_fedavg_of_all_devices(
 
 
 def test_device_dropping_after_masked_input_still_counts(world: World) -> None:
-    world.svc.create_job(ADMIN, job_spec(secure_aggregation=DROPPING))
+    world.svc.admin.create_job(ADMIN, job_spec(secure_aggregation=DROPPING))
     base = {k: v.copy() for k, v in world.svc.driver.jobs["secure"].state.params.items()}
     tasks = hand_out(world)
     outcomes, updates = run_round(world, tasks, drop_on={"d-s1-0": "unmask_response"})
@@ -383,7 +383,7 @@ def test_device_dropping_after_masked_input_still_counts(world: World) -> None:
 
 
 def test_device_dropping_before_masked_input_is_left_out(world: World) -> None:
-    world.svc.create_job(ADMIN, job_spec(secure_aggregation=DROPPING))
+    world.svc.admin.create_job(ADMIN, job_spec(secure_aggregation=DROPPING))
     base = {k: v.copy() for k, v in world.svc.driver.jobs["secure"].state.params.items()}
     tasks = hand_out(world)
     outcomes, updates = run_round(world, tasks, drop_on={"d-s2-1": "masked_input"})
@@ -396,11 +396,11 @@ def test_device_dropping_before_masked_input_is_left_out(world: World) -> None:
 
 
 def test_too_few_devices_abandon_the_round(world: World) -> None:
-    world.svc.create_job(ADMIN, job_spec(rounds=2, secure_aggregation=DROPPING))
+    world.svc.admin.create_job(ADMIN, job_spec(rounds=2, secure_aggregation=DROPPING))
     tasks = hand_out(world)
     drop = {d: "key_advertisement" for d in list(tasks)[:4]}
     run_round(world, tasks, drop_on=drop)
-    view = world.svc.get_job(ADMIN, "secure")
+    view = world.svc.admin.get_job(ADMIN, "secure")
     assert view.rounds[0].state == "abandoned"
     assert "secure aggregation abandoned" in view.rounds[0].reason
     assert view.rounds[0].model_sha256 is None
@@ -429,31 +429,31 @@ def _join(
 
 
 def test_coordinator_refuses_forged_foreign_and_replayed_joins(world: World) -> None:
-    world.svc.create_job(ADMIN, job_spec())
+    world.svc.admin.create_job(ADMIN, job_spec())
     hand_out(world)
     svc, fleet = world.svc, world.fleet
     gw_a = fleet.identity("gw-a")
     with pytest.raises(AuthorizationError, match="not signed by its certificate"):
-        svc.secagg_join(gw_a, "secure", 1, _join(fleet, "d-s1-0", signer="d-s1-1"))
+        svc.secagg_uplink.secagg_join(gw_a, "secure", 1, _join(fleet, "d-s1-0", signer="d-s1-1"))
     with pytest.raises(AuthorizationError, match="not signed by its certificate"):
-        svc.secagg_join(gw_a, "secure", 1, _join(fleet, "d-s1-0", bound_round=7))
+        svc.secagg_uplink.secagg_join(gw_a, "secure", 1, _join(fleet, "d-s1-0", bound_round=7))
     with pytest.raises(AuthorizationError, match="certificate is of"):
-        svc.secagg_join(gw_a, "secure", 1, _join(fleet, "d-s1-0", cert_of="d-s1-1"))
+        svc.secagg_uplink.secagg_join(gw_a, "secure", 1, _join(fleet, "d-s1-0", cert_of="d-s1-1"))
     with pytest.raises(AuthorizationError, match="relays only for site"):
-        svc.secagg_join(gw_a, "secure", 1, _join(fleet, "d-s2-0"))
+        svc.secagg_uplink.secagg_join(gw_a, "secure", 1, _join(fleet, "d-s2-0"))
     with pytest.raises(ProtocolError, match="stale round"):
-        svc.secagg_join(gw_a, "secure", 2, _join(fleet, "d-s1-0", rnd=2))
+        svc.secagg_uplink.secagg_join(gw_a, "secure", 2, _join(fleet, "d-s1-0", rnd=2))
     join = _join(fleet, "d-s1-0")
-    assert svc.secagg_join(gw_a, "secure", 1, join).accepted
-    assert svc.secagg_join(gw_a, "secure", 1, join).duplicate
+    assert svc.secagg_uplink.secagg_join(gw_a, "secure", 1, join).accepted
+    assert svc.secagg_uplink.secagg_join(gw_a, "secure", 1, join).duplicate
     with pytest.raises(ProtocolError, match="already joined"):
-        svc.secagg_join(gw_a, "secure", 1, _join(fleet, "d-s1-0"))
+        svc.secagg_uplink.secagg_join(gw_a, "secure", 1, _join(fleet, "d-s1-0"))
     with pytest.raises(ValidationError):
-        svc.secagg_submit(gw_a, "secure", 1, b"not a message")
+        svc.secagg_uplink.secagg_submit(gw_a, "secure", 1, b"not a message")
 
 
 def test_gateway_refuses_impersonation_and_unknown_rounds(world: World) -> None:
-    world.svc.create_job(ADMIN, job_spec())
+    world.svc.admin.create_job(ADMIN, job_spec())
     hand_out(world)
     relay = world.relays["s1"]
     fleet = world.fleet
@@ -482,7 +482,7 @@ def test_secure_settings_are_validated() -> None:
 def test_secure_jobs_need_the_coordinator_pki(tmp_path: Path) -> None:
     svc = CoordinatorService(Store(f"sqlite:///{tmp_path / 'c.db'}"), ArtifactStore(tmp_path / "a"))
     with pytest.raises(ValidationError, match="without the PKI files"):
-        svc.create_job(ADMIN, job_spec())
+        svc.admin.create_job(ADMIN, job_spec())
     svc.store.close()
     from fedge.coordinator.jobs import validate_spec
 

@@ -103,26 +103,26 @@ class Uplink:
 
     def relay_secagg_join(self, job: str, rnd: int, join: m.SecAggJoin) -> m.Receipt:
         self._call("join")
-        return self.svc.secagg_join(self.gw, job, rnd, join)
+        return self.svc.secagg_uplink.secagg_join(self.gw, job, rnd, join)
 
     def relay_secagg_submit(self, job: str, rnd: int, payload: bytes) -> m.Receipt:
         self._call("submit")
-        receipt = self.svc.secagg_submit(self.gw, job, rnd, payload)
+        receipt = self.svc.secagg_uplink.secagg_submit(self.gw, job, rnd, payload)
         if isinstance(from_wire(payload), RelaySum):
             self.sums.append(payload)
         return receipt
 
     def relay_secagg_inbox(self, job: str, rnd: int, device: str, after: int) -> m.SecAggInbox:
         self._call("inbox")
-        return self.svc.secagg_inbox(self.gw, job, rnd, device, after)
+        return self.svc.secagg_uplink.secagg_inbox(self.gw, job, rnd, device, after)
 
     def relay_secagg_batch(self, job: str, rnd: int, batch: m.SecAggBatch) -> m.SecAggBatchReceipt:
         self._call("batch")
-        return self.svc.secagg_batch(self.gw, job, rnd, batch)
+        return self.svc.secagg_uplink.secagg_batch(self.gw, job, rnd, batch)
 
     def relay_secagg_site_inbox(self, job: str, rnd: int, after: int) -> m.SecAggSiteInbox:
         self._call("site_inbox")
-        return self.svc.secagg_site_inbox(self.gw, job, rnd, after)
+        return self.svc.secagg_uplink.secagg_site_inbox(self.gw, job, rnd, after)
 
 
 class PerDeviceRelay:
@@ -283,7 +283,7 @@ def hand_out(world: World) -> dict[str, m.TaskAssignment]:
 
 def secure_job(world: World, **over: Any) -> dict[str, m.TaskAssignment]:
     n = len(world.fleet.devices)
-    world.svc.create_job(ADMIN, job_spec(devices_per_round=n, **over))
+    world.svc.admin.create_job(ADMIN, job_spec(devices_per_round=n, **over))
     return hand_out(world)
 
 
@@ -516,7 +516,7 @@ def test_batch_items_are_checked_one_by_one(
             m.SecAggRelayed(device_id="d-s1-0", message=base64.b64encode(fake_sum).decode()),
         ],
     )
-    receipt = svc.secagg_batch(gw_a, "secure", 1, batch)
+    receipt = svc.secagg_uplink.secagg_batch(gw_a, "secure", 1, batch)
     ok, forged, foreign = receipt.joins
     assert ok.accepted and not ok.duplicate
     assert (forged.accepted, forged.status) == (False, 403) and "not signed" in forged.reason
@@ -527,9 +527,9 @@ def test_batch_items_are_checked_one_by_one(
     assert relay_sum.status == 400 and "relay sums go to" in relay_sum.reason
     assert svc.driver.live["secure"].secure is not None
     assert svc.driver.live["secure"].secure.joined == {"d-s1-0"}  # only the good item counted
-    again = svc.secagg_batch(gw_a, "secure", 1, m.SecAggBatch(joins=[batch.joins[0]]))
+    again = svc.secagg_uplink.secagg_batch(gw_a, "secure", 1, m.SecAggBatch(joins=[batch.joins[0]]))
     assert again.joins[0].duplicate
-    box = svc.secagg_site_inbox(fleet.identity("gw-b"), "secure", 1, 0)
+    box = svc.secagg_uplink.secagg_site_inbox(fleet.identity("gw-b"), "secure", 1, 0)
     assert box.messages == [] and box.state == "joining"  # gw-b's log holds none of gw-a's
 
 

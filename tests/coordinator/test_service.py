@@ -51,11 +51,11 @@ def svc(tmp_path: Path, clock: Clock) -> CoordinatorService:
 
 def _open_round(svc: CoordinatorService, **over: object) -> tuple[Params, ParamSpec]:
     """Create the job, let both gateways check in, open round 1; the initial params."""
-    view = svc.create_job(ADMIN, spec(**over))
+    view = svc.admin.create_job(ADMIN, spec(**over))
     checkin(svc, GW_A)
     checkin(svc, GW_B)
     svc.tick()
-    job = svc.get_job(ADMIN, view.id)
+    job = svc.admin.get_job(ADMIN, view.id)
     assert job.rounds[-1].state == "configuring", job.rounds
     base = model_params(svc, svc.store.get_job(view.id).model_sha256 or "")
     return base, ParamSpec.of(base)
@@ -74,7 +74,7 @@ def test_full_round_commits_the_fedavg_of_two_gateways(svc: CoordinatorService) 
     assign = checkin(svc, GW_A).assignments
     assert [(a.job_id, a.round, a.quota) for a in assign] == [("digits", 1, 2)]
     assert assign[0].task_name == "digits_mlp" and assign[0].model_sha256 == live.base_sha256
-    assert svc.get_job(ADMIN, "digits").rounds[0].state == "training"
+    assert svc.admin.get_job(ADMIN, "digits").rounds[0].state == "training"
     ups_a = device_updates(pspec, ["a1", "a2"], seed=1)
     ups_b = device_updates(pspec, ["b1", "b2"], seed=2)
     r = svc.submit_partial(GW_A, "digits", 1, partial_payload(GW_A, "digits", 1, ups_a))
@@ -83,14 +83,14 @@ def test_full_round_commits_the_fedavg_of_two_gateways(svc: CoordinatorService) 
     r = svc.submit_partial(GW_B, "digits", 1, partial_payload(GW_B, "digits", 1, ups_b))
     assert r.accepted
     svc.tick()  # every assigned gateway reported: aggregate now, no need to wait
-    job = svc.get_job(ADMIN, "digits")
+    job = svc.admin.get_job(ADMIN, "digits")
     first = job.rounds[0]
     assert first.state == "committed" and first.participants == 4
     assert first.gateways_reported == 2 and first.accuracy is not None
     assert first.model_sha256 is not None
     _assert_params(model_params(svc, first.model_sha256), fedavg(base, ups_a + ups_b))
     assert job.rounds[1].state == "configuring"  # the next round opened in the same tick
-    devices = {d.id: d for d in svc.list_devices(ADMIN)}
+    devices = {d.id: d for d in svc.admin.list_devices(ADMIN)}
     assert devices["a1"].site == "s1" and devices["b2"].gateway == "gw-b"
     assert devices["a1"].rounds_participated == 1
 
@@ -109,7 +109,7 @@ def test_duplicate_partial_is_acknowledged_and_counted_once(svc: CoordinatorServ
     assert svc.submit_partial(GW_A, "digits", 1, other).duplicate
     svc.submit_partial(GW_B, "digits", 1, partial_payload(GW_B, "digits", 1, ups_b))
     svc.tick()
-    first = svc.get_job(ADMIN, "digits").rounds[0]
+    first = svc.admin.get_job(ADMIN, "digits").rounds[0]
     assert first.state == "committed" and first.participants == 3
     _assert_params(model_params(svc, first.model_sha256 or ""), fedavg(base, ups_a + ups_b))
     # after the commit a late resend is still just a duplicate, not an error
@@ -175,7 +175,7 @@ def test_bad_partials_are_refused_and_the_round_goes_on(svc: CoordinatorService)
         GW_B, "digits", 1, partial_payload(GW_B, "digits", 1, good_b)
     ).accepted
     svc.tick()
-    first = svc.get_job(ADMIN, "digits").rounds[0]
+    first = svc.admin.get_job(ADMIN, "digits").rounds[0]
     assert first.state == "committed" and first.participants == 4
     _assert_params(model_params(svc, first.model_sha256 or ""), fedavg(base, ups + good_b))
 
@@ -203,10 +203,10 @@ def test_too_few_devices_abandons_and_publishes_nothing(
     )
     clock.now += 60 + 29  # before the report deadline: keep waiting for gw-b
     svc.tick()
-    assert svc.get_job(ADMIN, "digits").rounds[0].state == "training"
+    assert svc.admin.get_job(ADMIN, "digits").rounds[0].state == "training"
     clock.now += 1  # report deadline reached
     svc.tick()
-    job = svc.get_job(ADMIN, "digits")
+    job = svc.admin.get_job(ADMIN, "digits")
     assert job.rounds[0].state == "abandoned" and "min_devices = 3" in job.rounds[0].reason
     assert job.rounds[0].model_sha256 is None
     assert len(svc.store.list_model_versions("digits")) == 1  # only the initial model
@@ -224,18 +224,18 @@ def test_unclaimed_round_is_abandoned_at_the_training_deadline(
     _open_round(svc)
     clock.now += 59.9
     svc.tick()
-    assert svc.get_job(ADMIN, "digits").rounds[0].state == "configuring"
+    assert svc.admin.get_job(ADMIN, "digits").rounds[0].state == "configuring"
     clock.now += 0.1
     svc.tick()
-    first = svc.get_job(ADMIN, "digits").rounds[0]
+    first = svc.admin.get_job(ADMIN, "digits").rounds[0]
     assert first.state == "abandoned" and "took the round" in first.reason
 
 
 def test_round_waits_in_planned_until_enough_devices(svc: CoordinatorService) -> None:
-    svc.create_job(ADMIN, spec(min_devices=3))
+    svc.admin.create_job(ADMIN, spec(min_devices=3))
     checkin(svc, GW_A, eligible=2)
     svc.tick()
-    assert svc.get_job(ADMIN, "digits").rounds[0].state == "planned"
+    assert svc.admin.get_job(ADMIN, "digits").rounds[0].state == "planned"
     checkin(svc, GW_B, eligible=1)
     svc.tick()
     live = svc.live_round("digits")
@@ -244,17 +244,17 @@ def test_round_waits_in_planned_until_enough_devices(svc: CoordinatorService) ->
 
 def test_pause_and_resume(svc: CoordinatorService) -> None:
     _open_round(svc)
-    paused = svc.pause_job(ADMIN, "digits")
+    paused = svc.admin.pause_job(ADMIN, "digits")
     assert paused.state == "paused"
     assert checkin(svc, GW_A).assignments == []  # no new hand-outs while paused
     with pytest.raises(ProtocolError, match="paused"):
-        svc.pause_job(ADMIN, "digits")
-    assert svc.resume_job(ADMIN, "digits").state == "running"
+        svc.admin.pause_job(ADMIN, "digits")
+    assert svc.admin.resume_job(ADMIN, "digits").state == "running"
     assert [a.round for a in checkin(svc, GW_A).assignments] == [1]
     with pytest.raises(ProtocolError):
-        svc.resume_job(ADMIN, "digits")
+        svc.admin.resume_job(ADMIN, "digits")
     with pytest.raises(AuthorizationError):
-        svc.pause_job(GW_A, "digits")
+        svc.admin.pause_job(GW_A, "digits")
 
 
 def test_restart_resumes_from_the_checkpoint(tmp_path: Path, clock: Clock) -> None:
@@ -277,7 +277,7 @@ def test_restart_resumes_from_the_checkpoint(tmp_path: Path, clock: Clock) -> No
     svc.store.close()
 
     svc2 = make_service(tmp_path, clock)  # same database, same artifacts
-    job = svc2.get_job(ADMIN, "digits")
+    job = svc2.admin.get_job(ADMIN, "digits")
     assert [r.state for r in job.rounds] == ["committed", "abandoned"]
     assert "restarted" in job.rounds[1].reason
     after = svc2.driver.jobs["digits"].state
@@ -297,14 +297,14 @@ def test_restart_resumes_from_the_checkpoint(tmp_path: Path, clock: Clock) -> No
         assert svc2.submit_partial(GW_A, "digits", number, payload).accepted
         clock.now += 100
         svc2.tick()
-    job = svc2.get_job(ADMIN, "digits")
+    job = svc2.admin.get_job(ADMIN, "digits")
     assert [r.state for r in job.rounds] == ["committed", "abandoned", "committed", "committed"]
     assert job.state == "completed" and svc2.store.get_job("digits").committed_rounds == 3
     assert len(svc2.store.list_model_versions("digits")) == 4
 
 
 def test_direct_devices_form_their_own_site(svc: CoordinatorService, clock: Clock) -> None:
-    svc.create_job(ADMIN, spec(devices_per_round=2, min_devices=2, rounds=1))
+    svc.admin.create_job(ADMIN, spec(devices_per_round=2, min_devices=2, rounds=1))
     devs = [identity(Role.DEVICE, f"d{i}", "home") for i in range(3)]
 
     def ask(dev: object) -> m.TaskAssignment | m.Wait:
@@ -332,14 +332,14 @@ def test_direct_devices_form_their_own_site(svc: CoordinatorService, clock: Cloc
     with pytest.raises(AuthorizationError, match="speaks only for itself"):
         svc.submit_update(devs[2], "digits", 1, update_payload("d0", "digits", 1, ups[0]))
     svc.tick()  # both assigned devices delivered: the direct site is done
-    job = svc.get_job(ADMIN, "digits")
+    job = svc.admin.get_job(ADMIN, "digits")
     assert job.rounds[0].state == "committed" and job.state == "completed"
     _assert_params(model_params(svc, job.rounds[0].model_sha256 or ""), fedavg(base, ups))
 
 
 def test_revoked_device_is_refused(svc: CoordinatorService) -> None:
     dev = identity(Role.DEVICE, "d0", "home")
-    assert svc.revoke_device(ADMIN, "d0").revoked
+    assert svc.admin.revoke_device(ADMIN, "d0").revoked
     req = m.CheckInRequest(
         device_id="d0", nonce=m.new_nonce(), eligibility=m.Eligibility(num_examples=5)
     )
@@ -370,13 +370,13 @@ def test_central_dp_needs_unit_weights_and_clipped_sums(svc: CoordinatorService)
 
 def test_invalid_job_specs_are_refused(svc: CoordinatorService) -> None:
     with pytest.raises(ValidationError, match="unknown task"):
-        svc.create_job(ADMIN, spec(task="no_such_task"))
+        svc.admin.create_job(ADMIN, spec(task="no_such_task"))
     with pytest.raises(ValidationError, match="min_devices"):
-        svc.create_job(ADMIN, spec(min_devices=9))
+        svc.admin.create_job(ADMIN, spec(min_devices=9))
     with pytest.raises(ValidationError, match="secure aggregation"):
-        svc.create_job(ADMIN, spec(secure_aggregation={"k": 4}))
-    svc.create_job(ADMIN, spec())
+        svc.admin.create_job(ADMIN, spec(secure_aggregation={"k": 4}))
+    svc.admin.create_job(ADMIN, spec())
     with pytest.raises(ProtocolError, match="already exists"):
-        svc.create_job(ADMIN, spec())
+        svc.admin.create_job(ADMIN, spec())
     with pytest.raises(AuthorizationError):
-        svc.create_job(GW_A, spec(name="other"))
+        svc.admin.create_job(GW_A, spec(name="other"))

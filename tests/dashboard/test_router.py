@@ -29,7 +29,7 @@ TOKEN = "t" * 43
 def served(tmp_path: Path) -> Iterator[tuple[CoordinatorService, TestClient]]:
     clock = Clock()
     svc = make_service(tmp_path, clock)
-    svc.create_job(ADMIN, spec(rounds=2))
+    svc.admin.create_job(ADMIN, spec(rounds=2))
     run_plain_round(svc, clock, 1)
     run_plain_round(svc, clock, 2)
     pki = init_pki(tmp_path / "pki", "dash")
@@ -128,9 +128,9 @@ def test_a_long_job_lists_its_newest_versions_and_production(
     served: tuple[CoordinatorService, TestClient], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     svc, _ = served
-    r1 = next(v for v in svc.list_models(ADMIN, "digits") if v.round == 1)
+    r1 = next(v for v in svc.admin.list_models(ADMIN, "digits") if v.round == 1)
     if r1.status != "production":
-        svc.promote_model(ADMIN, r1.sha256)  # production is now older than the newest version
+        svc.admin.promote_model(ADMIN, r1.sha256)  # production is now older than the newest version
     monkeypatch.setattr(views, "MAX_VERSIONS", 1)
     detail = views.job_detail(svc.store, svc.driver.stats, "digits")
     assert [m.round for m in detail.models] == [1, 2]  # production, then the newest
@@ -142,9 +142,9 @@ def test_rollback_and_promote_act_as_the_token(
     served: tuple[CoordinatorService, TestClient],
 ) -> None:
     svc, client = served
-    versions = {v.round: v for v in svc.list_models(ADMIN, "digits")}
+    versions = {v.round: v for v in svc.admin.list_models(ADMIN, "digits")}
     if versions[2].status == "candidate":  # the release gate held round 2: promote it first
-        svc.promote_model(ADMIN, versions[2].sha256)
+        svc.admin.promote_model(ADMIN, versions[2].sha256)
     no_header = client.post("/dashboard/api/jobs/digits/rollback", headers=_auth())
     assert no_header.status_code == 403 and ACTION_HEADER in no_header.json()["detail"]
 
@@ -152,9 +152,9 @@ def test_rollback_and_promote_act_as_the_token(
         "/dashboard/api/jobs/digits/rollback", headers={**_auth(), ACTION_HEADER: "1"}
     )
     assert back.status_code == 200 and back.json()["version"] == "digits/r1"
-    status = {v.round: v.status for v in svc.list_models(ADMIN, "digits")}
+    status = {v.round: v.status for v in svc.admin.list_models(ADMIN, "digits")}
     assert (status[1], status[2]) == ("production", "rolled_back")
-    assert TOKEN_ACTOR in svc.get_model(ADMIN, versions[2].sha256).status_reason
+    assert TOKEN_ACTOR in svc.admin.get_model(ADMIN, versions[2].sha256).status_reason
     (audited,) = svc.driver.audit.entries(kinds=["rollback"])  # the audit log names who acted
     assert (audited.actor, audited.subject) == (TOKEN_ACTOR, "digits")
 

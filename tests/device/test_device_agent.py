@@ -236,7 +236,7 @@ def test_raw_data_never_leaves_the_device_under_dp_and_secure_aggregation(
         privacy={"mode": "distributed", "clip_norm": 0.5, "noise_multiplier": 1.0},
         secure_aggregation={"phase_timeout_s": 3.0},
     )
-    world.svc.create_job(SECURE_ADMIN, spec)
+    world.svc.admin.create_job(SECURE_ADMIN, spec)
     service, relay = world.gateways["s1"], world.relays["s1"]
     gw = fleet.identity("gw-a")  # the only gateway that reports: all three tasks are its
     for _ in range(2):
@@ -283,7 +283,7 @@ def test_raw_data_never_leaves_the_device_under_dp_and_secure_aggregation(
             t.start()
         for t in threads:
             t.join(timeout=120)
-        rnd = world.svc.get_job(SECURE_ADMIN, "secure").rounds[0]
+        rnd = world.svc.admin.get_job(SECURE_ADMIN, "secure").rounds[0]
     finally:
         stop.set()
         ticker.join(timeout=10)

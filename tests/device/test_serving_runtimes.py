@@ -91,12 +91,12 @@ def test_an_onnxruntime_device_follows_promotion_and_rollback(tmp_path: Path) ->
     follower = ProductionFollower(link, predictor, "digits", KEY.public_key())
     x = np.random.default_rng(7).normal(size=(16, 64)).astype(np.float32)
     assert follower.sync() == "digits/r1"
-    acc = svc.get_model(ADMIN, v1).metrics["accuracy"]
+    acc = svc.admin.get_model(ADMIN, v1).metrics["accuracy"]
     v2 = add_version(svc, v1, 2, acc + 0.01, 1.5)  # the gate promotes it
     assert follower.sync() == "digits/r2" and link.downloads == 2
     reference.load("digits/r2", _params(svc, v2))
     np.testing.assert_allclose(predictor.scores(x)[0], reference.scores(x)[0], rtol=1e-4, atol=1e-5)
-    svc.rollback_model(ADMIN, "digits")
+    svc.admin.rollback_model(ADMIN, "digits")
     assert follower.sync() == "digits/r1" and link.downloads == 2  # kept: no download
     assert predictor.predict(x).version == "digits/r1"
     link.tamper = True

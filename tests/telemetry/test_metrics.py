@@ -283,7 +283,7 @@ def test_a_round_where_devices_never_report_counts_their_dropouts(
     partial. The round commits at its deadline with d0 and gw-a's two devices."""
     clock = Clock()
     svc = make_service(tmp_path, clock)
-    svc.create_job(ADMIN, spec(rounds=1, devices_per_round=6, min_devices=2))
+    svc.admin.create_job(ADMIN, spec(rounds=1, devices_per_round=6, min_devices=2))
     devices = [identity(Role.DEVICE, f"d{i}", "home") for i in range(2)]
 
     def ask(dev: Identity) -> m.TaskAssignment | m.Wait:
@@ -310,6 +310,6 @@ def test_a_round_where_devices_never_report_counts_their_dropouts(
     assert total(metrics, "fedge_dropouts_total") == 0  # nothing counted while it runs
     clock.now += 91  # past the report deadline: the round closes without d1 and gw-b
     svc.tick()
-    assert svc.get_job(ADMIN, "digits").rounds[0].state == "committed"
+    assert svc.admin.get_job(ADMIN, "digits").rounds[0].state == "committed"
     assert total(metrics, "fedge_dropouts_total", phase="training") == 1  # d1
     assert total(metrics, "fedge_dropouts_total", phase="report") == 2  # gw-b's quota

@@ -53,7 +53,7 @@ def reason(call: Callable[[], object]) -> str:
 def svc(tmp_path: Path) -> CoordinatorService:
     """A coordinator with round 1 of job "digits" open, gw-a and gw-b each handed it."""
     service = make_service(tmp_path, Clock())
-    service.create_job(ADMIN, spec(rounds=2))
+    service.admin.create_job(ADMIN, spec(rounds=2))
     for _ in range(2):
         checkin(service, GW_A)
         checkin(service, GW_B)
@@ -75,7 +75,7 @@ def test_coordinator_refusals_are_named(svc: CoordinatorService) -> None:
     svc.store.register_devices({"a7": "s1"}, "gw-a", 0.0)
     foreign = _partial(svc, ["b9"])
     assert reason(lambda: svc.submit_partial(GW_A, "digits", 1, foreign)) == "wrong_site"
-    svc.revoke_device(ADMIN, "a7")
+    svc.admin.revoke_device(ADMIN, "a7")
     revoked = _partial(svc, ["a7"])
     assert reason(lambda: svc.submit_partial(GW_A, "digits", 1, revoked)) == "revoked"
     live = svc.live_round("digits")
@@ -84,8 +84,8 @@ def test_coordinator_refusals_are_named(svc: CoordinatorService) -> None:
     ups = device_updates(pspec, ["a1"], seed=4)
     bad = partial_payload(GW_A, "digits", 1, ups, sums={"extra": np.zeros(3)})
     assert reason(lambda: svc.submit_partial(GW_A, "digits", 1, bad)) == "invalid_tensor"
-    assert reason(lambda: svc.list_jobs(GW_A)) == "forbidden"
-    assert reason(lambda: svc.get_job(ADMIN, "nope")) == "not_found"
+    assert reason(lambda: svc.admin.list_jobs(GW_A)) == "forbidden"
+    assert reason(lambda: svc.admin.get_job(ADMIN, "nope")) == "not_found"
     ok = _partial(svc, ["a1", "a2"])
     assert svc.submit_partial(GW_A, "digits", 1, ok).accepted
     assert isinstance(svc.clock, Clock)

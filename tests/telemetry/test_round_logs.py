@@ -98,7 +98,7 @@ def test_every_log_line_of_a_round_carries_job_round_and_trace_id(tmp_path: Path
     assert not tracing_enabled()
     clock = Clock()
     svc = make_service(tmp_path, clock)
-    svc.create_job(ADMIN, spec(rounds=1, devices_per_round=2, min_devices=1))
+    svc.admin.create_job(ADMIN, spec(rounds=1, devices_per_round=2, min_devices=1))
     gateway = GatewayService(
         gateway_id=GW_A.name,
         site=str(GW_A.site),

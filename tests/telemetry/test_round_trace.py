@@ -106,7 +106,7 @@ def test_tracing_off_records_nothing_but_the_round_has_a_trace_id(tmp_path: Path
 def test_a_coordinator_round_is_one_trace(tmp_path: Path, spans: Spans) -> None:
     clock = Clock()
     svc = make_service(tmp_path, clock)
-    svc.create_job(ADMIN, spec(rounds=1))
+    svc.admin.create_job(ADMIN, spec(rounds=1))
     checkin(svc, GW_A)
     checkin(svc, GW_B)
     svc.tick()  # planned -> configuring
@@ -135,7 +135,7 @@ def test_a_coordinator_round_is_one_trace(tmp_path: Path, spans: Spans) -> None:
 def test_a_restart_adds_to_the_trace_of_the_round_in_flight(tmp_path: Path, spans: Spans) -> None:
     clock = Clock()
     svc = make_service(tmp_path, clock)
-    svc.create_job(ADMIN, spec(rounds=2))
+    svc.admin.create_job(ADMIN, spec(rounds=2))
     checkin(svc, GW_A)
     svc.tick()
     live = svc.live_round("digits")

@@ -32,11 +32,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Fleet, Ru
         CoordinatorSettings(poll_interval_s=0.2),
         secagg=fleet.authority(),
     )
-    svc.create_job(ADMIN, job_spec())
+    svc.admin.create_job(ADMIN, job_spec())
     paths = fleet.paths
     app = build_app(
-        device=svc, uplink=svc, admin=svc, verifier=PeerVerifier(paths.ca_cert, paths.crl),
-        secagg_uplink=svc,
+        device=svc, uplink=svc, admin=svc.admin, verifier=PeerVerifier(paths.ca_cert, paths.crl),
+        secagg_uplink=svc.secagg_uplink,
     )  # fmt: skip
     tls = ServerTls(paths.ca_cert, fleet.cert("coordinator"), paths.key_for("coordinator"),
                     crl=paths.crl)  # fmt: skip

@@ -43,7 +43,7 @@ def build_coordinator(config: CoordinatorConfig) -> CoordinatorService:
     The coordinator's PKI files also let it run secure aggregation: the fleet CA and CRL check
     devices' key bindings, its certificate and key bind its own round keys.
     """
-    from fedge.coordinator.secure import SecAggAuthority
+    from fedge.coordinator.secure_setup import SecAggAuthority
     from fedge.identity import RevocationChecker, load_certificate
     from fedge.identity.signing import ReleaseSigningKey
 
@@ -141,10 +141,10 @@ def run_coordinator(
     app = build_app(
         device=service,
         uplink=service,
-        admin=service,
+        admin=service.admin,
         verifier=verifier,
         title="fedge coordinator",
-        secagg_uplink=service,
+        secagg_uplink=service.secagg_uplink,
         long_poll=service.long_poll,
     )
     app.add_middleware(TrafficMetricsMiddleware)  # bytes in/out and refusals, by route

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from fedge.coordinator.secure import SecureSettings
+from fedge.coordinator.secure_setup import SecureSettings
 from fedge.core.params import Params
 from fedge.errors import ConfigError, ValidationError
 from fedge.privacy import DistributedNoisePlan

@@ -1,7 +1,7 @@
 """The coordinator's clock-driven side: open rounds, close them, aggregate, commit or abandon.
 
 :class:`RoundDriver` owns the live state of every job (a :class:`~fedge.coordinator.jobs.JobRuntime`
-and at most one :class:`LiveRound`) and one lock that the request handlers share. ``tick(now)``
+and at most one :class:`~fedge.coordinator.live.LiveRound`) and one lock that the request handlers share. ``tick(now)``
 is the only thing that moves rounds forward in time; the service calls it from a background
 thread, tests call it with an injected clock.
 
@@ -11,11 +11,12 @@ coordinator acts as their site's gateway with the same accumulator). At aggregat
 joins ``acc`` as the partial of the :data:`~fedge.coordinator.selection.DIRECT` pseudo-site.
 
 **Restart.** Committed rounds are checkpointed (params + optimizer state as artifacts, one DB
-transaction for version, checkpoint, round and job rows). :meth:`RoundDriver.recover` rebuilds
-every running/paused job from its latest checkpoint and marks any round that was in flight
-*abandoned* ("coordinator restarted"); the next tick plans a new attempt with the next round
-number. Partials of the abandoned attempt are refused as stale (or acknowledged as duplicates if
-already recorded), so nothing is counted twice and no committed round is lost or repeated.
+transaction for version, checkpoint, round and job rows: :mod:`fedge.coordinator.publish`).
+:meth:`RoundDriver.recover` rebuilds every running/paused job from its latest checkpoint and
+marks any round that was in flight *abandoned* ("coordinator restarted"); the next tick plans a
+new attempt with the next round number. Partials of the abandoned attempt are refused as stale
+(or acknowledged as duplicates if already recorded), so nothing is counted twice and no
+committed round is lost or repeated.
 """
 
 from __future__ import annotations
@@ -23,73 +24,35 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from fedge.aggregation import Aggregate, WeightedMeanAccumulator
-from fedge.aggregation.evaluation import EvaluationSums
+from fedge.aggregation import WeightedMeanAccumulator
 from fedge.coordinator.artifacts import ArtifactStore
 from fedge.coordinator.audit import AuditLog
 from fedge.coordinator.dropouts import round_dropouts
-from fedge.coordinator.jobs import JobRuntime, encode_opt_state
-from fedge.coordinator.registry import ReleaseGate
-from fedge.coordinator.releases import sign_version
+from fedge.coordinator.jobs import JobRuntime
+from fedge.coordinator.live import LiveRound
+from fedge.coordinator.publish import publish_round
 from fedge.coordinator.rounds import Round, RoundState
-from fedge.coordinator.roundstats import RoundStats
-from fedge.coordinator.schema import CheckpointRow, ModelVersionRow
-from fedge.coordinator.secure import SecAggAuthority, SecureRound
+from fedge.coordinator.roundstats import RoundStats, direct_equivalent
+from fedge.coordinator.secure import SecureRound
+from fedge.coordinator.secure_setup import SecAggAuthority
 from fedge.coordinator.selection import DIRECT, plan_quotas
 from fedge.coordinator.settings import CoordinatorSettings
 from fedge.coordinator.store import Store
-from fedge.coordinator.traces import RoundTraces, begin_round_trace, metrics_attributes
+from fedge.coordinator.traces import RoundTraces, begin_round_trace
 from fedge.core.params import ParamSpec
-from fedge.errors import FedgeError, ProtocolError, UnknownNameError
+from fedge.errors import FedgeError, UnknownNameError
 from fedge.identity.signing import ReleaseSigningKey
 from fedge.telemetry.logs import round_context
 from fedge.telemetry.metrics import record_round_dropouts
-from fedge.telemetry.round_trace import RoundTrace, record_restart
+from fedge.telemetry.round_trace import record_restart
 from fedge.transport import messages as m
 
-__all__ = ["LiveRound", "RoundDriver"]
+__all__ = ["RoundDriver"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class LiveRound:
-    """A round in flight and its running sums."""
-
-    machine: Round
-    base_sha256: str
-    acc: WeightedMeanAccumulator
-    direct: WeightedMeanAccumulator
-    direct_assigned: set[str] = field(default_factory=set)
-    direct_submitted: set[str] = field(default_factory=set)
-    handed: set[str] = field(default_factory=set)  # gateways given the assignment
-    secure: SecureRound | None = None  # the SecAgg+ session, for jobs with secure aggregation
-    planned_deadline: float = float("inf")  # still planned then (too few devices): abandoned
-    trace: RoundTrace | None = None  # the round's spans (fedge.telemetry.round_trace)
-    # devices' federated evaluation of base_sha256 (before training), summed over what was
-    # accepted; recorded on that version when the round commits
-    evaluation: EvaluationSums = field(default_factory=EvaluationSums)
-
-    @property
-    def number(self) -> int:
-        """The round number."""
-        return self.machine.number
-
-    @property
-    def traceparent(self) -> str | None:
-        """The round's W3C trace context, for its assignments (tracing on or off)."""
-        return self.trace.traceparent if self.trace is not None else None
-
-    def direct_done(self, now: float) -> bool:
-        """True when the direct pseudo-site has nothing more to deliver."""
-        quota = self.machine.quotas.get(DIRECT, 0)
-        if quota == 0 or (self.machine.training_deadline or 0.0) <= now:
-            return True
-        return len(self.direct_assigned) >= quota and self.direct_submitted >= self.direct_assigned
 
 
 class RoundDriver:
@@ -122,6 +85,22 @@ class RoundDriver:
             self.store.get_job(job_id)  # UnknownNameError when there is no such job at all
             raise UnknownNameError(f"job {job_id!r} is finished; it takes no more contributions")
         return rt
+
+    def record_traffic(
+        self,
+        job_id: str,
+        number: int,
+        sender: str,
+        kind: str,
+        nbytes: int,
+        devices: int,
+        parameters: int = 0,
+    ) -> None:
+        """Note a received payload and its device-direct equivalent (the dashboard's savings)."""
+        direct = direct_equivalent(kind, nbytes, devices, parameters)
+        self.stats.record_traffic(
+            job_id, number, sender, kind, nbytes, devices, direct, self.clock()
+        )
 
     # -- restart ------------------------------------------------------------------------------
     def recover(self, now: float) -> None:
@@ -370,98 +349,10 @@ class RoundDriver:
             )
             return
         try:
-            self._commit(rt, live, now)
+            publish_round(self, rt, live, now)
         except FedgeError as exc:
             log.exception("job %s round %d could not be committed", rt.id, live.number)
             self._close(rt, live, now, f"aggregation failed: {exc}")
-
-    def _commit(self, rt: JobRuntime, live: LiveRound, now: float) -> None:
-        acc = live.acc
-        aggregate = Aggregate(rt.mean_delta(acc), acc.total_weight, acc.num_accepted, acc.rejected)
-        state = rt.strategy.step(rt.state, aggregate)
-        evaluation = rt.evaluate(state.params)
-        epsilon = rt.spend_privacy()
-        payload = rt.model_payload(state.params)
-        sha = self.artifacts.put(payload)
-        opt_sha = self.artifacts.put(encode_opt_state(state.opt_state))
-        metrics = {"accuracy": evaluation.accuracy, "loss": evaluation.loss}
-        if epsilon is not None:
-            metrics["epsilon"] = epsilon
-        version = ModelVersionRow(
-            sha256=sha,
-            job_id=rt.id,
-            round=live.number,
-            parent_sha256=live.base_sha256,
-            size=len(payload),
-            metrics=metrics,
-            created_at=now,
-        )
-        ckpt = CheckpointRow(
-            job_id=rt.id,
-            step=state.round,
-            round=live.number,
-            params_sha256=sha,
-            opt_state_sha256=opt_sha,
-            created_at=now,
-        )
-        live.machine.commit()
-        self.store.commit_round(
-            rt.id,
-            live.number,
-            version,
-            ckpt,
-            release=sign_version(self.release_key, version, rt.task.name, now),
-            participants=acc.num_accepted,
-            gateways_reported=len(live.machine.reported),
-            accuracy=evaluation.accuracy,
-            loss=evaluation.loss,
-            epsilon=epsilon,
-            ended_at=now,
-            evaluated=(live.base_sha256, live.evaluation) if live.evaluation.devices else None,
-        )
-        rt.state, rt.model_sha256, rt.consecutive_abandoned = state, sha, 0
-        if live.trace is not None:
-            live.trace.end(
-                "committed",
-                attributes={"fedge.model": sha, **metrics_attributes(acc.num_accepted, metrics)},
-            )
-        self.audit.record_round(rt.id, live.number, "committed", model_sha256=sha)
-        self.audit.record_release(version, signed=self.release_key is not None)
-        self._gate(rt.id, sha, metrics)
-        record_round_dropouts(round_dropouts(live))  # handed a task, never reported
-        del self.live[rt.id]
-        log.info(
-            "job %s round %d committed: %d devices, accuracy %.4f, model %s",
-            rt.id,
-            live.number,
-            acc.num_accepted,
-            evaluation.accuracy,
-            sha[:12],
-        )
-
-    def _gate(self, job_id: str, sha: str, metrics: dict[str, float]) -> None:
-        """The release gate: promote the new version, or record why it stays a candidate."""
-        if self.settings.release_margin is None:
-            return
-        production = self.store.production_version(job_id)
-        if production is not None and production.sha256 == sha:
-            return  # the same weights again (a round that changed nothing)
-        gate = ReleaseGate(margin=self.settings.release_margin)
-        decision = gate.decide(metrics, production.metrics if production else None)
-        try:
-            if decision.promote:
-                self.store.promote_version(sha, f"release gate: {decision.reason}")
-                self.audit.record(
-                    "promotion", "release-gate", sha, {"job": job_id, "reason": decision.reason}
-                )
-                if self.on_promoted is not None:
-                    self.on_promoted(job_id)
-            else:
-                self.store.note_version(sha, f"release gate held it: {decision.reason}")
-        except ProtocolError as exc:  # e.g. these weights were rejected before: leave them be
-            log.warning("job %s model %s: release gate: %s", job_id, sha[:12], exc)
-            return
-        log.info("job %s model %s: %s", job_id, sha[:12], decision.reason)
 
     def _close(self, rt: JobRuntime, live: LiveRound, now: float, reason: str) -> None:
         if live.secure is not None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from fedge.coordinator.selection import DIRECT
 
 if TYPE_CHECKING:
-    from fedge.coordinator.driver import LiveRound
+    from fedge.coordinator.live import LiveRound
 
 __all__ = ["count_dropouts", "round_dropouts"]
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fedge.aggregation import ServerState, Strategy, WeightedMeanAccumulator, make_strategy
-from fedge.coordinator.secure import SecureSettings
+from fedge.coordinator.secure_setup import SecureSettings
 from fedge.core.params import Params, ParamSpec
 from fedge.core.serde import decode_arrays, decode_params, encode_arrays, encode_params
 from fedge.errors import AggregationError, ConfigError, PrivacyError, ValidationError
@@ -71,7 +71,7 @@ def validate_spec(spec: m.JobSpec) -> tuple[Task, Strategy, PrivacyConfig]:
             "empty) or use privacy.mode = 'central'"
         )
     if spec.secure_aggregation is not None:
-        from fedge.coordinator.secure import check_secagg_settings
+        from fedge.coordinator.secure_setup import check_secagg_settings
 
         if privacy.mode == "none":
             check_secagg_settings(spec.secure_aggregation)

@@ -38,6 +38,7 @@ __all__ = [
     "DeviceUpdate",
     "PartialSum",
     "check_clipped",
+    "check_weights",
     "decode_partial",
     "decode_update",
     "partial_limit",
@@ -230,4 +231,19 @@ def check_clipped(tensors: Mapping[str, np.ndarray], count: int, clip_norm: floa
         raise ValidationError(
             f"sum of {count} update(s) has L2 norm {norm:.4g} > {count} × clip_norm "
             f"{clip_norm:g}: updates were not clipped as the round's privacy plan asks"
+        )
+
+
+def check_weights(dp: bool, total_weight: float, count: int) -> None:
+    """Refuse a partial whose total weight cannot come from ``count`` updates (each weighs 1
+    under differential privacy, else its number of examples)."""
+    if dp and abs(total_weight - count) > 1e-6 * count:
+        raise ValidationError(
+            f"total_weight {total_weight:g} must equal the {count} contributors: under "
+            "differential privacy every update weighs 1 (never its example count)"
+        )
+    if not dp and total_weight < count:
+        raise ValidationError(
+            f"total_weight {total_weight:g} is below the {count} contributors: each update "
+            "weighs its number of examples (>= 1)"
         )

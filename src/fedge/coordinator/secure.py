@@ -1,7 +1,8 @@
 """Secure aggregation over the network, coordinator side: one SecAgg+ session per round.
 
 :class:`SecureRound` wraps a :class:`~fedge.secagg.CoordinatorSession` with what the network
-adds (the in-process reference is :func:`fedge.secagg.run_secure_sum`):
+adds (the in-process reference is :func:`fedge.secagg.run_secure_sum`); its settings and the
+coordinator's PKI are in :mod:`.secure_setup`, the gateways' routes in :mod:`.secure_uplink`:
 
 1. **Join.** A device that trained sends a :class:`~fedge.transport.messages.SecAggJoin`
    through its gateway: a fresh Ed25519 key bound to its fleet certificate
@@ -31,35 +32,27 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import math
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from cryptography import x509
 from numpy.typing import NDArray
 
+from fedge.coordinator.secure_setup import SecAggAuthority, SecureSettings
 from fedge.errors import (
     AuthorizationError,
-    ConfigError,
-    FedgeError,
-    IdentityError,
     ProtocolError,
     SecAggConfigError,
     UnknownNameError,
     ValidationError,
 )
-from fedge.identity import Identity, RevocationSource, Role, load_certificate
-from fedge.identity.binding import binding_message, sign_key_binding, verify_key_binding
+from fedge.identity import Identity
 from fedge.secagg import (
     CoordinatorPhase,
     CoordinatorSession,
     Message,
     RelaySum,
-    SecAggConfig,
     SessionParams,
     dequantize_sum,
     from_wire,
@@ -71,112 +64,11 @@ from fedge.telemetry.round_trace import record_finished
 from fedge.transport import messages as m
 from fedge.transport.errors import secagg_errors
 
-__all__ = [
-    "SecAggAuthority",
-    "SecureResult",
-    "SecureRound",
-    "SecureSettings",
-    "check_secagg_settings",
-]
+__all__ = ["SecureResult", "SecureRound"]
 
-_CONFIG_KEYS = {
-    "bits", "levels", "neighbours", "threshold", "dropout_rate", "corrupt_fraction",
-    "security_bits", "correctness_bits",
-}  # fmt: skip
-_OWN_KEYS = {"clip_lo", "clip_hi", "weighting", "max_examples", "phase_timeout_s"}
 _MAX_WAIT_S = 10.0
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SecureSettings:
-    """A job's ``secure_aggregation`` table: SecAgg+ parameters plus the network's own."""
-
-    config: SecAggConfig
-    weighting: str = "examples"  # "examples": FedAvg weights; "uniform": every device weighs 1
-    max_examples: int = 1000  # weight cap for "examples": w = min(examples, cap) / cap
-    phase_timeout_s: float = 10.0  # each protocol phase closes at the latest after this
-
-    @classmethod
-    def parse(cls, raw: Mapping[str, float | int | str | bool]) -> SecureSettings:
-        """Validate a job spec's ``secure_aggregation`` dict; ConfigError says what is wrong."""
-        unknown = set(raw) - _CONFIG_KEYS - _OWN_KEYS
-        if unknown:
-            allowed = ", ".join(sorted(_CONFIG_KEYS | _OWN_KEYS))
-            raise ConfigError(f"unknown secure_aggregation keys {sorted(unknown)}; use {allowed}")
-        kwargs = {k: v for k, v in raw.items() if k in _CONFIG_KEYS}
-        lo, hi = float(raw.get("clip_lo", -1.0)), float(raw.get("clip_hi", 1.0))
-        weighting = str(raw.get("weighting", "examples"))
-        if weighting not in ("examples", "uniform"):
-            raise ConfigError(f"weighting must be 'examples' or 'uniform', not {weighting!r}")
-        if weighting == "examples" and not (lo <= 0.0 and hi >= 1.0):
-            raise ConfigError(
-                f"weighting = 'examples' sends the weight (in (0, 1]) as one more coordinate: "
-                f"the clip range [{lo:g}, {hi:g}] must contain [0, 1]"
-            )
-        max_examples = raw.get("max_examples", 1000)
-        timeout = float(raw.get("phase_timeout_s", 10.0))
-        if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
-            raise ConfigError(f"max_examples must be a positive integer, not {max_examples!r}")
-        if not (math.isfinite(timeout) and 0.1 <= timeout <= 3600):
-            raise ConfigError(f"phase_timeout_s must be in [0.1, 3600], not {timeout}")
-        try:
-            config = SecAggConfig(clip_range=(lo, hi), **kwargs)  # type: ignore[arg-type]
-        except (SecAggConfigError, TypeError) as exc:
-            raise ConfigError(f"secure_aggregation: {exc}") from None
-        return cls(config, weighting, int(max_examples), timeout)
-
-    @property
-    def extra(self) -> int:
-        """Coordinates appended to the flattened update (the weight under "examples")."""
-        return 1 if self.weighting == "examples" else 0
-
-    def plan(self, job_id: str, round_number: int) -> m.SecAggPlan:
-        """What a device needs to know before the session starts."""
-        return m.SecAggPlan(
-            session=f"{job_id}/{round_number}",
-            params={
-                "weighting": self.weighting,
-                "max_examples": self.max_examples,
-                "phase_timeout_s": self.phase_timeout_s,
-            },
-        )
-
-
-@dataclass(frozen=True)
-class SecAggAuthority:
-    """What the coordinator needs to run secure aggregation: the fleet CA (and CRL) to check
-    devices' key bindings, and its own certificate and key to bind its round keys."""
-
-    name: str
-    ca: x509.Certificate
-    revocation: RevocationSource | None
-    certificate_pem: bytes
-    key_pem: bytes
-
-    @classmethod
-    def from_files(
-        cls, ca: str | Path, cert: str | Path, key: str | Path, revocation: RevocationSource | None
-    ) -> SecAggAuthority:
-        """Load the coordinator's PKI files."""
-        from fedge.identity import identity_from_certificate
-
-        cert_pem = Path(cert).read_bytes()
-        name = identity_from_certificate(cert_pem).name
-        return cls(name, load_certificate(ca), revocation, cert_pem, Path(key).read_bytes())
-
-    def binding(self, job_id: str, round_number: int, public: bytes) -> m.KeyBinding:
-        """Bind this round's Ed25519 key to the coordinator's certificate."""
-        message = binding_message(Role.COORDINATOR, self.name, job_id, round_number, public)
-        proof = sign_key_binding(self.key_pem, message)
-        return m.KeyBinding(
-            role="coordinator",
-            name=self.name,
-            identity_key=base64.b64encode(public).decode(),
-            certificate=self.certificate_pem.decode(),
-            proof=base64.b64encode(proof).decode(),
-        )
 
 
 @dataclass(frozen=True)
@@ -241,29 +133,8 @@ class SecureRound:
             raise ProtocolError(
                 f"join for {join.job_id}/{join.round} sent to {self.job_id}/{self.round_number}"
             )
+        key = self.authority.verify_join(gateway, join)
         b = join.binding
-        if b.role != "device" or b.name != join.device_id:
-            raise ValidationError("a join must carry the device's own key binding")
-        key = base64.b64decode(b.identity_key)
-        try:
-            who = verify_key_binding(
-                b.certificate.encode(),
-                base64.b64decode(b.proof),
-                role=Role.DEVICE,
-                name=join.device_id,
-                job_id=self.job_id,
-                round_number=self.round_number,
-                key=key,
-                ca=self.authority.ca,
-                revocation=self.authority.revocation,
-            )
-        except (IdentityError, ValueError) as exc:
-            raise AuthorizationError(f"join of {join.device_id!r} refused: {exc}") from None
-        if who.site != gateway.site:
-            raise AuthorizationError(
-                f"device {join.device_id!r} belongs to site {who.site!r}; gateway "
-                f"{gateway.name!r} relays only for site {gateway.site!r}"
-            )
         with self._lock:
             held = self._joins.get(join.device_id)
             if held is not None:
@@ -527,11 +398,3 @@ class SecureRound:
         """Devices whose key was accepted."""
         with self._lock:
             return frozenset(self._joins)
-
-
-def check_secagg_settings(raw: Mapping[str, float | int | str | bool]) -> SecureSettings:
-    """Parse a job's table or raise :class:`~fedge.errors.ValidationError` (for job creation)."""
-    try:
-        return SecureSettings.parse(raw)
-    except (ConfigError, FedgeError, ValueError) as exc:
-        raise ValidationError(f"secure_aggregation: {exc}") from None

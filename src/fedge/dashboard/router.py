@@ -14,9 +14,10 @@ admin certificate or the ops token; every route here also depends on
 ``POST /api/jobs/{job}/rollback``           the service's rollback, as who asked
 ==========================================  ====================================================
 
-The two actions call :class:`~fedge.coordinator.service.CoordinatorService` (its registry rules
-and audit trail apply) and need the header ``X-Fedge-Action: 1`` besides the credentials, which
-a cross-site form cannot send (defence in depth over the cookie's SameSite=Strict).
+The two actions call the coordinator's admin API
+(:class:`~fedge.coordinator.admin_service.CoordinatorAdmin`: its registry rules and audit trail
+apply) and need the header ``X-Fedge-Action: 1`` besides the credentials, which a cross-site
+form cannot send (defence in depth over the cookie's SameSite=Strict).
 """
 
 from __future__ import annotations
@@ -148,11 +149,11 @@ def dashboard_router(service: CoordinatorService) -> APIRouter:
     @router.post("/api/models/{sha256}/promote")
     async def promote(sha256: Sha256, who: Caller, action: Action = None) -> ModelVersionView:
         """Make a version production (the current one is retired)."""
-        return await act(action, who, service.promote_model, sha256, "promoted")
+        return await act(action, who, service.admin.promote_model, sha256, "promoted")
 
     @router.post("/api/jobs/{job_id}/rollback")
     async def rollback(job_id: JobId, who: Caller, action: Action = None) -> ModelVersionView:
         """Roll the job's production version back to the previous one (returns that one)."""
-        return await act(action, who, service.rollback_model, job_id, "rolled back")
+        return await act(action, who, service.admin.rollback_model, job_id, "rolled back")
 
     return router

@@ -5,8 +5,9 @@ The routers in :mod:`fedge.transport.api` do only HTTP: authenticate the peer (m
 the models of :mod:`fedge.transport.messages`, call a service method, and map fedge errors to
 status codes. Services hold the logic and are tested without HTTP.
 
-- The coordinator implements :class:`DeviceService` (devices may talk to it directly),
-  :class:`UplinkService` (gateways) and :class:`AdminService`.
+- The coordinator implements :class:`DeviceService` (devices may talk to it directly) and
+  :class:`UplinkService` (gateways) in one service, :class:`AdminService` and
+  :class:`SecAggUplinkService` in one object each (``service.admin``, ``service.secagg_uplink``).
 - A gateway implements :class:`DeviceService` for its site's devices.
 
 Methods are synchronous (FastAPI runs them in its thread pool); they raise fedge errors:
