@@ -2,37 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-
-def _fedge_processes(workdir: Path) -> list[str]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if str(workdir) in cmd and "fedge" in cmd:
-            found.append(cmd)
-    return found
+from .demo_run import fedge_processes, run_demo
 
 
 @pytest.mark.integration
 @pytest.mark.slow
 def test_demo_runs_a_networked_job_and_cleans_up(tmp_path: Path) -> None:
     workdir = tmp_path / "demo"
-    proc = subprocess.run(
-        [sys.executable, "-m", "fedge", "demo", "--rounds", "2", "--devices-per-site", "2",
-         "--task", "digits_mlp", "--workdir", str(workdir)],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "120"},
+    proc = run_demo(
+        "--rounds", "2", "--devices-per-site", "2", "--task", "digits_mlp",
+        "--workdir", str(workdir), timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "job completed: 2 rounds committed" in proc.stderr
@@ -55,4 +39,4 @@ def test_demo_runs_a_networked_job_and_cleans_up(tmp_path: Path) -> None:
     assert (workdir / "pki" / "ca.crt").exists()
     logs = {p.name for p in (workdir / "logs").iterdir()}
     assert {"coordinator.log", "gw-site-a.log", "gw-site-b.log", "dev-site-a-0.log"} <= logs
-    assert _fedge_processes(workdir) == []
+    assert fedge_processes(workdir) == []

@@ -8,26 +8,19 @@ The previous defaults (C = 1, min_devices = 4, 5 local epochs) failed them in 22
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from .demo_run import run_demo
 
 
 @pytest.mark.integration
 @pytest.mark.slow
 def test_default_dp_demo_learns_the_faults(tmp_path: Path) -> None:
     workdir = tmp_path / "demo"
-    proc = subprocess.run(
-        [sys.executable, "-m", "fedge", "demo", "--workdir", str(workdir)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    proc = run_demo("--workdir", str(workdir))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stderr
     assert "commit with ≥ 6, secure aggregation (SecAgg+) on" in out

@@ -7,10 +7,7 @@ rare class on held-out patients / cars, well above always answering the majority
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +15,8 @@ from click.testing import CliRunner
 
 from fedge.cli.demo import USECASE_TASKS, _rows_per_tick, demo_command
 from fedge.device.collector import device_share
+
+from .demo_run import fedge_processes, run_demo
 
 
 def test_task_and_usecase_together_are_refused() -> None:
@@ -42,14 +41,8 @@ def test_default_demo_learns_the_rare_faults(tmp_path: Path) -> None:
     workdir = tmp_path / "demo"
     # without DP noise (on by default; its cost is measured apart): the data and the loss are
     # under test here
-    argv = ["demo", "--rounds", "3", "--no-dp", "--workdir", str(workdir)]
-    proc = subprocess.run(
-        [sys.executable, "-m", "fedge", *argv],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    argv = ["--rounds", "3", "--no-dp", "--workdir", str(workdir)]
+    proc = run_demo(*argv)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stderr
     assert "its own share of maintenance" in out
@@ -62,19 +55,6 @@ def test_default_demo_learns_the_rare_faults(tmp_path: Path) -> None:
     assert float(recall.group(2)) > 0.6
     assert float(recall.group(3)) > float(baseline.group(1))
     assert "inner_race" in recall.group(1)
-
-
-def _fedge_processes(workdir: Path) -> list[str]:
-    """The command lines of every process started with a config under ``workdir``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if str(workdir) in cmd and "fedge" in cmd:
-            found.append(cmd)
-    return found
 
 
 @pytest.mark.integration
@@ -94,13 +74,7 @@ def test_usecase_demo_learns_its_rare_class(
     # 2 sites of 2 devices: the fewest that keep secure aggregation (3 at least) and both
     # gateways; each device then holds the windows of ~19 patients / cars. No DP, as above.
     argv = ["--usecase", usecase, "--rounds", "3", "--no-dp", "--devices-per-site", "2"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "fedge", "demo", *argv, "--workdir", str(workdir)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    proc = run_demo(*argv, "--workdir", str(workdir))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stderr
     assert f"4 processes (2 per site), each streaming its own share of {task} " in out
@@ -122,4 +96,4 @@ def test_usecase_demo_learns_its_rare_class(
     assert float(per_class[rare]) > 0.4, recall.group(0)
     assert float(recall.group(2)) > float(baseline.group(2)) + 0.2, recall.group(0)
     assert "all processes stopped" in out
-    assert _fedge_processes(workdir) == []
+    assert fedge_processes(workdir) == []
