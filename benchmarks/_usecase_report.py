@@ -185,38 +185,46 @@ def _bytes_table(tasks: list[dict[str, Any]]) -> list[str]:
     rows = []
     for t in tasks:
         b = t["bytes"]
+        w, sec = b["wire"], b["secagg"]
         curve = {c["round"]: c["balanced_accuracy"] for c in t["methods"]["fedavg"]["curve"]}
         early = curve.get(b["early_rounds"])
         rows.append(
             [
                 t["task"],
-                f"{b['model_bytes'] / 1024:.1f}",
+                f"{w['update_bytes'] / 1024:.1f}",
+                f"{w['secagg_bytes'] / 1024:.1f} (k={w['secagg_neighbours']})",
                 f"{b['mean_rounds_participated']:.1f}",
                 f"{b['mean_uploaded'] / 1024:.0f}",
+                f"{sec['mean_uploaded'] / 1024:.0f}",
                 f"{b['mean_raw'] / 1024:.0f}",
                 f"{b['uploaded_over_raw']:.2f}",
+                f"{sec['uploaded_over_raw']:.2f}",
                 f"{b['early_uploaded_over_raw']:.2f}",
                 "–" if early is None else f"{early:.3f}",
                 f"{curve.get(b['rounds'], float('nan')):.3f}",
             ]
         )
-    heads = ["task", "update KiB", "rounds taken part", "sent KiB", "raw KiB", "sent/raw"]
+    heads = ["task", "update KiB", "SecAgg+ KiB/round", "rounds taken part", "sent KiB"]
+    heads += ["SecAgg+ sent KiB", "raw KiB", "sent/raw", "SecAgg+ sent/raw"]
     heads += ["sent/raw @20 rounds", "bal. acc @20", "bal. acc @60"]
     lines = ["```", table(heads, rows), "```", ""]
     for t in tasks:
         b = t["bytes"]
         if b["uploaded_over_raw"] <= 1.0:
             continue
+        w = b["wire"]
         lines += [
-            f"**{t['task']} uploads {b['uploaded_over_raw']:.1f}× its raw data.** Its raw stream "
-            f"is small ({b['mean_raw'] / 1024:.0f} KiB per device: the samples behind its "
-            f"windows) while the model update is {b['model_bytes'] / 1024:.1f} KiB and travels "
-            f"{b['mean_rounds_participated']:.0f} times. The upload is per round, not per byte "
-            "recorded, so the ratio falls as a device records more. A user can also run fewer "
-            "rounds (the '@20' columns), select each device less often (a lower "
-            "devices_per_round), train a smaller model (the update is one float32 per "
-            "parameter), or quantise updates (fedge sends float32 today; only secure "
-            "aggregation's masked integers are quantised, at 32 bits by default).",
+            f"**{t['task']} uploads {b['uploaded_over_raw']:.1f}× its raw data** "
+            f"({b['secagg']['uploaded_over_raw']:.1f}× under SecAgg+). Its raw stream is small "
+            f"({b['mean_raw'] / 1024:.0f} KiB per device: the samples behind its windows) while "
+            f"the update message is {w['update_bytes'] / 1024:.1f} KiB "
+            f"({w['parameters']:,} float32 parameters and the message's header and metadata) "
+            f"and travels {b['mean_rounds_participated']:.0f} times. The upload is per round, "
+            "not per byte recorded, so the ratio falls as a device records more. A user can also "
+            "run fewer rounds (the '@20' column), select each device less often (a lower "
+            "devices_per_round), or train a smaller model (the update is one float32 per "
+            "parameter; under SecAgg+ one 32-bit masked integer per parameter, plus the key "
+            "exchange).",
             "",
         ]
     return lines
@@ -277,8 +285,15 @@ def markdown(results: dict[str, Any]) -> str:
             *_dp_table(tasks),
             "## Bytes each device sent against its raw sensor data",
             "",
-            "FedAvg; float32 update × rounds taken part; raw = the sensor samples behind the "
-            "device's windows (float32). '@20' stops after the first third of the rounds.",
+            "FedAvg; the measured message × rounds taken part. 'update': the update message a "
+            "device posts in a plain round (fedge.device.work.make_update: the safetensors "
+            "float32 delta, its metadata and the federated-evaluation sums). 'SecAgg+': all the "
+            "device sends in a secure round (join with its certificate, key advertisement, "
+            "encrypted shares, 32-bit masked input, unmask response), as fedge.secagg's "
+            "run_secure_sum counts it for that many devices per round with the networked jobs' "
+            "default settings; k = neighbours in the SecAgg+ graph. HTTP/TLS framing not "
+            "counted. Raw = the sensor samples behind the device's windows (float32). '@20' "
+            "stops after the first third of the rounds.",
             "",
             *_bytes_table(tasks),
             "## Per task",

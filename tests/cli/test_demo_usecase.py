@@ -1,8 +1,9 @@
 """`fedge demo` defaults to predictive maintenance and shows that the rare faults are caught.
 
 The other use cases run networked too: `--usecase healthcare` (activity), `healthcare-anomaly`
-(abnormal heart-rate response) and `mobility` (an event a few seconds ahead) each learn their
-rare class on held-out patients / cars, well above always answering the majority class.
+(abnormal heart-rate response), `maintenance-warning` (failure within 7 days) and `mobility` (an
+event a few seconds ahead) each learn their rare class on held-out patients / machines / cars,
+well above always answering the majority class.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ def test_default_demo_learns_the_rare_faults(tmp_path: Path) -> None:
     [
         ("healthcare", "wearables", "walking", 5, "stairs"),
         ("healthcare-anomaly", "wearables_anomaly", "normal", 2, "abnormal_hr"),
+        ("maintenance-warning", "maintenance_warning", "normal", 2, "fails_soon"),
         ("mobility", "mobility", "safe", 2, "event_ahead"),
     ],
 )
@@ -72,7 +74,8 @@ def test_usecase_demo_learns_its_rare_class(
 ) -> None:
     workdir = tmp_path / "demo"
     # 2 sites of 2 devices: the fewest that keep secure aggregation (3 at least) and both
-    # gateways; each device then holds the windows of ~19 patients / cars. No DP, as above.
+    # gateways; each device then holds the windows of ~18 machines / ~19 patients / cars. No DP,
+    # as above.
     argv = ["--usecase", usecase, "--rounds", "3", "--no-dp", "--devices-per-site", "2"]
     proc = run_demo(*argv, "--workdir", str(workdir))
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedge.usecases.fleet import split_fleet
+from fedge.usecases import maintenance
+from fedge.usecases.fleet import Fleet, split_fleet
 from fedge.usecases.maintenance import FAULTS, MaintenanceConfig, generate_maintenance
 from fedge.usecases.telemetry import WindowSpec, telemetry_fleet, telemetry_windows
-from fedge.usecases.traffic import TrafficConfig, simulate_traffic
+from fedge.usecases.traffic import Telemetry, TrafficConfig, simulate_traffic
 from fedge.usecases.vibration import BEARINGS, vibration_features, vibration_window
 from fedge.usecases.wearables import WearablesConfig, generate_wearables
 
@@ -188,3 +189,234 @@ def test_leader_braking_is_read_from_the_radar() -> None:
     assert x[:, names.index("lead_accel_last")] == pytest.approx(-6.0, abs=1e-3)
     needed = x[:, names.index("brake_needed_last")]
     assert (np.diff(needed) >= 0).all()  # closing faster on the same gap: more braking needed
+
+
+# -- the fleets the tasks train on: devices differ, labels are as rare as documented ----------
+
+
+def _task_fleet(name: str) -> Fleet:
+    from fedge.tasks.usecases import usecase_fleet
+
+    return usecase_fleet(name)  # generated once per machine, then read from the on-disk cache
+
+
+def _between_device_ratio(fleet: Fleet, feature: str, rows: np.ndarray | None = None) -> float:
+    """Variance of the per-device means of ``feature`` over what split-half noise explains.
+
+    Each device's windows (``rows`` of them only, if given) are split in two interleaved halves;
+    half the difference of the halves' means estimates the noise on the device's mean. With no
+    between-device variation the ratio is about 1 (an F statistic)."""
+    col = fleet.x[:, fleet.feature_names.index(feature)].astype(np.float64)
+    means, diffs = [], []
+    for d in np.unique(fleet.device):
+        own = np.flatnonzero((fleet.device == d) & (True if rows is None else rows))
+        if len(own) < 4:
+            continue
+        first, second = col[own[0::2]].mean(), col[own[1::2]].mean()
+        means.append((first + second) / 2)
+        diffs.append(first - second)
+    assert len(means) >= 20, f"too few devices with windows for {feature}"
+    noise = np.var(diffs, ddof=1) / 4  # var of the mean of the halves under pure noise
+    return float(np.var(means, ddof=1) / noise)
+
+
+@pytest.mark.parametrize(
+    ("task", "feature", "rows", "why"),
+    [
+        ("maintenance", "temperature_c", "healthy", "site ambient and per-sensor offset"),
+        ("maintenance", "amp_1x", "healthy", "residual imbalance x line speed squared"),
+        ("maintenance", "log_rms", "healthy", "mounting gain and noise floor"),
+        ("wearables", "acc_mean_y", "standing", "each patient's sensor orientation"),
+        ("wearables", "hr_mean", "sitting", "resting heart rate"),
+        ("wearables", "dominant_hz", "walking", "gait cadence"),
+        ("mobility", "speed_mean", None, "desired speed, road mix and weather"),
+        ("mobility", "time_headway_min", None, "the driver's time headway"),
+        ("mobility", "steering_sd", None, "lane-keeping corrections"),
+    ],
+)
+def test_devices_really_differ(task: str, feature: str, rows: str | None, why: str) -> None:
+    """Per-device means differ far more than the noise within a device explains (``why``: the
+    generator's per-device parameter behind it)."""
+    fleet = _task_fleet(task)
+    selected = None
+    if rows is not None:
+        classes = fleet.class_names
+        selected = fleet.y == classes.index(rows)
+    ratio = _between_device_ratio(fleet, feature, selected)
+    assert ratio > 10, f"{feature} ({why}): between-device / split-half variance {ratio:.1f}"
+
+
+def test_split_half_ratio_is_about_one_without_device_effects() -> None:
+    """The statistic above, on the same windows with the devices shuffled: no effect, ~1."""
+    fleet = _task_fleet("mobility")
+    shuffled = Fleet(
+        x=fleet.x,
+        y=fleet.y,
+        device=np.random.default_rng(0).permutation(fleet.device),
+        group=fleet.group,
+        raw_bytes=fleet.raw_bytes,
+        feature_names=fleet.feature_names,
+        class_names=fleet.class_names,
+    )
+    assert _between_device_ratio(shuffled, "speed_mean") < 2.0
+
+
+@pytest.mark.parametrize(
+    "task", ["maintenance", "maintenance_warning", "wearables_anomaly", "mobility"]
+)
+def test_rare_label_rates_differ_between_devices(task: str) -> None:
+    """Faults, warnings, abnormal HR and events concentrate on some devices (chi-square test of
+    one rate for all), and many devices never see one: what makes local-only learning fail."""
+    from scipy.stats import chi2_contingency
+
+    fleet = _task_fleet(task)
+    rare = fleet.y > 0
+    devices = np.unique(fleet.device)
+    table = np.array([[rare[fleet.device == d].sum(), (~rare[fleet.device == d]).sum()] for d in devices])  # fmt: skip
+    assert chi2_contingency(table).pvalue < 1e-10
+    assert (table[:, 0] == 0).mean() > 0.1  # devices that never see the rare class
+
+
+@pytest.mark.parametrize(
+    ("task", "low", "high"),
+    [
+        # maintenance.py: ~9 % faulty windows, 2–3 % per fault kind; ~6 % early warnings
+        ("maintenance", 0.05, 0.15),
+        ("maintenance_warning", 0.03, 0.10),
+        # wearables.py: a third of patients, a quarter of their bouts: ~8 % abnormal windows
+        ("wearables_anomaly", 0.04, 0.15),
+        # telemetry.py: ~4 % of windows have a harsh-braking or unsafe-headway event ahead
+        ("mobility", 0.02, 0.06),
+    ],
+)
+def test_labels_are_imbalanced_as_documented(task: str, low: float, high: float) -> None:
+    fleet = _task_fleet(task)
+    share = np.bincount(fleet.y, minlength=len(fleet.class_names)) / len(fleet.y)
+    assert low < 1.0 - share[0] < high, share
+    if task == "maintenance":  # every fault kind is rare, none absent
+        assert ((share[1:] > 0.01) & (share[1:] < 0.05)).all(), share
+
+
+def test_warning_windows_end_at_the_failure_and_the_machine_is_repaired() -> None:
+    """Read from the task's fleet alone (windows are in time order per machine): the warning
+    windows of a machine are one run; after it the machine is healthy again (repaired); a
+    machine's fault windows end where its warning run ends."""
+    fleet = _task_fleet("maintenance")
+    warning = _task_fleet("maintenance_warning").y
+    warned = 0
+    for d in np.unique(fleet.device):
+        rows = np.flatnonzero(fleet.device == d)
+        w, y = warning[rows], fleet.y[rows]
+        if not w.any():
+            continue
+        warned += 1
+        run = np.flatnonzero(w)
+        assert (np.diff(run) == 1).all(), f"machine {d}: warnings {run} are not one run"
+        after = slice(run[-1] + 1, None)
+        assert (y[after] == 0).all(), f"machine {d}: still faulty after its failure"
+        if (y > 0).any():
+            assert np.flatnonzero(y)[-1] == run[-1]
+    assert warned >= 10
+
+
+def test_warning_label_is_exactly_the_days_before_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The generator's record of every machine's life (window times, failure, degradation)
+    against the documented labels: warning = 1 exactly when fail − warning_days ≤ t < fail;
+    the fault label once s = ((t − onset) / duration)² ≥ detect_severity, until the failure."""
+    lives: list[maintenance._Life] = []
+    real = maintenance._machine_life
+
+    def spy(rng: np.random.Generator, config: MaintenanceConfig, kind: int) -> maintenance._Life:
+        lives.append(real(rng, config, kind))
+        return lives[-1]
+
+    monkeypatch.setattr(maintenance, "_machine_life", spy)
+    cfg = MaintenanceConfig(sites=3, machines_per_site=8, windows_per_machine=60, samples=512)
+    fleet, warning = generate_maintenance(cfg, np.random.default_rng(11))
+    assert len(lives) == cfg.sites * cfg.machines_per_site
+    failing = 0
+    for machine, life in enumerate(lives):
+        rows = fleet.device == machine
+        t = life.t
+        if life.fail is None or life.duration is None:
+            assert life.fault == "healthy"
+            assert not warning[rows].any() and not fleet.y[rows].any()
+            continue
+        failing += 1
+        assert 0.6 * cfg.life_days <= life.fail <= 1.05 * cfg.life_days
+        assert cfg.degradation_days[0] <= life.duration <= cfg.degradation_days[1]
+        expected = (t >= life.fail - cfg.warning_days) & (t < life.fail)
+        np.testing.assert_array_equal(warning[rows], expected.astype(np.int64))
+        onset = life.fail - life.duration
+        severity = np.where((t >= onset) & (t < life.fail), ((t - onset) / life.duration) ** 2, 0)
+        kind = FAULTS.index({"outer": "outer_race", "inner": "inner_race"}.get(life.fault, life.fault))  # fmt: skip
+        faulty = severity >= cfg.detect_severity
+        np.testing.assert_array_equal(fleet.y[rows], np.where(faulty, kind, 0))
+    assert failing >= 5 and warning.sum() > 0
+
+
+# -- mobility: the unsafe-headway half of the label ---------------------------------------------
+
+
+def _steady(t: Telemetry, *, speed: float, headway_at: dict[int, float]) -> Telemetry:
+    """A car cruising at ``speed`` with nobody ahead, except the given gaps at given samples;
+    no harsh braking anywhere, so only the headway can raise the label."""
+    n = len(t.speed)
+    headway = np.full(n, 150.0)
+    for k, gap in headway_at.items():
+        headway[k] = gap
+    return type(t)(
+        **{
+            **t.__dict__,
+            "speed": np.full(n, speed),
+            "accel": np.zeros(n),
+            "brake": np.zeros(n),
+            "headway": headway,
+        }
+    )
+
+
+def test_unsafe_headway_ahead_is_labelled() -> None:
+    """Time headway gap / speed below 0.7 s, above walking pace (5 m/s), within the 3 s horizon."""
+    t = simulate_traffic(SMALL_TRAFFIC, np.random.default_rng(2))[0]
+    spec = WindowSpec()
+    ends = np.arange(50, len(t.speed) - 30, 20)
+    ahead = ((ends <= 400) & (ends + 30 > 400)).astype(np.int64)
+    # 20 m/s with 13 m to the car ahead: 0.65 s of headway at t = 40 s
+    _, y = telemetry_windows(_steady(t, speed=20.0, headway_at={400: 13.0}), spec)
+    np.testing.assert_array_equal(y, ahead)
+    assert ahead.sum() >= 1
+    # 0.75 s is not unsafe; and the threshold is the spec's
+    _, y = telemetry_windows(_steady(t, speed=20.0, headway_at={400: 15.0}), spec)
+    assert not y.any()
+    stricter = WindowSpec(unsafe_headway_s=0.8)
+    _, y = telemetry_windows(_steady(t, speed=20.0, headway_at={400: 15.0}), stricter)
+    np.testing.assert_array_equal(y, ahead)
+    # at walking pace a short gap is queueing, not unsafe: 4 m/s with 2 m (0.5 s) is no event
+    _, y = telemetry_windows(_steady(t, speed=4.0, headway_at={400: 2.0}), spec)
+    assert not y.any()
+    _, y = telemetry_windows(_steady(t, speed=5.5, headway_at={400: 2.0}), spec)
+    np.testing.assert_array_equal(y, ahead)
+
+
+def test_simulated_labels_follow_the_definition() -> None:
+    """Every window of simulated cars, relabelled here from the definition sample by sample."""
+    logs = simulate_traffic(
+        TrafficConfig(regions=2, cars_per_region=4, trip_s=240.0), np.random.default_rng(3)
+    )
+    spec = WindowSpec()
+    hist, stride, horizon = 50, 20, 30  # 5 s, 2 s, 3 s at 10 Hz
+    positives = 0
+    for t in logs:
+        _, y = telemetry_windows(t, spec)
+        harsh = t.accel < -spec.harsh_mps2
+        unsafe = (t.headway / np.maximum(t.speed, 0.1) < spec.unsafe_headway_s) & (
+            t.speed > spec.min_speed_mps
+        )
+        ends = range(hist, len(t.speed) - horizon, stride)
+        expected = [int((harsh | unsafe)[e : e + horizon].any()) for e in ends]
+        np.testing.assert_array_equal(y, expected)
+        positives += int(y.sum())
+    assert positives > 0

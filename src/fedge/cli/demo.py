@@ -32,6 +32,7 @@ USECASE_TASKS = {
     "maintenance": "maintenance",
     "healthcare": "wearables",  # activity recognition
     "healthcare-anomaly": "wearables_anomaly",  # abnormal heart-rate response to activity
+    "maintenance-warning": "maintenance_warning",  # early warning: fails within 7 days
     "mobility": "mobility",
 }
 
@@ -283,7 +284,8 @@ def run_networked_demo(
 @click.option(
     "--task",
     help="Train this task instead of a use case (e.g. mnist_2nn; see `fedge tasks`); "
-    "its training set is split IID over the devices.",
+    "its training set is split IID over the devices (a use case's task is trained on its own "
+    "machines / patients / cars with --usecase instead).",
 )
 @click.option(
     "--keep", is_flag=True, help="Keep the federation (and its dashboard) running until Ctrl-C."
@@ -310,7 +312,9 @@ def run_networked_demo(
     help="Train a use case (default: maintenance, unless --task is given): the fleet's "
     "machines / patients / cars are dealt over the devices, each with its own data; the summary "
     "shows the recall of every class on held-out devices. healthcare is activity recognition, "
-    "healthcare-anomaly the abnormal heart-rate response (on the same patients' windows).",
+    "healthcare-anomaly the abnormal heart-rate response (on the same patients' windows), "
+    "maintenance-warning the early warning (fails within 7 days) on the maintenance machines' "
+    "windows.",
 )
 @click.option(
     "--secagg/--no-secagg",

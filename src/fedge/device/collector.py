@@ -2,14 +2,21 @@
 
 Real devices append what their sensors observe; for the demo and tests a device plays back its
 slice of a partitioned benchmark data set (:func:`device_share`), ``rows_per_tick`` rows every
-``interval_s``, starting over when the slice is exhausted (the store's retention window keeps the
-total bounded). The rows go only into the local store.
+``interval_s``: each row once, or with ``cycle`` starting over when the slice is exhausted (the
+store's retention window keeps the total bounded). The rows go only into the local store.
+
+A restarted device continues its playback where it stopped (:meth:`DemoCollector.resuming`): the
+store remembers how many rows it ever received (:func:`rows_appended`, which counts the rows the
+retention window dropped since), so no row is appended twice.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+from contextlib import closing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +27,7 @@ from fedge.device.store import LocalStore
 from fedge.errors import DataError
 from fedge.tasks import get_task
 
-__all__ = ["DemoCollector", "device_share"]
+__all__ = ["DemoCollector", "device_share", "rows_appended"]
 
 
 def device_share(
@@ -63,12 +70,30 @@ def device_share(
     return np.ascontiguousarray(train.x[rows], dtype=np.float32), train.y[rows].astype(np.int64)
 
 
+def rows_appended(store: LocalStore) -> int:
+    """Rows ever appended to ``store``, including those its retention window dropped since.
+
+    The store numbers its rows with SQLite AUTOINCREMENT, whose counter (``sqlite_sequence``)
+    never goes back; it is read on a read-only connection of its own. A store whose counter
+    cannot be read (in memory, or another layout) answers with the rows it holds now.
+    """
+    held = store.count()
+    try:
+        uri = Path(store.path).resolve().as_uri() + "?mode=ro"
+        with closing(sqlite3.connect(uri, uri=True)) as db:
+            row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'examples'").fetchone()
+    except (sqlite3.Error, ValueError):
+        row = None
+    return max(held, int(row[0]) if row and row[0] is not None else 0)
+
+
 @dataclass
 class DemoCollector:
     """Appends ``rows_per_tick`` rows of (x, y) to ``store`` per :meth:`tick`.
 
     Each row is played back once (as a sensor would record it); with ``cycle`` the slice is
-    replayed forever, and the store's retention window bounds how much is kept.
+    replayed forever, and the store's retention window bounds how much is kept. ``position`` is
+    the next row to play back; :meth:`resuming` sets it from what the store already received.
     """
 
     store: LocalStore
@@ -85,23 +110,56 @@ class DemoCollector:
         if self.rows_per_tick < 1:
             raise DataError(f"rows_per_tick must be >= 1, got {self.rows_per_tick}")
 
+    @classmethod
+    def resuming(
+        cls,
+        store: LocalStore,
+        x: NDArray[np.float32],
+        y: NDArray[np.int64],
+        *,
+        rows_per_tick: int = 10,
+        interval_s: float = 1.0,
+        cycle: bool = False,
+    ) -> DemoCollector:
+        """A collector that continues this device's playback where its last run stopped.
+
+        The store received :func:`rows_appended` rows of this slice before (an empty store:
+        none): playback starts after them, so a restarted device appends no row twice, even
+        rows its retention window has dropped since. With ``cycle`` the replay continues at
+        the same point of the slice. A store that already holds the whole slice gets nothing
+        more (without ``cycle``).
+        """
+        done = rows_appended(store)
+        n = len(y)
+        position = (done % n if cycle else min(done, n)) if n else 0
+        return cls(
+            store,
+            x,
+            y,
+            rows_per_tick=rows_per_tick,
+            interval_s=interval_s,
+            position=position,
+            cycle=cycle,
+        )
+
     @property
     def exhausted(self) -> bool:
         """True once every row was appended (never when cycling)."""
         return not self.cycle and self.position >= len(self.y)
 
     def tick(self) -> int:
-        """Append the next rows; returns how many."""
+        """Append the next rows; returns how many. The position moves on only once they are in
+        the store (an append that fails is tried again at the next tick)."""
         n = len(self.y)
         if self.cycle:
             idx = (self.position + np.arange(min(self.rows_per_tick, n))) % n
-            self.position = int((self.position + len(idx)) % n)
         else:
             idx = np.arange(self.position, min(self.position + self.rows_per_tick, n))
-            self.position += len(idx)
             if len(idx) == 0:
                 return 0
-        return self.store.append(self.x[idx], self.y[idx])
+        added = self.store.append(self.x[idx], self.y[idx])
+        self.position = (self.position + len(idx)) % n if self.cycle else self.position + len(idx)
+        return added
 
     def run(self, stop: threading.Event) -> None:
         """Tick every ``interval_s`` until ``stop`` is set."""

@@ -26,8 +26,16 @@ Example (``examples/mnist_fedavg.toml``)::
     clip_norm = 1.0
     target_epsilon = 4.0
 
+    [data]                # optional: train on local files instead of a built-in task's data
+    loader = "uci_har"    # uci_har | uci_har_inertial | cwru | cmapss | telemetry_csv
+    path = "UCI HAR Dataset"  # relative to this file; extra keys are the loader's options
+
 Unknown keys are refused with the list of valid ones; overrides use dotted paths
-(``client.lr=0.05``) and are validated like the file.
+(``client.lr=0.05``) and are validated like the file. With ``[data]`` the task is built from
+the files (:mod:`fedge.usecases.local`): leave ``task`` out; the partition defaults to
+``natural`` (one device per subject / recording / engine / vehicle), and :func:`load_config`
+fills ``partition.devices`` with the training devices' count and caps the default
+``devices_per_round`` at it.
 """
 
 from __future__ import annotations
@@ -42,7 +50,13 @@ from fedge.errors import ConfigError
 from fedge.privacy.config import PrivacyConfig
 from fedge.training.plan import LocalTrainingConfig
 
-__all__ = ["ClientSection", "PartitionSection", "SimulationConfig", "load_config"]
+__all__ = [
+    "ClientSection",
+    "DataSection",
+    "PartitionSection",
+    "SimulationConfig",
+    "load_config",
+]
 
 OptionValue = float | int | str | bool
 
@@ -115,6 +129,32 @@ class SecureAggregationSection(_Section):
     threshold: PositiveInt | None = None  # t; give both or neither
 
 
+class DataSection(_OpenSection):
+    """Local files to train on (:mod:`fedge.usecases.local`); extra keys: the loader's options."""
+
+    loader: str
+    path: str
+    test_fraction: float = Field(0.25, gt=0, lt=1)  # share of devices held out for testing
+    split_seed: int = 0  # which devices are held out
+
+    @model_validator(mode="after")
+    def _check(self) -> DataSection:
+        self.source()  # an unknown loader or option is refused here, with the valid ones
+        return self
+
+    def source(self) -> Any:
+        """The :class:`fedge.usecases.local.DataSource` (options checked; nothing read yet)."""
+        from fedge.usecases.local import DataSource
+
+        return DataSource(
+            loader=self.loader,
+            path=Path(self.path).expanduser().resolve(),
+            options=self.options,
+            test_fraction=self.test_fraction,
+            split_seed=self.split_seed,
+        )
+
+
 class SimulationConfig(_Section):
     task: str = "mnist_2nn"
     rounds: PositiveInt = 20
@@ -125,6 +165,35 @@ class SimulationConfig(_Section):
     simulation: SimulationSection = SimulationSection()
     privacy: PrivacyConfig = PrivacyConfig()  # mode "none": no clipping, no noise, no accounting
     secure_aggregation: SecureAggregationSection = SecureAggregationSection()
+    data: DataSection | None = None  # local files: the task is built from them
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_of_data(cls, data: Any) -> Any:
+        """With ``[data]``: the task is the data's (registered here, read on first use) and
+        the partition is natural unless the config names another."""
+        if not isinstance(data, dict) or data.get("data") is None:
+            return data
+        section = data["data"]
+        if isinstance(section, dict):
+            try:
+                section = DataSection.model_validate(section)
+            except ValidationError:
+                return data  # the field's own validation says what is wrong, and where
+        if not isinstance(section, DataSection):
+            return data
+        from fedge.usecases.local import register_data_task
+
+        name = register_data_task(section.source())
+        given = data.get("task")
+        if given is not None and given != name:
+            raise ValueError(
+                f"task = {given!r} and a [data] section: the task is built from the data "
+                f"(it is {name!r}); remove task"
+            )
+        partition = dict(data.get("partition") or {})
+        partition.setdefault("name", "natural")
+        return {**data, "task": name, "partition": partition}
 
     @property
     def sampling(self) -> Literal["poisson", "fixed"]:
@@ -199,9 +268,37 @@ def load_config(
             raise ConfigError(f"config file {path} not found") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    section = data.get("data")
+    if path is not None and isinstance(section, dict) and isinstance(section.get("path"), str):
+        local = Path(section["path"]).expanduser()  # relative to the config file
+        data["data"] = {**section, "path": str(Path(path).resolve().parent / local)}
     for dotted, value in (overrides or {}).items():
         _apply_override(data, dotted, _coerce(value) if isinstance(value, str) else value)
+    _fill_from_data(data)
     try:
         return SimulationConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, origin)) from None
+
+
+def _fill_from_data(data: dict[str, Any]) -> None:
+    """With a valid ``[data]`` section and a natural partition: ``partition.devices`` from the
+    data (its training devices) when the config leaves it out, and ``devices_per_round`` capped
+    at it when that is left out too. Reads the files (once per process)."""
+    section, partition = data.get("data"), data.get("partition") or {}
+    if not isinstance(section, dict) or not isinstance(partition, dict):
+        return
+    if "devices" in partition or partition.get("name", "natural") != "natural":
+        return
+    try:
+        source = DataSection.model_validate(section).source()
+    except ValidationError:
+        return  # validating the whole config reports it
+    from fedge.usecases.local import training_devices
+
+    count = training_devices(source)
+    data["partition"] = {**partition, "devices": count}
+    simulation = data.get("simulation") or {}
+    if isinstance(simulation, dict) and "devices_per_round" not in simulation:
+        default = SimulationSection.model_fields["devices_per_round"].default
+        data["simulation"] = {**simulation, "devices_per_round": min(count, default)}

@@ -35,6 +35,7 @@ from numpy.typing import NDArray
 __all__ = [
     "BEARINGS",
     "ENVELOPE_ORDERS",
+    "VIBRATION_FEATURES",
     "BearingGeometry",
     "vibration_features",
     "vibration_window",
@@ -43,6 +44,16 @@ __all__ = [
 FloatArray = NDArray[np.float64]
 ENVELOPE_ORDERS = np.arange(0.5, 12.5, 0.25)  # lower edges of the envelope-spectrum order bins
 _ENVELOPE_BAND_HZ = (1_500.0, 5_500.0)  # demodulation band around the structural resonances
+# The columns of :func:`vibration_features`, in order (select columns by name, not position).
+VIBRATION_FEATURES = (
+    "amp_1x",
+    "amp_2x",
+    "amp_3x",
+    *(f"env_order_{o:.2f}" for o in ENVELOPE_ORDERS),
+    "log_rms",
+    "log_kurtosis",
+    "crest_factor",
+)
 
 
 @dataclass(frozen=True)
@@ -193,13 +204,4 @@ def vibration_features(
             crest,
         ]
     ).astype(np.float32)
-    names = (
-        "amp_1x",
-        "amp_2x",
-        "amp_3x",
-        *(f"env_order_{o:.2f}" for o in ENVELOPE_ORDERS),
-        "log_rms",
-        "log_kurtosis",
-        "crest_factor",
-    )
-    return features, names
+    return features, VIBRATION_FEATURES
