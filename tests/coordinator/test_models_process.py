@@ -113,7 +113,7 @@ def test_signed_versions_and_the_models_cli(fleet: Path) -> None:  # noqa: F811
         assert "production" in _admin(fleet, url, "models", "promote", initial)
         assert "digits/r1" in _admin(fleet, url, "models", "rollback", "digits")
         out = fleet / "export"
-        _admin(fleet, url, "models", "export", job_v1, "--out", str(out), "--onnx")
+        _admin(fleet, url, "models", "export", "digits/r1", "--out", str(out), "--onnx")
         task_name, weights, meta_out = import_weights((out / "model.safetensors").read_bytes())
         assert task_name == "digits_mlp" and meta_out["version"] == "digits/r1"
         x = np.random.default_rng(0).normal(size=(8, 64)).astype(np.float32)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from fedge.coordinator import CoordinatorService
-from fedge.device.follower import ProductionFollower
+from fedge.device.follower import ProductionFollower, manifest_key
 from fedge.device.predictor import Predictor
 from fedge.gateway.cache import ModelCache
 from fedge.gateway.service import GatewayService
@@ -49,7 +49,13 @@ def test_follow_promotion_rollback_and_refusals(tmp_path: Path) -> None:
     _, v1 = commit_one_round(svc)
     link = DirectLink(svc)
     predictor = Predictor("digits_mlp")
-    follower = ProductionFollower(link, predictor, "digits", KEY.public_key())
+    follower = ProductionFollower(
+        link,
+        predictor,
+        "digits",
+        KEY.public_key(),
+        health_sink=lambda job, report: svc.report_health(DEVICE, job, report),
+    )
     assert follower.sync() == "digits/r1"
     x = np.zeros((2, 64), dtype=np.float32)
     assert predictor.predict(x).version == "digits/r1"
@@ -67,9 +73,18 @@ def test_follow_promotion_rollback_and_refusals(tmp_path: Path) -> None:
     v3 = add_version(svc, v1, 3, acc + 0.02, 1.02)
     link.tamper = True
     assert follower.sync() == "digits/r1"  # tampered download refused; r1 stays
-    assert v3 in follower.refused and predictor.version == "digits/r1"
+    # remembered by the manifest that named it, and reported to the coordinator
+    assert manifest_key(svc.production(DEVICE, "digits")) in follower.refused
+    assert predictor.version == "digits/r1"
     assert follower.sync() == "digits/r1" and link.downloads == 3  # not fetched again
     assert v2b != v3
+    (refusal,) = svc.admin.get_model(ADMIN, v3).refusals
+    assert (refusal.reporter, refusal.tier, refusal.via, refusal.check) == (
+        "dev1",
+        "device",
+        None,
+        "release",
+    )
 
 
 def test_foreign_signature_and_unsigned_production_are_refused(tmp_path: Path) -> None:

@@ -51,7 +51,12 @@ def test_release_gate_accepts_and_rejects() -> None:
 
 
 def add_version(
-    svc: CoordinatorService, parent: str, rnd: int, accuracy: float, scale: float
+    svc: CoordinatorService,
+    parent: str,
+    rnd: int,
+    accuracy: float,
+    scale: float,
+    created_at: float | None = None,
 ) -> str:
     """A version of job ``digits`` (weights: the parent's times ``scale``), as a round makes one."""
     params = {k: (v * scale).astype(np.float32) for k, v in model_params(svc, parent).items()}
@@ -65,7 +70,7 @@ def add_version(
             parent_sha256=parent,
             size=len(payload),
             metrics={"accuracy": accuracy},
-            created_at=float(rnd),
+            created_at=float(rnd) if created_at is None else created_at,
         )
     )
     release = sign_version(svc.driver.release_key, row, "digits_mlp", float(rnd))
@@ -142,3 +147,39 @@ def test_no_automatic_promotion_when_the_gate_is_off(tmp_path: Path) -> None:
     )
     _, v1 = commit_one_round(svc)
     assert svc.admin.get_model(ADMIN, v1).status == "candidate"
+
+
+def test_rollback_restores_the_version_that_left_production_last(tmp_path: Path) -> None:
+    """Not the newest retired one by creation: after a manual re-promotion the two differ."""
+    svc = signed_service(tmp_path)
+    _, v1 = commit_one_round(svc)
+    acc1 = svc.admin.get_model(ADMIN, v1).metrics["accuracy"]
+    now = svc.admin.get_model(ADMIN, v1).created_at
+    v2 = add_version(svc, v1, 2, acc1 + 0.01, 1.01, now + 2)  # the gate promotes it: v1 retired
+    assert svc.admin.promote_model(ADMIN, v1).status == "production"  # by hand: v2 retired
+    v3 = add_version(svc, v1, 3, acc1 + 0.02, 1.02, now + 3)  # promoted: v1 retired after v2
+    retired = [v for v in svc.admin.list_models(ADMIN, "digits") if v.status == "retired"]
+    assert [v.sha256 for v in retired] == [v1, v2]  # by creation, v2 is the newer one
+    restored = svc.admin.rollback_model(ADMIN, "digits")
+    assert restored.sha256 == v1  # it was production until v3 came; v2 left before that
+    assert svc.admin.get_model(ADMIN, v3).status == "rolled_back"
+    assert svc.admin.get_model(ADMIN, v2).status == "retired"
+    again = svc.admin.rollback_model(ADMIN, "digits")  # then the one before it
+    assert again.sha256 == v2
+
+
+def test_versions_without_a_retirement_time_count_as_retired_earlier(tmp_path: Path) -> None:
+    """A database upgraded from before ``status_at``: its retired versions have none."""
+    from sqlalchemy import update
+
+    from fedge.coordinator.schema import ModelVersionRow as Row
+
+    svc = signed_service(tmp_path)
+    _, v1 = commit_one_round(svc)
+    acc1 = svc.admin.get_model(ADMIN, v1).metrics["accuracy"]
+    v2 = add_version(svc, v1, 2, acc1 + 0.01, 1.01)
+    v3 = add_version(svc, v2, 3, acc1 + 0.02, 1.02)  # v1 and v2 retired
+    with svc.store.engine.begin() as conn:
+        conn.execute(update(Row).where(Row.sha256 == v2).values(status_at=None))
+    assert svc.admin.rollback_model(ADMIN, "digits").sha256 == v1  # timed beats untimed
+    assert svc.admin.get_model(ADMIN, v3).status == "rolled_back"

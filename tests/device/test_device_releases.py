@@ -19,7 +19,7 @@ from fedge.device.backoff import Backoff
 from fedge.device.collector import DemoCollector, device_share
 from fedge.device.eligibility import AlwaysEligible
 from fedge.device.store import LocalStore
-from fedge.errors import UnknownNameError
+from fedge.errors import UnavailableError, UnknownNameError
 from fedge.gateway.cache import ModelCache
 from fedge.gateway.service import GatewayService
 from fedge.identity import Identity
@@ -30,6 +30,7 @@ from fedge.tasks import get_task
 from fedge.transport.messages import (
     CheckInRequest,
     GatewayAssignments,
+    HealthReport,
     ModelRelease,
     Receipt,
     RoundAssignment,
@@ -39,6 +40,7 @@ from fedge.transport.messages import (
 )
 from fedge.transport.releases import make_release, release_metadata
 from fedge.transport.replay import ReplayGuard
+from fedge.transport.reports import ReportQueue
 
 TASK = "digits_mlp"
 KEY = ReleaseSigningKey.generate()
@@ -61,6 +63,7 @@ class Link:
         self.service, self.peer = service, peer
         self.alter_payload: Callable[[bytes], bytes] = lambda b: b
         self.alter_release: Callable[[ModelRelease], ModelRelease | None] = lambda r: r
+        self.forwarded: list[tuple[str, HealthReport]] = []
 
     def checkin(self, request: CheckInRequest) -> TaskAssignment | Wait:
         return self.service.checkin(self.peer, request)
@@ -76,6 +79,9 @@ class Link:
 
     def submit_update(self, job_id: str, round_number: int, payload: bytes) -> Receipt:
         return self.service.submit_update(self.peer, job_id, round_number, payload)
+
+    def report_health(self, job_id: str, report: HealthReport) -> Receipt:
+        return self.service.report_health(self.peer, job_id, report)
 
 
 def setup(tmp_path: Path, model: tuple[bytes, str]) -> tuple[DeviceAgent, Link]:
@@ -102,6 +108,8 @@ def setup(tmp_path: Path, model: tuple[bytes, str]) -> tuple[DeviceAgent, Link]:
         plan=TrainingPlan(epochs=1, batch_size=10, lr=0.1),
     )
     service.apply_assignments(GatewayAssignments(assignments=[a], retry_after_s=1))
+    forwarded: list[tuple[str, HealthReport]] = []  # what the gateway sends the coordinator
+    service.health_sink = lambda job, r: (forwarded.append((job, r)), Receipt(accepted=True))[1]
     service.cache.get(a.model_sha256)  # the uplink prefetches before devices get the round
     store = LocalStore(tmp_path / "data.sqlite", retention_s=3600)
     x, y = device_share(TASK, 8, 0, seed=0)
@@ -117,6 +125,8 @@ def setup(tmp_path: Path, model: tuple[bytes, str]) -> tuple[DeviceAgent, Link]:
         backoff=Backoff(rng=random.Random(0)),
         release_key=KEY.public_key(),
     )
+    link.forwarded = forwarded
+    device.reports = ReportQueue(link.report_health)
     return device, link
 
 
@@ -152,3 +162,30 @@ def test_device_refuses_and_reports(tmp_path: Path, model: tuple[bytes, str], ca
     assert device.stats.refused_models == 1, device.stats
     assert device.stats.delivered == 0 and device.outbox.pending() == 0
     assert "refus" in device.stats.last_reason or "unsigned" in device.stats.last_reason
+    # reported, not only counted: through the gateway, which names the device, upstream
+    ((job, report),) = link.forwarded
+    assert (job, report.device_id, report.check) == ("job1", "dev0", "release")
+    assert report.sequence is None and "round 1" in report.reason
+    assert device.reports is not None and device.reports.pending() == 0
+
+
+def test_a_refusal_the_gateway_cannot_take_is_sent_at_the_next_step(
+    tmp_path: Path, model: tuple[bytes, str]
+) -> None:
+    device, link = setup(tmp_path, model)
+    link.alter_release = lambda r: None  # unsigned
+    down = [True]
+
+    def flaky(job: str, report: HealthReport) -> Receipt:
+        if down[0]:
+            raise UnavailableError("gateway unreachable")
+        return link.report_health(job, report)
+
+    assert device.reports is not None
+    device.reports.sink = flaky
+    device.step()
+    assert device.stats.refused_models == 1 and device.reports.pending() == 1
+    assert link.forwarded == []
+    down[0] = False
+    device.step()
+    assert device.reports.pending() == 0 and len(link.forwarded) == 1

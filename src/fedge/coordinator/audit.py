@@ -18,6 +18,9 @@ What is recorded (kind: details), never data or updates:
   (``release-gate``) or a halted canary stage (``canary``: rolled back, restored, the reason);
 - ``rollout``: a canary stage started or widened (actor ``canary``: the version, the previous
   one, the canary gateways, the manifest, the reason; :mod:`fedge.coordinator.rollouts`);
+- ``refusal``: a model version a device or gateway refused (actor: the reporter; the version,
+  tier, forwarding gateway, failed check, reason, manifest), once per version, reporter and
+  check (:mod:`fedge.coordinator.rollouts`);
 - ``revocation``: by an admin through the API, or with ``fedge pki revoke`` (actor ``pki``: a
   serial new on the CRL the coordinator reloaded, :mod:`fedge.coordinator.revocations`);
 - ``job.create``/``job.pause``/``job.resume``: admin actions.

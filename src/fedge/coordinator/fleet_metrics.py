@@ -1,7 +1,9 @@
 """The coordinator's gauges, read from its database each time Prometheus scrapes ``/metrics``.
 
 What the database already knows is not counted twice in memory: participants of each job's last
-finished round, ε spent, model versions by registry status, and devices online and eligible
+finished round, ε spent, model versions by registry status, model versions refused by devices
+and gateways (``fedge_model_refusals``: by job, ``reason`` -- the check that failed: release,
+load, smoke, accuracy -- and ``tier``), and devices online and eligible
 (as the gateways last reported them, plus devices that talk to the coordinator directly). Each
 read is one grouped query on the same engine as the :class:`~fedge.coordinator.store.Store`.
 """
@@ -35,6 +37,7 @@ class FleetGauges:
     ) -> None:
         self._sessions = sessionmaker(store.engine, expire_on_commit=False)
         self._settings, self._clock = settings, clock
+        self._store = store
 
     def _last(self, *states: str) -> list[tuple[str, int, float | None]]:
         """(job, participants, ε) of each job's last round in one of ``states``."""
@@ -69,6 +72,12 @@ class FleetGauges:
         with self._sessions() as s:
             for job, status, count in s.execute(q):
                 yield float(count), {"job": job, "status": status}
+
+    def refusals(self) -> Reading:
+        """Model versions refused by devices or gateways, per job, reason (the check that
+        failed) and tier of the refuser."""
+        for job, check, tier, versions in self._store.refusal_counts():
+            yield float(versions), {"job": job, "reason": check, "tier": tier}
 
     def _devices(self, column: str) -> Reading:
         now = self._clock()
@@ -118,6 +127,12 @@ def observe_coordinator(metrics: Metrics, store: Store, settings: CoordinatorSet
         "{version}",
         "Model versions by registry status",
         gauges.model_versions,
+    )
+    metrics.observe(
+        "fedge.model.refusals",
+        "{version}",
+        "Model versions refused by devices or gateways, by job, reason and tier",
+        gauges.refusals,
     )
     metrics.observe("fedge.devices.online", "{device}", "Devices online, by site", gauges.online)
     metrics.observe(

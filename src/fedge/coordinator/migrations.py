@@ -157,6 +157,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         "model_versions.federated_devices: devices the federated evaluation covers",
         AddColumn("model_versions", Column("federated_devices", Integer, nullable=True)),
     ),
+    # Rollback restores the version that left production last (issue 6): when each version's
+    # status last changed, added to model_versions after databases existed.
+    Migration(
+        7,
+        "model_versions.status_at: when a version's status last changed",
+        AddColumn("model_versions", Column("status_at", Float, nullable=True)),
+    ),
 )
 
 

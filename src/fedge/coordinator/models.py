@@ -2,7 +2,10 @@
 
 A version's view carries its centralised metrics (``metrics``) and, once the devices of a round
 that started from it have evaluated it on their own data, its federated evaluation
-(``federated``); a diff compares both (``federated_accuracy``, ``federated_loss``).
+(``federated``); a diff compares both (``federated_accuracy``, ``federated_loss``). It also
+carries its size in bytes, the ε its job had spent when it was published (``epsilon``, with
+differential privacy; also in ``metrics``) and the refusals of it that devices and gateways
+reported (``refusals``, :mod:`fedge.coordinator.rollouts`).
 
 The rules (which status moves are allowed, the release gate) live in
 :mod:`fedge.coordinator.registry`; this module applies them to the store and builds the views the
@@ -23,17 +26,31 @@ from fedge.transport.releases import version_id
 
 if TYPE_CHECKING:
     from fedge.coordinator.artifacts import ArtifactStore
-    from fedge.coordinator.schema import ModelVersionRow
+    from fedge.coordinator.schema import ModelRefusalRow, ModelVersionRow
     from fedge.coordinator.store import Store
 
-__all__ = ["diff_versions", "federated_view", "version_metrics", "version_view", "version_views"]
+__all__ = [
+    "diff_versions",
+    "federated_view",
+    "refusal_view",
+    "version_metrics",
+    "version_view",
+    "version_views",
+]
 
 
 def version_view(
-    store: Store, row: ModelVersionRow, rollout: m.RolloutView | None = None
+    store: Store,
+    row: ModelVersionRow,
+    rollout: m.RolloutView | None = None,
+    refusals: list[ModelRefusalRow] | None = None,
 ) -> m.ModelVersionView:
-    """One registry entry as the admin API shows it (with its staged rollout, if given)."""
+    """One registry entry as the admin API shows it (with its staged rollout, if given, and the
+    refusals devices and gateways reported; read from the store unless given)."""
     job = store.get_job(row.job_id)
+    if refusals is None:
+        refusals = store.list_refusals([row.sha256])[row.sha256]
+    epsilon = (row.metrics or {}).get("epsilon")
     return m.ModelVersionView(
         sha256=row.sha256,
         version=version_id(row.job_id, row.round),
@@ -49,6 +66,23 @@ def version_view(
         created_at=row.created_at,
         rollout=rollout,
         federated=federated_view(row),
+        epsilon=float(epsilon) if epsilon is not None else None,
+        refusals=[refusal_view(r) for r in refusals],
+    )
+
+
+def refusal_view(row: ModelRefusalRow) -> m.RefusalView:
+    """A recorded refusal as the admin API shows it."""
+    return m.RefusalView(
+        reporter=row.reporter,
+        tier=cast(Any, row.tier),
+        via=row.via,
+        check=row.check,
+        reason=row.reason or "",
+        sequence=row.sequence,
+        count=row.count,
+        first_at=row.first_at,
+        last_at=row.last_at,
     )
 
 
@@ -81,9 +115,11 @@ def version_views(
 ) -> list[m.ModelVersionView]:
     """Every version of a job, oldest first (with each one's rollout, given ``rollout_of``)."""
     store.get_job(job_id)  # UnknownNameError for an unknown job
+    rows = store.list_model_versions(job_id)
+    refusals = store.list_refusals(r.sha256 for r in rows)
     return [
-        version_view(store, r, rollout_of(r.sha256) if rollout_of else None)
-        for r in store.list_model_versions(job_id)
+        version_view(store, r, rollout_of(r.sha256) if rollout_of else None, refusals[r.sha256])
+        for r in rows
     ]
 
 

@@ -22,6 +22,15 @@ Each decision of a canary stage goes into the audit log with ``actor`` "canary":
 its widening as ``rollout`` entries (the version, the previous one, the canary gateways, the
 manifest, the reason), a halt as a ``rollback`` entry (rolled back, restored, the reason) like
 an admin's rollback.
+
+**Refusals.** The same route (``POST /v1/jobs/{job}/health``, :meth:`Rollouts.report`) takes
+every refusal of a model, canary stage or not (:mod:`fedge.transport.reports`): a device's,
+forwarded by its gateway or sent directly, and a gateway's own. Each is recorded in the registry
+(:class:`~fedge.coordinator.schema.ModelRefusalRow`: per version, reporter and failed check,
+with a count; ``fedge models show`` lists them, the ``fedge_model_refusals`` gauge counts the
+versions refused by reason) and, the first time per version, reporter and check, in the audit
+log as a ``refusal`` entry (actor: the reporter; the version, tier, forwarding gateway, check,
+reason, manifest). A canary device's refusal also counts as a failed health check of its rollout.
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ from fedge.coordinator.schema import (
 )
 from fedge.coordinator.store import Store
 from fedge.errors import AuthorizationError, ProtocolError, UnknownNameError
+from fedge.identity import Identity, Role
 from fedge.identity.signing import ReleaseSigningKey
 from fedge.transport import messages as m
 from fedge.transport.manifests import ManifestStatus, make_manifest
@@ -209,10 +219,113 @@ class Rollouts:
         return row
 
     # -- health and the canary verdict ----------------------------------------------------------
-    def report(self, gateway_id: str, job_id: str, report: m.HealthReport, now: float) -> m.Receipt:
-        """Record a canary device's health report (forwarded by its gateway) and judge."""
-        if report.device_id is None:
-            raise ProtocolError("a forwarded health report must name its device")
+    def report(self, peer: Identity, job_id: str, report: m.HealthReport, now: float) -> m.Receipt:
+        """Record a health report: a refusal from anyone (any time), and a canary device's
+        health check (forwarded by its canary gateway), which may widen or halt the rollout.
+
+        ``peer`` is a gateway forwarding its device's report (``device_id`` set), a gateway
+        reporting its own refusal (no ``device_id``), or a device connected directly.
+        """
+        if peer.role is Role.GATEWAY:
+            if report.device_id is None:  # the gateway's own refusal
+                if report.check == "passed":
+                    raise ProtocolError(
+                        "a gateway reports the models it refuses, and forwards its devices'"
+                        " health reports naming the device; a passed check must name one"
+                    )
+                reporter, tier, via = peer.name, "gateway", None
+            else:
+                reporter, tier, via = report.device_id, "device", peer.name
+        elif peer.role is Role.DEVICE:
+            if report.check == "passed":
+                raise ProtocolError(
+                    "devices connected directly are never canaries; health reports come from the"
+                    " canary gateways' devices (refusals are welcome from any device)"
+                )
+            if report.device_id not in (None, peer.name):
+                raise AuthorizationError(
+                    f"device {peer.name!r} may not report for {report.device_id!r}"
+                )
+            reporter, tier, via = peer.name, "device", None
+        else:
+            raise AuthorizationError(f"a {peer.role} does not report model health")
+        recorded = None
+        if report.check != "passed":
+            recorded = self._record_refusal(job_id, reporter, tier, via, report, now)
+        if via is None:  # not a canary gateway's device: nothing for a rollout to judge
+            assert recorded is not None
+            return m.Receipt(accepted=True, reason=recorded)
+        try:
+            reason = self._canary_report(via, job_id, report, now)
+        except (ProtocolError, AuthorizationError):
+            if recorded is None:
+                raise  # a passed check that no canary stage needs
+            return m.Receipt(accepted=True, reason=recorded)
+        return m.Receipt(accepted=True, reason=reason)
+
+    def _record_refusal(
+        self,
+        job_id: str,
+        reporter: str,
+        tier: str,
+        via: str | None,
+        report: m.HealthReport,
+        now: float,
+    ) -> str:
+        """Put a refusal in the registry and (the first time per reporter, version and check)
+        in the audit log; returns the receipt's reason."""
+        self.store.get_job(job_id)  # UnknownNameError for a job that does not exist
+        version = self.store.get_model_version(report.sha256)
+        if version is not None and version.job_id != job_id:
+            raise ProtocolError(
+                f"model {report.sha256[:12]} is a version of job {version.job_id!r}, not of"
+                f" {job_id!r}; report it under its own job"
+            )
+        name = version_id(job_id, version.round) if version is not None else None
+        row, new = self.store.record_refusal(
+            job_id=job_id,
+            sha256=report.sha256,
+            reporter=reporter,
+            tier=tier,
+            via=via,
+            check=report.check,
+            reason=report.reason,
+            sequence=report.sequence,
+            now=now,
+        )
+        what = name or f"unknown model {report.sha256[:12]}"
+        log.warning(
+            "job %s: %s %s%s refused %s (%s): %s",
+            job_id,
+            tier,
+            reporter,
+            f" via {via}" if via else "",
+            what,
+            report.check,
+            report.reason or "no reason given",
+        )
+        if new and self.audit is not None:
+            self.audit.record(
+                "refusal",
+                reporter,
+                report.sha256,
+                {
+                    "job": job_id,
+                    "version": name,
+                    "tier": tier,
+                    "via": via,
+                    "check": report.check,
+                    "reason": report.reason,
+                    "manifest": report.sequence,
+                },
+            )
+        return f"refusal of {what} recorded ({report.check}, reported {row.count} time(s))"
+
+    def _canary_report(
+        self, gateway_id: str, job_id: str, report: m.HealthReport, now: float
+    ) -> str:
+        """Count a canary device's health report in its rollout and judge."""
+        assert report.device_id is not None
         with self._lock:
             self.sync(job_id, now)
             with self._tx() as s:
@@ -243,8 +356,7 @@ class Rollouts:
                 report.check,
                 f" ({report.reason})" if report.reason else "",
             )
-            reason = self._judge(job_id, now)
-        return m.Receipt(accepted=True, reason=reason)
+            return self._judge(job_id, now)
 
     def tick(self, now: float) -> None:
         """Judge every canary stage in progress (halts those whose hold time is up)."""

@@ -20,6 +20,7 @@ __all__ = [
     "DeviceRow",
     "GatewayRow",
     "JobRow",
+    "ModelRefusalRow",
     "ModelVersionRow",
     "PartialReceiptRow",
     "ParticipantRow",
@@ -127,6 +128,9 @@ class ModelVersionRow(Base):
     # rolled_back; and why it last changed (e.g. the release gate's reason)
     status: Mapped[str] = mapped_column(String(16), default="candidate")
     status_reason: Mapped[str] = mapped_column(Text, default="")
+    # when the status last changed (a rollback restores the version that left production last);
+    # None: not since the column was added
+    status_at: Mapped[float | None] = mapped_column(Float)
     # federated evaluation (fedge.aggregation.evaluation): this version on the devices' own
     # data, before they trained on it (in the rounds that started from it); None: not yet
     federated_accuracy: Mapped[float | None] = mapped_column(Float)
@@ -192,6 +196,32 @@ class RolloutHealthRow(Base):
     holdout_accuracy: Mapped[float | None] = mapped_column(Float)
     reason: Mapped[str] = mapped_column(Text, default="")
     reported_at: Mapped[float] = mapped_column(Float)
+
+
+class ModelRefusalRow(Base):
+    """A model version refused by a device or a gateway (:mod:`fedge.transport.reports`): one row
+    per version, reporter and failed check, counting how often it was reported.
+
+    ``sha256`` is what the refusal named; it may be no version of the registry (a forged
+    manifest's), so it is not a foreign key.
+    """
+
+    __tablename__ = "model_refusals"
+    __table_args__ = (
+        UniqueConstraint("sha256", "reporter", "check", name="uq_refusal_per_reporter"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(_ID), index=True)
+    sha256: Mapped[str] = mapped_column(String(_SHA), index=True)
+    reporter: Mapped[str] = mapped_column(String(_ID))  # the device or gateway that refused it
+    tier: Mapped[str] = mapped_column(String(16))  # device | gateway
+    via: Mapped[str | None] = mapped_column(String(_ID))  # the gateway that forwarded it
+    check: Mapped[str] = mapped_column(String(16))  # release | load | smoke | accuracy
+    reason: Mapped[str] = mapped_column(Text, default="")
+    sequence: Mapped[int | None] = mapped_column(Integer)  # the manifest that named it, if any
+    count: Mapped[int] = mapped_column(Integer, default=1)
+    first_at: Mapped[float] = mapped_column(Float)
+    last_at: Mapped[float] = mapped_column(Float)
 
 
 class CheckpointRow(Base):

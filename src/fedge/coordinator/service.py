@@ -142,14 +142,10 @@ class CoordinatorService:
         return self.rollouts.pointer(job_id, gateway, self.clock())
 
     def report_health(self, peer: Identity, job_id: str, report: m.HealthReport) -> m.Receipt:
-        """A canary device's health report, forwarded by its gateway; may widen or halt."""
+        """A refusal of a model (a device's or a gateway's), or a canary device's health report
+        forwarded by its gateway, which may widen or halt the rollout (Rollouts.report)."""
         authorize(peer, roles={Role.GATEWAY, Role.DEVICE})
-        if peer.role is not Role.GATEWAY:
-            raise ProtocolError(
-                "devices connected directly are never canaries; health reports come from the"
-                " canary gateways' devices"
-            )
-        return self.rollouts.report(peer.name, job_id, report, self.clock())
+        return self.rollouts.report(peer, job_id, report, self.clock())
 
     # -- gateways -----------------------------------------------------------------------------
     def gateway_checkin(self, peer: Identity, request: m.GatewayCheckIn) -> m.GatewayAssignments:

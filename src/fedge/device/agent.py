@@ -10,7 +10,9 @@ stopped, sleeping what each step returns:
    full jitter (never sooner than the server's ``retry_after_s``); a held ``Wait`` that ran out
    (``retry_after_s = 0``) → ask again within a second;
 4. on a task: decline it if the privacy ledger's limit would be passed or the privacy mode is not
-   supported; download the model and refuse it unless its SHA-256 is the task's; in a plain
+   supported; download the model and refuse it unless its SHA-256 is the task's (and, with a
+   release key, its release verifies) -- a refused model is reported to the gateway
+   (``reports``, :mod:`fedge.transport.reports`), which forwards it to the coordinator; in a plain
    round without DP, evaluate it on the local data first (federated evaluation: the sums go in
    the update's metadata, :mod:`fedge.aggregation.evaluation`); train on the
    local store with the same trainer as the simulator; clip / noise; record the ε in the ledger;
@@ -67,6 +69,7 @@ from fedge.transport.messages import (
     new_nonce,
 )
 from fedge.transport.releases import check_release
+from fedge.transport.reports import ReportQueue, refusal_check, refusal_report
 
 __all__ = ["AgentStats", "DeviceAgent", "GatewayLink", "update_key"]
 
@@ -140,6 +143,8 @@ class DeviceAgent:
     # instead of the training examples, when the device keeps one
     federated_evaluation: bool = True
     holdout: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None
+    # where the models it refuses are reported (its gateway, then the coordinator); None: nowhere
+    reports: ReportQueue | None = None
     # each queued update's task span (traceparent): its delivery is a child of it
     _report_parents: dict[str, str | None] = field(default_factory=dict, init=False, repr=False)
 
@@ -157,7 +162,9 @@ class DeviceAgent:
     def step(self) -> float:
         """One pass of the loop; returns how long to sleep before the next."""
         self.deliver_pending()
-        decision = self.policy.evaluate(self.store.count())
+        if self.reports is not None:
+            self.reports.flush()  # refusals the gateway could not take before
+        decision = self.policy.evaluate(self.store.training_count())  # holdout left out
         if not decision.eligible:
             self.stats.last_reason = "; ".join(decision.reasons)
             return self.idle_poll_s
@@ -263,6 +270,10 @@ class DeviceAgent:
             self.stats.refused_models += 1
             self.stats.last_reason = str(exc)
             log.error("device %s refuses model for %s/%d: %s", self.device_id, job, rnd, exc)
+            if self.reports is not None:  # reported upstream, not only counted here
+                why = f"round {rnd}: {exc}"
+                report = refusal_report(task.model_sha256, refusal_check(exc), why)
+                self.reports.put(job, report)
             return False
         x, y = self.store.examples()
         if len(y) == 0 or self.clock() >= task.deadline:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from fedge.device.store import LocalStore
     from fedge.identity.signing import ReleaseVerifyKey
     from fedge.transport.client import FedgeClient
+    from fedge.transport.reports import ReportQueue
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ def device_command(config_path: str) -> None:
     from fedge.storage.outbox import Outbox
     from fedge.telemetry.tracing import setup_tracing
     from fedge.transport.client import FedgeClient
+    from fedge.transport.reports import ReportQueue
 
     cfg = load_device_config(config_path)
     setup_tracing("device", cfg.id, cfg.telemetry)  # spans are flushed at exit
@@ -52,7 +54,10 @@ def device_command(config_path: str) -> None:
     # each other (measured on 2 loaded cores: a first round of 4.4 s with 2 threads, 0.33 s with 1)
     torch.set_num_threads(cfg.torch_threads)
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
-    store = LocalStore(cfg.state_dir / "data.sqlite", cfg.data.retention_s)
+    holdout = cfg.serving.holdout_fraction if cfg.serving is not None else 0.0
+    store = LocalStore(
+        cfg.state_dir / "data.sqlite", cfg.data.retention_s, holdout_fraction=holdout
+    )
     d = cfg.data
     x, y = device_share(d.task, d.num_devices, d.index, partitioner=d.partitioner, seed=d.seed)
     collector = DemoCollector(
@@ -72,6 +77,7 @@ def device_command(config_path: str) -> None:
         timeout=cfg.request_timeout_s,
     )
     ledger = PrivacyLedger(cfg.state_dir / "privacy.sqlite", cfg.privacy_limit)
+    reports = ReportQueue(client.report_health)  # refusals (and canary checks) to the gateway
     outbox = Outbox(cfg.state_dir / "outbox.sqlite")
     agent = DeviceAgent(
         device_id=cfg.id,
@@ -87,6 +93,7 @@ def device_command(config_path: str) -> None:
         secagg=SecAggCredentials.from_files(cfg.pki.ca, cfg.pki.cert, cfg.pki.key),
         release_key=ReleaseVerifyKey.load(cfg.pki.release_pub) if cfg.pki.release_pub else None,
         federated_evaluation=cfg.federated_evaluation,
+        reports=reports,
     )
     stop = threading.Event()
 
@@ -101,7 +108,7 @@ def device_command(config_path: str) -> None:
     collecting = threading.Thread(target=collector.run, args=(stop,), daemon=True)
     collecting.start()
     click.echo(f"device {cfg.id} (site {cfg.site}) → {cfg.gateway_url}")
-    endpoint = _start_serving(cfg, store, client, agent.release_key, stop)
+    endpoint = _start_serving(cfg, store, client, agent.release_key, reports, stop)
     try:
         agent.run(stop)
     finally:
@@ -121,6 +128,7 @@ def _start_serving(
     store: LocalStore,
     client: FedgeClient,
     release_key: ReleaseVerifyKey | None,
+    reports: ReportQueue,
     stop: threading.Event,
 ) -> LocalEndpoint | None:
     """The local prediction endpoint and the thread keeping it on the production version."""
@@ -132,13 +140,17 @@ def _start_serving(
     from fedge.transport.manifests import ManifestGuard
 
     s = cfg.serving
-    x, y = store.examples()
-    x, y = x[len(y) - s.holdout_rows :], y[len(y) - s.holdout_rows :]
     health = HealthCheck(
-        holdout_x=x if len(y) else None,
-        holdout_y=y if len(y) else None,
+        holdout=lambda: store.holdout(s.holdout_rows),  # the current holdout, at each check
         min_accuracy=s.min_accuracy,
+        min_holdout_rows=s.min_holdout_rows,
     )
+    if s.min_accuracy is not None and s.holdout_fraction == 0:
+        log.warning(
+            "serving: min_accuracy = %g but holdout_fraction = 0: the device keeps no holdout,"
+            " so the accuracy check will be skipped",
+            s.min_accuracy,
+        )
     predictor = Predictor(s.task or cfg.data.task, health, runtime=s.runtime)
     follower = ProductionFollower(
         client,
@@ -146,7 +158,7 @@ def _start_serving(
         s.job,
         release_key,
         guard=ManifestGuard(cfg.state_dir / "manifests.json"),  # no downgrade across restarts
-        health_sink=client.report_health,  # canary versions' health checks go to the gateway
+        reports=reports,  # refusals and canary health checks go to the gateway
     )
     endpoint = start_endpoint(predictor, s.host, s.port)
     threading.Thread(target=follower.run, args=(stop, s.poll_s), daemon=True).start()

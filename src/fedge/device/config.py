@@ -77,7 +77,12 @@ class ServingConfig(_Section):
     port: int = Field(0, ge=0, le=65535)  # 0: any free port (logged at start)
     poll_s: float = Field(5.0, gt=0)  # how often to ask for the production version
     min_accuracy: float | None = Field(None, ge=0, le=1)  # health-check floor on local holdout
-    holdout_rows: int = Field(200, ge=0)  # newest local rows used as the holdout
+    # share of the rows collected that is held out of training for the health check (evenly
+    # spread and deterministic, fedge.device.store); 0: no holdout (no accuracy check)
+    holdout_fraction: float = Field(0.1, ge=0, lt=1)
+    holdout_rows: int = Field(200, ge=0)  # the newest holdout rows a health check uses, at most
+    # fewer holdout rows than this: the accuracy check is skipped (and a warning says so)
+    min_holdout_rows: int = Field(20, ge=1)
     # what runs the model: "torch", or "onnxruntime" (an ONNX graph of each version, written from
     # the weights for MLP tasks; lighter and faster at small batches, see README "Measured")
     runtime: Literal["torch", "onnxruntime"] = "torch"

@@ -21,6 +21,7 @@ torch. Load, health check, swap and rollback are the same code with either.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -58,15 +59,36 @@ Runner = Callable[[np.ndarray], np.ndarray]  # float32 rows -> float32 scores (l
 Runtime = Literal["torch", "onnxruntime"]
 RUNTIMES: tuple[str, ...] = get_args(Runtime)
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class HealthCheck:
-    """What a model version must pass before it is served."""
+    """What a model version must pass before it is served.
+
+    The holdout is ``holdout()`` when given -- read at every check, so it is the device's
+    current holdout (:meth:`fedge.device.store.LocalStore.holdout`) -- else the fixed
+    ``holdout_x``/``holdout_y``. With a ``min_accuracy`` floor and fewer than
+    ``min_holdout_rows`` holdout rows the accuracy check cannot be made: it is skipped, a
+    warning is logged, and the served model says so (:attr:`ServedModel.skipped`).
+    """
 
     smoke_rows: int = 4  # rows of the smoke prediction (holdout rows if given, else zeros)
-    holdout_x: np.ndarray | None = None  # optional local holdout features ...
+    holdout_x: np.ndarray | None = None  # optional fixed local holdout features ...
     holdout_y: np.ndarray | None = None  # ... and labels
     min_accuracy: float | None = None  # accuracy floor on the holdout (None: no floor)
+    # the current holdout (x, y), read at each check; overrides holdout_x / holdout_y
+    holdout: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None
+    min_holdout_rows: int = 1  # fewer holdout rows: the accuracy check is skipped (warned)
+
+    def current_holdout(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The holdout to check against now: (x, y), or (None, None) without one."""
+        if self.holdout is not None:
+            x, y = self.holdout()
+            return (x, y) if len(y) else (None, None)
+        if self.holdout_x is None or self.holdout_y is None or not len(self.holdout_y):
+            return None, None
+        return self.holdout_x, self.holdout_y
 
 
 @dataclass(frozen=True)
@@ -77,6 +99,7 @@ class ServedModel:
     run: Runner
     loaded_at: float
     holdout_accuracy: float | None = None
+    skipped: str = ""  # a check that could not be made, and why ("" : none)
 
 
 class Prediction(NamedTuple):
@@ -221,9 +244,10 @@ class Predictor:
     def _check(self, version: str, run: Runner) -> ServedModel:
         h = self.health
         n, f, k = max(1, h.smoke_rows), self.task.num_features, self.task.num_classes
+        hx, hy = h.current_holdout()
         smoke = (
-            np.asarray(h.holdout_x[:n], dtype=np.float32)
-            if h.holdout_x is not None and len(h.holdout_x) > 0
+            np.asarray(hx[:n], dtype=np.float32)
+            if hx is not None
             else np.zeros((n, f), dtype=np.float32)
         )
         out = np.asarray(run(np.ascontiguousarray(smoke)))
@@ -239,14 +263,22 @@ class Predictor:
                 " keeping the version being served",
                 check="smoke",
             )
-        accuracy = None
-        if h.holdout_x is not None and h.holdout_y is not None and len(h.holdout_y) > 0:
-            x = np.ascontiguousarray(h.holdout_x, dtype=np.float32)
-            accuracy = float(np.mean(run(x).argmax(axis=-1) == np.asarray(h.holdout_y)))
+        accuracy, skipped = None, ""
+        rows = 0 if hy is None else len(hy)
+        if h.min_accuracy is not None and rows < max(1, h.min_holdout_rows):
+            skipped = (
+                f"accuracy check skipped: the local holdout has {rows} row(s), fewer than the"
+                f" {max(1, h.min_holdout_rows)} it needs, so the floor {h.min_accuracy:.4f} was"
+                " not checked"
+            )
+            log.warning("model version %s: %s", version, skipped)
+        elif hx is not None and hy is not None:
+            x = np.ascontiguousarray(hx, dtype=np.float32)
+            accuracy = float(np.mean(run(x).argmax(axis=-1) == np.asarray(hy)))
             if h.min_accuracy is not None and accuracy < h.min_accuracy:
                 raise HealthCheckError(
-                    f"model version {version}: holdout accuracy {accuracy:.4f} is below the floor"
-                    f" {h.min_accuracy:.4f}; keeping the version being served",
+                    f"model version {version}: holdout accuracy {accuracy:.4f} (on {rows} rows)"
+                    f" is below the floor {h.min_accuracy:.4f}; keeping the version being served",
                     check="accuracy",
                 )
-        return ServedModel(version, run, self._clock(), accuracy)
+        return ServedModel(version, run, self._clock(), accuracy, skipped)

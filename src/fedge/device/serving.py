@@ -2,8 +2,10 @@
 
 ``POST /predict`` with ``{"inputs": [[...], ...]}`` (rows of the task's features) answers
 ``{"predictions": [...], "version": "<model version>"}``; ``GET /model`` describes the served
-version (task, runtime, version, when it loaded, its holdout accuracy, the versions kept). The endpoint is for applications on the same device, so it binds 127.0.0.1 (or ::1)
-and nothing else; it adds no TLS. Errors: no model yet → 503, a malformed batch → 422.
+version (task, runtime, version, when it loaded, its holdout accuracy, a health check that was
+skipped and why -- ``skipped_check``, e.g. too small a holdout --, the versions kept). The
+endpoint is for applications on the same device, so it binds 127.0.0.1 (or ::1) and nothing
+else; it adds no TLS. Errors: no model yet → 503, a malformed batch → 422.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ def create_app(predictor: Predictor) -> FastAPI:
             "version": served.version,
             "loaded_at": served.loaded_at,
             "holdout_accuracy": served.holdout_accuracy,
+            "skipped_check": served.skipped or None,  # a check that could not be made, and why
             "kept_versions": predictor.versions,
         }
 

@@ -60,6 +60,7 @@ def gateway_command(config_path: str) -> None:
     from fedge.transport.longpoll import LongPoll
     from fedge.transport.manifests import ManifestGuard
     from fedge.transport.ops import start_ops
+    from fedge.transport.reports import ReportQueue
     from fedge.transport.server import ServerTls, run_server
 
     cfg = load_gateway_config(config_path)
@@ -75,6 +76,7 @@ def gateway_command(config_path: str) -> None:
         timeout=cfg.request_timeout_s,
     )
     outbox = Outbox(cfg.state_dir / "outbox.sqlite")
+    reports = ReportQueue(client.report_health)  # the models this gateway refuses, upstream
     service = GatewayService(
         gateway_id=cfg.id,
         site=cfg.site,
@@ -85,13 +87,14 @@ def gateway_command(config_path: str) -> None:
             release_key=(
                 ReleaseVerifyKey.load(cfg.pki.release_pub) if cfg.pki.release_pub else None
             ),
+            reports=reports,
         ),
         outbox=outbox,
         device_retry_s=cfg.device_retry_s,
         long_poll=LongPoll(cfg.long_poll_s, cfg.max_held_checkins),
     )
     service.production_source = client.production  # devices' prediction endpoints follow it
-    service.health_sink = client.report_health  # canary devices' health reports go upstream
+    service.health_sink = client.report_health  # devices' refusals and canary health reports
     service.manifests = ManifestGuard(cfg.state_dir / "manifests.json")  # survives restarts
     relay = SecureRelay(service, client)
     uplink = Uplink(

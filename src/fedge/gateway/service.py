@@ -41,7 +41,7 @@ from fedge.telemetry.logs import round_context
 from fedge.telemetry.metrics import record_dropouts, record_model_served, record_update_norm
 from fedge.telemetry.tracing import activate, round_span, start_span, traceparent_of
 from fedge.transport.longpoll import LongPoll
-from fedge.transport.manifests import ManifestGuard, read_manifest
+from fedge.transport.manifests import ManifestGuard
 from fedge.transport.messages import (
     CheckInRequest,
     GatewayAssignments,
@@ -206,10 +206,10 @@ class GatewayService:
         held = self.manifests.accepted(job_id)
         try:
             pointer = self.production_source(job_id)
-            manifest = read_manifest(pointer, self.cache.release_key)
+            manifest = self.cache.manifest(job_id, pointer)  # a refusal is reported upstream
             fresh = self.manifests.check(manifest)
             if fresh:
-                self.cache.get(pointer.sha256)  # fetched (and verified) once for the site
+                self.cache.get(pointer.sha256, job_id=job_id)  # fetched, verified once for the site
         except (SignatureError, ValidationError, UnavailableError) as exc:
             if held is None:
                 raise
@@ -220,12 +220,15 @@ class GatewayService:
         return pointer
 
     def report_health(self, peer: Identity, job_id: str, report: HealthReport) -> Receipt:
-        """Forward a device's health report on the version this gateway serves it."""
+        """Forward a device's health report on the version this gateway serves it, or any
+        refusal of a model by the device (fedge.transport.reports)."""
         device = self._admit(peer)
         if report.device_id not in (None, device):
             raise AuthorizationError(f"device {device!r} may not report for {report.device_id!r}")
         held = self.manifests.accepted(job_id)
-        if held is None or (held.sha256, held.sequence) != (report.sha256, report.sequence):
+        if report.check == "passed" and (
+            held is None or (held.sha256, held.sequence) != (report.sha256, report.sequence)
+        ):
             raise ProtocolError(
                 f"this gateway does not serve model {report.sha256[:12]} under manifest"
                 f" {report.sequence} for job {job_id!r}; the report is stale"

@@ -103,7 +103,7 @@ class Uplink:
             with self.service.in_round(a.job_id, a.round):  # its log lines carry the round's ids
                 log.info("new round %s/%d, quota %d", a.job_id, a.round, a.quota)
                 try:
-                    self.service.cache.get(a.model_sha256)
+                    self.service.cache.get(a.model_sha256, job_id=a.job_id)
                 except FedgeError as exc:
                     log.warning("could not pre-fetch model %s: %s", a.model_sha256, exc)
         if new:

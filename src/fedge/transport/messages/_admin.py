@@ -91,6 +91,20 @@ class FederatedEvaluationView(_Msg):
     devices: int = Field(ge=1)
 
 
+class RefusalView(_Msg):
+    """A device or gateway refused a version (fedge.transport.reports): who, where, why."""
+
+    reporter: str  # the device or gateway that refused it
+    tier: Literal["device", "gateway"]
+    via: str | None = None  # the gateway that forwarded a device's report (None: direct, own)
+    check: str  # the check that failed: release, load, smoke, accuracy
+    reason: str = ""
+    sequence: int | None = None  # the manifest that named the version, if any
+    count: int = 1  # how often it was reported
+    first_at: float
+    last_at: float
+
+
 class ModelVersionView(_Msg):
     """A model version in the registry: lineage, metrics, status (fedge.coordinator.registry)."""
 
@@ -109,6 +123,8 @@ class ModelVersionView(_Msg):
     rollout: RolloutView | None = None  # its staged rollout, if it had one
     # the devices' evaluation of it (in the next round, before training); None: not yet
     federated: FederatedEvaluationView | None = None
+    epsilon: float | None = None  # the job's ε spent when it was published (None: no DP)
+    refusals: list[RefusalView] = Field(default_factory=list)  # by devices and gateways
 
 
 class ModelDiff(_Msg):

@@ -93,16 +93,19 @@ class ModelRelease(_Msg):
 
 
 class HealthReport(_Msg):
-    """A device's health check of a version a release manifest told it to serve (canary).
+    """A device's health check of a version a release manifest told it to serve (canary), or a
+    refusal of a model by a device or a gateway (any time, canary or not).
 
     Devices send it to their gateway, which fills in ``device_id`` (the certificate's subject)
-    and forwards it to the coordinator. ``check``: "passed", or the check that failed --
-    "release" (signature or hash), "load", "smoke" (prediction shape or finiteness) or
-    "accuracy" (below the holdout floor).
+    and forwards it to the coordinator; a gateway sends its own refusals without ``device_id``.
+    ``check``: "passed" (canary versions only), or the check that failed -- "release" (signature
+    or hash), "load", "smoke" (prediction shape or finiteness) or "accuracy" (below the holdout
+    floor). See :mod:`fedge.transport.reports`.
     """
 
     sha256: Sha256
-    sequence: int = Field(ge=1)  # the manifest that named the version
+    # the manifest that named the version; None: no manifest did (a round's model, refused)
+    sequence: int | None = Field(None, ge=1)
     check: Literal["passed", "release", "load", "smoke", "accuracy"]
     holdout_accuracy: float | None = Field(None, ge=0, le=1)
     reason: str = Field("", max_length=500)
