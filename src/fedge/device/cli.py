@@ -60,14 +60,8 @@ def device_command(config_path: str) -> None:
     )
     d = cfg.data
     x, y = device_share(d.task, d.num_devices, d.index, partitioner=d.partitioner, seed=d.seed)
-    collector = DemoCollector(
-        store,
-        x,
-        y,
-        rows_per_tick=d.rows_per_tick,
-        interval_s=d.interval_s,
-        cycle=d.cycle,
-        position=0 if d.cycle else min(store.count(), len(y)),  # resume after a restart
+    collector = DemoCollector.resuming(  # a restarted device appends no row twice
+        store, x, y, rows_per_tick=d.rows_per_tick, interval_s=d.interval_s, cycle=d.cycle
     )
     client = FedgeClient(
         cfg.gateway_url,

@@ -12,11 +12,8 @@ retention window dropped since), so no row is appended twice.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
-from contextlib import closing
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -71,20 +68,8 @@ def device_share(
 
 
 def rows_appended(store: LocalStore) -> int:
-    """Rows ever appended to ``store``, including those its retention window dropped since.
-
-    The store numbers its rows with SQLite AUTOINCREMENT, whose counter (``sqlite_sequence``)
-    never goes back; it is read on a read-only connection of its own. A store whose counter
-    cannot be read (in memory, or another layout) answers with the rows it holds now.
-    """
-    held = store.count()
-    try:
-        uri = Path(store.path).resolve().as_uri() + "?mode=ro"
-        with closing(sqlite3.connect(uri, uri=True)) as db:
-            row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'examples'").fetchone()
-    except (sqlite3.Error, ValueError):
-        row = None
-    return max(held, int(row[0]) if row and row[0] is not None else 0)
+    """Rows ever appended to ``store``, including those its retention window dropped since."""
+    return store.appended
 
 
 @dataclass

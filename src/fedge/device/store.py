@@ -86,6 +86,12 @@ class LocalStore:
             )
         self._appended = appended
 
+    @property
+    def appended(self) -> int:
+        """Rows ever appended, including those the retention window has dropped since."""
+        with self._lock:
+            return self._appended
+
     def _meta_int(self, key: str) -> int | None:
         row = self._db.execute("SELECT value FROM store_meta WHERE key = ?", (key,)).fetchone()
         return int(row[0]) if row else None
