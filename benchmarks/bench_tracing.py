@@ -4,13 +4,14 @@ One process serves the API app (fedge.transport.api, with its trace middleware) 
 calls ``GET /v1/health`` with :class:`~fedge.transport.client.FedgeClient` over a kept-alive
 connection, in four modes measured in the same run:
 
-- **off**: no tracer provider (the default when nothing is configured), the request made outside
-  any round (a poll): the baseline;
+- **off**: no tracer provider (``[telemetry] traces = "off"``), the request made outside any
+  round (a poll): the baseline;
 - **off, in a round**: tracing still off, the request made inside a round's context (what every
   request of a round does now that a round always has a trace id): the client injects
   ``traceparent``, the server makes the caller's context current for the route (no span);
-- **on, outside a trace**: spans exported to a JSON-lines file, the request made outside any
-  span (a poll): nothing is injected, the server makes no span;
+- **on, outside a trace**: spans exported to a JSON-lines file (the default, to the role's
+  state directory), the request made outside any span (a poll): nothing is injected, the server
+  makes no span;
 - **on, in a trace**: the request made inside a span: the client injects ``traceparent``, the
   server continues it in a server span, both spans are exported to the file.
 
@@ -94,7 +95,7 @@ def main() -> None:
         verifier=PeerVerifier(pki.ca_cert, pki.crl),
     )
     tls = ServerTls(pki.ca_cert, pki.cert_for("coord"), pki.key_for("coord"), crl=pki.crl)
-    off, on = TelemetrySection(), TelemetrySection(traces_file=tmp / "spans.jsonl")
+    off, on = TelemetrySection(traces="off"), TelemetrySection(traces_file=tmp / "spans.jsonl")
     modes = {  # label: (section, request inside a span)
         "off": (off, False),
         "off, in a round": (off, True),

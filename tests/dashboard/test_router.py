@@ -3,17 +3,31 @@
 A real coordinator service (SQLite, real aggregation and evaluation) runs two rounds fed with
 gateway partials; the ops app (:func:`fedge.transport.ops.build_ops_app`) serves the dashboard
 router, driven through FastAPI's in-process client with the ops token (the certificate path over
-real TLS is covered by tests/transport/test_ops.py and the browser test).
+real TLS is covered by tests/transport/test_ops.py and the browser test). A job with central
+differential privacy and a budget shows the ε its rounds spent against that limit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.coordinator.helpers import ADMIN, Clock, make_service, run_plain_round, spec
+from tests.coordinator.helpers import (
+    ADMIN,
+    GW_A,
+    GW_B,
+    Clock,
+    checkin,
+    device_updates,
+    make_service,
+    partial_payload,
+    run_plain_round,
+    spec,
+)
 
 from fedge.coordinator import CoordinatorService
 from fedge.dashboard import dashboard_router, views
@@ -25,13 +39,9 @@ from fedge.transport.ops import build_ops_app
 TOKEN = "t" * 43
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[CoordinatorService, TestClient]]:
-    clock = Clock()
-    svc = make_service(tmp_path, clock)
-    svc.admin.create_job(ADMIN, spec(rounds=2))
-    run_plain_round(svc, clock, 1)
-    run_plain_round(svc, clock, 2)
+@contextmanager
+def serving(svc: CoordinatorService, tmp_path: Path) -> Iterator[TestClient]:
+    """The ops app with ``svc``'s dashboard, in process."""
     pki = init_pki(tmp_path / "pki", "dash")
     app = build_ops_app(
         title="test coordinator",
@@ -40,8 +50,34 @@ def served(tmp_path: Path) -> Iterator[tuple[CoordinatorService, TestClient]]:
         routers=[dashboard_router(svc)],
     )
     with TestClient(app, base_url="https://testserver") as client:
+        yield client
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[CoordinatorService, TestClient]]:
+    clock = Clock()
+    svc = make_service(tmp_path, clock)
+    svc.admin.create_job(ADMIN, spec(rounds=2))
+    run_plain_round(svc, clock, 1)
+    run_plain_round(svc, clock, 2)
+    with serving(svc, tmp_path) as client:
         yield svc, client
     svc.store.close()
+
+
+def run_dp_round(svc: CoordinatorService, clock: Clock, number: int) -> None:
+    """Round ``number`` of job "digits" under central DP: each gateway sends the sum of two
+    devices' clipped updates, each weighing 1 (what central DP asks of a partial)."""
+    for _ in range(2):
+        checkin(svc, GW_A, 2)
+        checkin(svc, GW_B, 2)
+        svc.tick()
+    param_spec = svc.driver.runtime("digits").param_spec
+    for gw, ids in ((GW_A, ["d1", "d2"]), (GW_B, ["d3", "d4"])):
+        unit = [type(u)(u.device_id, u.delta, 1) for u in device_updates(param_spec, ids, number)]
+        assert svc.submit_partial(gw, "digits", number, partial_payload(gw, "digits", number, unit))
+    clock.now += 1
+    svc.tick()
 
 
 def _auth() -> dict[str, str]:
@@ -138,6 +174,30 @@ def test_a_long_job_lists_its_newest_versions_and_production(
     assert detail.models_total == 3
 
 
+def test_promote_from_the_dashboard_takes_effect(
+    served: tuple[CoordinatorService, TestClient],
+) -> None:
+    svc, client = served
+    versions = {v.round: v for v in svc.admin.list_models(ADMIN, "digits")}
+    (production,) = [v for v in versions.values() if v.status == "production"]
+    # the newest round version not in production: a candidate the gate held, or retired
+    target = next(versions[r] for r in (2, 1) if versions[r].status in ("candidate", "retired"))
+    promoted = client.post(
+        f"/dashboard/api/models/{target.sha256}/promote", headers={**_auth(), ACTION_HEADER: "1"}
+    )
+    assert promoted.status_code == 200, promoted.text
+    assert (promoted.json()["sha256"], promoted.json()["status"]) == (target.sha256, "production")
+    now = {v.sha256: v for v in svc.admin.list_models(ADMIN, "digits")}
+    assert now[target.sha256].status == "production"
+    assert now[production.sha256].status == "retired"
+    assert TOKEN_ACTOR in now[target.sha256].status_reason  # "promoted by ops-token"
+    audited = svc.driver.audit.entries(kinds=["promotion"])[-1]
+    assert (audited.actor, audited.subject) == (TOKEN_ACTOR, target.sha256)
+    detail = client.get("/dashboard/api/jobs/digits", headers=_auth()).json()
+    shown = {m["sha256"]: m["status"] for m in detail["models"]}
+    assert shown[target.sha256] == "production" and shown[production.sha256] == "retired"
+
+
 def test_rollback_and_promote_act_as_the_token(
     served: tuple[CoordinatorService, TestClient],
 ) -> None:
@@ -163,3 +223,39 @@ def test_rollback_and_promote_act_as_the_token(
         headers={**_auth(), ACTION_HEADER: "1"},
     )
     assert again.status_code == 409  # rolled back versions stay out (the registry's rule)
+
+
+@pytest.mark.parametrize(
+    ("limit", "kind"),
+    [({"noise_multiplier": 1.0, "max_epsilon": 100.0}, "max_epsilon"),
+     ({"target_epsilon": 12.0}, "target_epsilon")],
+)  # fmt: skip
+def test_a_dp_jobs_privacy_budget_spent_against_its_limit(
+    tmp_path: Path, limit: dict[str, Any], kind: str
+) -> None:
+    clock = Clock()
+    svc = make_service(tmp_path, clock)
+    privacy = {"mode": "central", "clip_norm": 1.0, "delta": 1e-5, **limit}
+    svc.admin.create_job(ADMIN, spec(rounds=2, privacy=privacy))
+    plan = svc.driver.runtime("digits").privacy_plan
+    assert plan is not None and plan.accountant is not None
+    accountant = plan.accountant
+    run_dp_round(svc, clock, 1)
+    run_dp_round(svc, clock, 2)
+    with serving(svc, tmp_path) as client:
+        detail = client.get("/dashboard/api/jobs/digits", headers=_auth()).json()
+        summary = client.get("/dashboard/api/jobs", headers=_auth()).json()
+    svc.store.close()
+    assert (summary[0]["state"], summary[0]["rounds_committed"]) == ("completed", 2)
+    rounds = detail["rounds"]
+    assert [(r["round"], r["state"]) for r in rounds] == [(1, "committed"), (2, "committed")]
+    spent = [r["epsilon"] for r in rounds]
+    assert spent == pytest.approx([accountant.epsilon_after(1), accountant.epsilon_after(2)])
+    assert 0 < spent[0] < spent[1]
+    assert detail["privacy"] == {
+        "mode": "central", "spent": spent[1], "limit": limit[kind], "limit_kind": kind,
+    }  # fmt: skip
+    if kind == "target_epsilon":  # the noise was calibrated to end the job at the target
+        assert spent[1] == pytest.approx(limit[kind], rel=0.05)
+    else:
+        assert spent[1] < limit[kind]

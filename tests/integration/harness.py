@@ -20,6 +20,7 @@ from fedge.coordinator.store import Store
 from fedge.demo.federation import FederationPlan, LocalFederation
 from fedge.transport.messages import JobSpec, JobView, TrainingPlan
 
+CHECKED_IN = r'POST \S+/v1/checkin \\?"HTTP/1.1 200'  # a device's check-in was answered
 TASK = "digits_mlp"  # 2,410 parameters: rounds take a second or two, most of it process overhead
 
 
@@ -42,7 +43,8 @@ def running_federation(workdir: Path, plan: FederationPlan) -> Iterator[LocalFed
         logs = Logs(fed)
         for site in plan.sites:
             for i in range(plan.devices_per_site):
-                logs.wait_for(f"dev-{site}-{i}", r"POST \S+/v1/checkin \"HTTP/1.1 200", timeout=120)
+                # (a JSON log line, with --log-format json, escapes the quote)
+                logs.wait_for(f"dev-{site}-{i}", CHECKED_IN, timeout=120)
         yield fed
 
 

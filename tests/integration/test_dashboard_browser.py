@@ -1,12 +1,14 @@
 """The dashboard in a real headless browser, on a real federation (issue 7, item 5).
 
-Chromium from Debian's packages (``/usr/bin/chromium``; ``.ci/run`` installs it) driven by
-Playwright for Python, which only talks to it (``playwright install`` is never run). The
-federation is real processes on loopback (2 sites × 3 devices, secure aggregation); the page
-is opened with the ops token's login link while a two-round job runs. It must load without
-console errors, update by itself until both rounds show as committed, show the fleet and the
-accuracy and loss curves; a rollback clicked in the page must take effect (checked through the
-admin API). Requests without rights are refused (401 without credentials, 403 for a device).
+Chromium from Debian's packages (``chromium`` on the PATH, ``/usr/bin/chromium``: found the way
+``.ci/run`` looks for it before installing it) driven by Playwright for Python, which only talks to
+it (``playwright install`` is never run). The federation is real processes on loopback (2 sites ×
+3 devices); the page is opened with the ops token's login link while a two-round job with secure
+aggregation and distributed differential privacy (a ``max_epsilon`` budget) runs. It must load
+without console errors, update by itself until both rounds show as committed, show the fleet,
+the accuracy and loss curves, and the ε spent against the budget; a promotion and then a
+rollback clicked in the page must take effect (checked through the admin API). Requests without
+rights are refused (401 without credentials, 403 for a device).
 
 Outside CI the test is skipped, saying why, when Chromium or Playwright is missing; under
 ``CI=true`` it fails instead.
@@ -27,29 +29,42 @@ import pytest
 from fedge.demo.federation import LocalFederation
 from fedge.transport.messages import TrainingPlan
 
-from .harness import create_job, job_spec, running_federation, small_plan
+from .harness import create_job, job_spec, running_federation, small_plan, wait_for_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
 
-CHROMIUM = "/usr/bin/chromium"
-SECURE = {"phase_timeout_s": 4.0, "max_examples": 100_000}
+CHROMIUM = "chromium"  # looked up on the PATH, as .ci/run does (`command -v chromium`)
+SECURE = {"phase_timeout_s": 4.0}  # under distributed DP the noise plan sets range and weights
+LIMIT = 60.0  # the job's ε budget: two rounds at z = 0.5 over 6 devices spend about 42
+PRIVACY = {
+    "mode": "distributed", "clip_norm": 0.5, "noise_multiplier": 0.5, "delta": 1e-5,
+    "max_epsilon": LIMIT,
+}  # fmt: skip
 
 
-def _browser_or_skip() -> Any:
-    """Playwright's sync API, or skip (fail under CI=true) saying what is missing."""
+def chromium_path() -> str | None:
+    """The Chromium binary the test drives: ``chromium`` on the PATH (Debian's package puts it
+    in /usr/bin), the same lookup as .ci/run's, so CI installs exactly what the test finds."""
+    return shutil.which(CHROMIUM)
+
+
+def _browser_or_skip() -> tuple[Any, str]:
+    """Playwright's sync API and Chromium's path, or skip (fail under CI=true) saying what is
+    missing."""
     missing = []
-    if shutil.which(CHROMIUM) is None:
-        missing.append(f"{CHROMIUM} (apt-get install chromium)")
+    chromium = chromium_path()
+    if chromium is None:
+        missing.append(f"{CHROMIUM} on the PATH (apt-get install chromium)")
     try:
         from playwright import sync_api
     except ImportError:
         missing.append("the playwright package (pip install playwright)")
-    if missing:
+    if missing or chromium is None:
         reason = f"the browser test needs {' and '.join(missing)}"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"CI=true but {reason}; .ci/run installs both")
         pytest.skip(reason)
-    return sync_api
+    return sync_api, chromium
 
 
 @pytest.fixture(scope="module")
@@ -81,21 +96,22 @@ def test_requests_without_rights_are_refused(fed: LocalFederation) -> None:
         assert bad.status_code == 401
 
 
-def test_dashboard_in_chromium_shows_a_live_job_and_rolls_back(
+def test_dashboard_in_chromium_shows_a_live_job_promotes_and_rolls_back(
     fed: LocalFederation, tmp_path: Path
 ) -> None:
-    sync_api = _browser_or_skip()
+    sync_api, chromium = _browser_or_skip()
     spec = job_spec(
         "dash",
         rounds=2,
         plan=TrainingPlan(epochs=1, batch_size=None, lr=0.5),
         training_deadline_s=20.0,
         secure_aggregation=SECURE,
+        privacy=PRIVACY,
     )
     job = create_job(fed, spec).id
     problems: list[str] = []
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         try:
             # the ops listener's certificate comes from the throwaway fleet CA
             context = browser.new_context(
@@ -149,21 +165,47 @@ def test_dashboard_in_chromium_shows_a_live_job_and_rolls_back(
             assert survivors.count() >= 2  # one per secure session (an abandoned one too)
             assert "saved" in page.locator('[data-testid="savings-text"]').inner_text()
 
-            # rollback, clicked in the page: from the last committed version to the one before
+            # the privacy budget: ε spent after the last round, against the job's max_epsilon
+            view = wait_for_job(fed, job, timeout=60)
+            spent = max(r.epsilon for r in view.rounds if r.epsilon is not None)
+            assert 0 < spent < LIMIT
+            expect(page.locator('[data-testid="privacy-text"]')).to_have_text(
+                f"{spent:.3f} of max_epsilon {LIMIT:.2f}", timeout=30_000
+            )
+            chart = page.locator('[data-testid="privacy-chart"]')
+            assert chart.locator('circle[data-point="ε spent"]').count() == 2
+            expect(chart.locator(f'line[data-limit="{LIMIT:g}"]')).to_have_count(1)
+            expect(chart.locator("text", has_text=f"limit {LIMIT:.2f}")).to_have_count(1)
+
+            # promote, clicked in the page: the newer of the two round versions not in
+            # production (a candidate the release gate held, or one it retired)
             with fed.admin_client() as admin:
-                previous, last = [v for v in admin.list_models(job) if v.round is not None][-2:]
-                if last.status == "candidate":  # the release gate held it: promote it first
-                    admin.promote_model(last.sha256)
-            button = page.locator(f'[data-testid="rollback"][data-version="{last.version}"]')
-            button.wait_for(timeout=30_000)
-            page.screenshot(path=str(tmp_path / "before-rollback.png"), full_page=True)
-            button.click()
+                versions = [v for v in admin.list_models(job) if v.round is not None][-2:]
+                (before,) = [v for v in admin.list_models(job) if v.status == "production"]
+            target = next(v for v in reversed(versions) if v.status in ("candidate", "retired"))
             status_line = page.locator('[data-testid="action-status"]')
-            expect(status_line).to_contain_text("done", timeout=30_000)
+            button = page.locator(f'[data-testid="promote"][data-version="{target.version}"]')
+            button.wait_for(timeout=30_000)
+            page.screenshot(path=str(tmp_path / "before-promote.png"), full_page=True)
+            button.click()
+            expect(status_line).to_have_text(
+                f"done: {target.version} is now production", timeout=30_000
+            )
             with fed.admin_client() as admin:
                 status = {v.sha256: v.status for v in admin.list_models(job)}
-            assert (status[previous.sha256], status[last.sha256]) == ("production", "rolled_back")
-            row = page.locator(f'[data-testid="model-row"][data-version="{last.version}"]')
+            assert (status[target.sha256], status[before.sha256]) == ("production", "retired")
+
+            # rollback, clicked in the page: from the version just promoted to the one before
+            button = page.locator(f'[data-testid="rollback"][data-version="{target.version}"]')
+            button.wait_for(timeout=30_000)
+            button.click()
+            expect(status_line).to_have_text(
+                f"done: {before.version} is now production", timeout=30_000
+            )
+            with fed.admin_client() as admin:
+                status = {v.sha256: v.status for v in admin.list_models(job)}
+            assert (status[before.sha256], status[target.sha256]) == ("production", "rolled_back")
+            row = page.locator(f'[data-testid="model-row"][data-version="{target.version}"]')
             expect(row).to_have_attribute("data-status", "rolled_back", timeout=30_000)
         finally:
             browser.close()

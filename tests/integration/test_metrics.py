@@ -2,11 +2,12 @@
 
 Coordinator, two gateways and six devices run as processes on loopback; a two-round job with
 central differential privacy trains through the gateways (plain sums, so gateways see each
-update and record its norm). Then Prometheus' view is read from each role's ops listener with
-the ops token, parsed with ``prometheus_client``'s own parser, and compared with what the admin
-API and the coordinator's database say happened. A last job with secure aggregation shows its
-phases timed at the coordinator and no update norm recorded by a gateway (it relays masked
-vectors only).
+update and record its norm). Its clip norm is so small that every update is clipped, so each
+gateway's clipped fraction of the round is 1; a one-round job with a clip norm no update reaches
+shows 0. Then Prometheus' view is read from each role's ops listener with the ops token, parsed
+with ``prometheus_client``'s own parser, and compared with what the admin API and the
+coordinator's database say happened. A last job with secure aggregation shows its phases timed
+at the coordinator and no update norm recorded by a gateway (it relays masked vectors only).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from .harness import (
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
 
 DEVICES = 3  # per site, two sites
+CLIP = 0.01  # far below any update's norm (about 0.4 here): every update is clipped
+NO_CLIP = 1000.0  # far above: none is
 
 Samples = dict[str, list[tuple[dict[str, str], float]]]
 
@@ -63,6 +66,11 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return sum(v for got, v in samples.get(name, []) if labels.items() <= got.items())
 
 
+def series(samples: Samples, name: str, **labels: str) -> list[float]:
+    """The values of ``name``'s samples whose labels include ``labels`` (one per series)."""
+    return [v for got, v in samples.get(name, []) if labels.items() <= got.items()]
+
+
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalFederation, JobView]]:
     """A federation that has run a two-round job to the end (and a refused admin request)."""
@@ -72,7 +80,7 @@ def ran(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalFederat
         spec = job_spec(
             "metrics",
             rounds=2,
-            privacy={"mode": "central", "clip_norm": 0.5, "noise_multiplier": 1.0},
+            privacy={"mode": "central", "clip_norm": CLIP, "noise_multiplier": 1.0},
         )
         job = create_job(fed, spec)
         view = wait_for_job(fed, job.id, timeout=240)
@@ -133,24 +141,47 @@ def test_coordinator_metrics_match_the_rounds_that_ran(
 def test_gateway_metrics_show_its_devices_traffic_and_norms(
     ran: tuple[LocalFederation, JobView],
 ) -> None:
-    fed, _ = ran
+    fed, view = ran
     site = "a"
     m = scrape(fed, fed.gateway_ops_urls[site])
     assert value(m, "fedge_devices_online", site=site) == DEVICES
+    assert value(m, "fedge_devices_eligible", site=site) == DEVICES
     received = value(m, "fedge_http_received_bytes_total", tier="gateway", route="updates")
     assert received > 0
     assert value(m, "fedge_http_sent_bytes_total", tier="gateway", route="models") > 0
     assert value(m, "fedge_models_served_total", tier="gateway", version="round") >= 1
-    # one norm per plain update the gateway accepted; every update is clipped to C = 0.5
+    # one norm per plain update the gateway accepted; each device clipped its update to C,
+    # and C is so small that every one of them was at it
     updates = value(m, "fedge_update_norm_count", tier="gateway")
     assert updates >= 1
-    assert value(m, "fedge_update_norm_sum", tier="gateway") <= 0.5 * updates * (1 + 1e-3)
-    assert 0 <= value(m, "fedge_updates_clipped_total", tier="gateway") <= updates
+    assert value(m, "fedge_update_norm_sum", tier="gateway") == pytest.approx(
+        CLIP * updates, rel=1e-3
+    )
+    assert value(m, "fedge_updates_clipped_total", tier="gateway") == updates
+    assert series(m, "fedge_round_clipped_fraction", job=view.id, tier="gateway") == [1.0]
     # the gateway does not run rounds: no round counters of its own
     assert value(m, "fedge_rounds_committed_total") == 0
     # every device handed a task either reported (one norm each) or dropped out in training
     handed = Logs(fed).lines(gateway_name(site), r"handed \S+ round \d+ to ")
     assert value(m, "fedge_dropouts_total", phase="training") + updates == len(handed)
+
+
+def test_a_round_where_no_update_reaches_the_clip_norm_has_a_clipped_fraction_of_0(
+    ran: tuple[LocalFederation, JobView],
+) -> None:
+    fed, first = ran
+    spec = job_spec(
+        "metrics-unclipped",
+        privacy={"mode": "central", "clip_norm": NO_CLIP, "noise_multiplier": 1.0},
+    )
+    view = wait_for_job(fed, create_job(fed, spec).id, timeout=240)
+    assert view.state == "completed", view
+    for site in ("a", "b"):
+        m = scrape(fed, fed.gateway_ops_urls[site])
+        assert series(m, "fedge_round_clipped_fraction", job=view.id) == [0.0], site
+        assert series(m, "fedge_round_clipped_fraction", job=first.id) == [1.0], site
+    # the coordinator saw only the gateways' sums: no fraction of its own
+    assert "fedge_round_clipped_fraction" not in scrape(fed, str(fed.coordinator_ops_url))
 
 
 def test_metrics_need_the_token(ran: tuple[LocalFederation, JobView]) -> None:

@@ -1,9 +1,10 @@
 """A round is one connected trace across the three tiers, with real processes.
 
-Coordinator, two gateways and six devices run as ``fedge`` processes over mutual TLS, each writing
-its spans to its own JSON-lines file (``[telemetry] traces_file``). After a one-round job with
-plain partial sums and one with secure aggregation the test stops them (they flush their spans
-at exit) and checks, from the files alone, that each committed round is ONE
+Coordinator, two gateways and six devices run as ``fedge --log-format json`` processes over mutual
+TLS with no ``[telemetry]`` section at all: each writes its spans to the default place, the
+bounded JSON-lines file ``traces.jsonl`` in its state directory, and says so at start-up. After a
+one-round job with plain partial sums and one with secure aggregation the test stops them (they
+flush their spans at exit) and checks, from the files alone, that each committed round is ONE
 trace rooted at the coordinator's ``fedge.round`` span, that it holds spans of all three services,
 that every span's parent is in the trace, and that the hops are parented as designed::
 
@@ -21,12 +22,15 @@ that every span's parent is in the trace, and that the hops are parented as desi
 the device's report holds its SecAgg+ requests to the gateway, and the gateway's
 ``fedge.gateway.relay_sum`` the masked sum it posts to the coordinator)
 
-and that the coordinator's log line for the commit carries the round's trace id.
+and that the JSON log lines of the round -- the coordinator's commit, each gateway's close, each
+device's training, and every other line stamped with the job and round -- carry the job, the round
+and the round's trace id, at every tier.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from collections import Counter
 from pathlib import Path
@@ -34,8 +38,9 @@ from typing import Any
 
 import pytest
 
-from fedge.demo.federation import device_name, gateway_name
+from fedge.demo.federation import LocalFederation, device_name, gateway_name
 from fedge.telemetry.export import read_spans
+from fedge.telemetry.tracing import DEFAULT_TRACES_FILE
 
 from .harness import (
     Logs,
@@ -55,6 +60,22 @@ PARTIALS = "POST /v1/jobs/{job_id}/rounds/{round_number}/partials"
 Span = dict[str, Any]
 
 
+def default_traces_file(fed: LocalFederation, name: str) -> Path:
+    """Where process ``name`` writes its spans with nothing configured: its state directory
+    (the coordinator's is the directory of its config file)."""
+    state = fed.workdir / name
+    return (
+        state / DEFAULT_TRACES_FILE
+        if name == "coordinator"
+        else state / "state" / DEFAULT_TRACES_FILE
+    )
+
+
+def json_records(logs: Logs, name: str) -> list[dict[str, Any]]:
+    """Every JSON log record of process ``name`` (its start-up lines are plain text)."""
+    return [json.loads(x) for x in logs.text(name).splitlines() if x.startswith("{")]
+
+
 def _children(spans: list[Span], parent: Span, name: str) -> list[Span]:
     return [s for s in spans if s["parent_span_id"] == parent["span_id"] and s["name"] == name]
 
@@ -65,7 +86,7 @@ SECAGG_PHASES = ("advertise_keys", "share_keys", "masked_input", "unmask")
 
 
 def test_a_round_is_one_connected_trace_across_three_tiers(tmp_path: Path) -> None:
-    plan = dataclasses.replace(small_plan(), traces=True)
+    plan = dataclasses.replace(small_plan(), log_format="json")  # and tracing as by default
     with running_federation(tmp_path, plan) as fed:
         wait_gateways_counted(fed, {"gw-a": 3, "gw-b": 3}, timeout=120)
         views = {}
@@ -78,7 +99,11 @@ def test_a_round_is_one_connected_trace_across_three_tiers(tmp_path: Path) -> No
     devices = [device_name(s, i) for s in plan.sites for i in range(plan.devices_per_site)]
     everything: list[Span] = []
     for name in ["coordinator", *gateways, *devices]:
-        everything.extend(read_spans(fed.traces_file(name)))
+        path = default_traces_file(fed, name)
+        (said,) = logs.lines(name, "tracing: spans exported to file")  # printed at start-up
+        assert f"file {path} (the default; rotated at 16 MiB" in said
+        everything.extend(read_spans(path, rotated=True))
+    records = {name: json_records(logs, name) for name in ["coordinator", *gateways, *devices]}
     for name, view in views.items():
         assert view.state == "completed", (name, view)
         # on a loaded machine an attempt may be abandoned first; the committed one is the subject
@@ -86,14 +111,38 @@ def test_a_round_is_one_connected_trace_across_three_tiers(tmp_path: Path) -> No
         root = _check_round_trace(everything, view.id, rnd.round, gateways, secure=name == "secure")
         if name == "plain":
             assert root["attributes"]["fedge.participants"] == rnd.participants
-            closed = [
-                x for gw in gateways for x in logs.lines(gw, rf"round {view.id}/{rnd.round} closed")
-            ]
-            assert len(closed) == 2 and all(f"trace={root['trace_id']}" in x for x in closed)
-        committed = logs.lines("coordinator", rf"job {view.id} round {rnd.round} committed")
-        assert committed, "the coordinator logged the commit"
-        assert f"trace={root['trace_id']}" in committed[0]
-        assert f"job={view.id} round={rnd.round}" in committed[0]
+        _check_round_logs(records, view.id, rnd.round, root["trace_id"], secure=name == "secure")
+
+
+def _check_round_logs(
+    records: dict[str, list[dict[str, Any]]], job: str, number: int, trace_id: str, *, secure: bool
+) -> None:
+    """The round's JSON log lines at every tier carry its job, round and trace id."""
+
+    def of_round(name: str, pattern: str) -> list[dict[str, Any]]:
+        found = [r for r in records[name] if re.search(pattern, r["message"])]
+        assert found, f"{name} logged {pattern!r}"
+        for r in found:
+            assert (r.get("job"), r.get("round"), r.get("trace_id")) == (job, number, trace_id), r
+            assert re.fullmatch(r"[0-9a-f]{16}", r["span_id"]), r
+        return found
+
+    of_round("coordinator", rf"^job {job} round {number} committed")
+    trained = rf"^device dev-[a-z]-\d+:? (trained|secure round) {job}/{number} "
+    devices = [name for name in records if name.startswith("dev-")]
+    took_part = [d for d in devices if any(re.search(trained, r["message"]) for r in records[d])]
+    assert len(took_part) >= 3, "the devices that trained logged it"
+    for device in took_part:
+        of_round(device, trained)
+    for gw in ("gw-a", "gw-b"):
+        of_round(gw, rf"^handed {job} round {number} to ")
+        if not secure:
+            of_round(gw, rf"^round {job}/{number} closed")
+    # and every line stamped with this job and round, whatever logged it, has the round's trace
+    for name, recs in records.items():
+        for r in recs:
+            if (r.get("job"), r.get("round")) == (job, number):
+                assert r.get("trace_id") == trace_id, (name, r)
 
 
 def _check_round_trace(

@@ -136,6 +136,10 @@ def test_the_fedge_command_logs_json_lines(tmp_path: Path) -> None:
     lines.extend(rest.splitlines())
     records = [json.loads(x) for x in lines if x.startswith("{")]
     others = [x for x in lines if x.strip() and not x.startswith("{")]
-    assert len(others) == 1 and "listening on" in others[0], others  # click.echo, not a log
+    # click.echo's start-up lines, not logs: where spans go (by default, beside the config),
+    # then the address it serves
+    assert len(others) == 2, others
+    assert f"tracing: spans exported to file {tmp_path / 'traces.jsonl'}" in others[0]
+    assert "listening on" in others[1]
     assert {"time", "level", "logger", "message"} <= set(records[0])
     assert any(r["message"] == "coordinator stopped" for r in records), records

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.testclient import TestClient
@@ -32,6 +33,7 @@ from fedge.coordinator.selection import DIRECT
 from fedge.core.params import ParamSpec
 from fedge.errors import ConfigError
 from fedge.identity import Identity, Role
+from fedge.telemetry import metrics as metrics_module
 from fedge.telemetry.metrics import (
     REFUSAL_REASONS,
     Metrics,
@@ -39,6 +41,7 @@ from fedge.telemetry.metrics import (
     reason_for_status,
     record_model_served,
     record_refused,
+    record_round_closed,
     record_secagg_phase,
     record_update_norm,
     route_group,
@@ -153,14 +156,67 @@ def test_secagg_phases_and_dropouts(metrics: Metrics) -> None:
 
 
 def test_update_norms_and_clipping(metrics: Metrics) -> None:
-    import numpy as np
-
     record_update_norm({"w": np.full(4, 0.5, np.float32), "b": np.zeros(2, np.float32)}, 1.0)
     record_update_norm({"w": np.full(4, 0.1, np.float32)}, 1.0)
     record_update_norm({"w": np.full(4, 3.0, np.float32)}, None)  # no clipping asked
     assert total(metrics, "fedge_update_norm_count", tier="coordinator") == 3
     assert total(metrics, "fedge_update_norm_sum") == pytest.approx(1.0 + 0.2 + 6.0, rel=1e-6)
     assert total(metrics, "fedge_updates_clipped_total") == 1
+
+
+def _update(norm: float) -> dict[str, np.ndarray]:
+    return {"w": np.array([norm, 0.0], np.float32)}
+
+
+def test_a_rounds_clipped_fraction_is_published_when_it_closes(metrics: Metrics) -> None:
+    fraction = "fedge_round_clipped_fraction"
+    for norm in (1.0, 1.0, 0.2, 1.0):  # three of four at C = 1: clipped
+        record_update_norm(_update(norm), 1.0, "job1", 1)
+    record_update_norm(_update(5.0), None, "job2", 1)  # no central DP: no fraction
+    assert fraction not in samples(metrics)  # nothing until the round closes
+    record_round_closed("job1", 1)
+    record_round_closed("job2", 1)
+    assert samples(metrics)[fraction] == [({"job": "job1", "tier": "coordinator"}, 0.75)]
+
+    record_update_norm(_update(0.1), 1.0, "job1", 2)  # round 2 runs: round 1's still shows
+    assert total(metrics, fraction, job="job1") == 0.75
+    record_update_norm(_update(1.0), 1.0, "job1", 1)  # late for round 1: still counted there
+    assert total(metrics, fraction, job="job1") == pytest.approx(0.8)
+    record_round_closed("job1", 2)
+    assert total(metrics, fraction, job="job1") == 0.0
+    record_round_closed("job1", 1)  # an older round closing again changes nothing
+    record_update_norm(_update(1.0), 1.0, "job1", 1)  # nor does a straggler of an older round
+    assert total(metrics, fraction, job="job1") == 0.0
+    record_round_closed("job1", 3)  # a round without plain updates (secure, all dropped out)
+    assert total(metrics, fraction, job="job1") == 0.0
+    text = metrics.render().decode()
+    assert "# TYPE fedge_round_clipped_fraction gauge" in text
+
+
+def test_the_coordinators_rounds_close_their_clipped_fraction(metrics: Metrics) -> None:
+    """Direct devices' updates at the coordinator: the round's commit publishes the fraction."""
+    rnd = Round("job1", 1)
+    rnd.open({"direct": 2}, training_deadline=10.0, report_deadline=20.0)
+    rnd.start_training()
+    record_update_norm(_update(0.5), 0.5, "job1", 1)
+    record_update_norm(_update(0.5), 0.5, "job1", 1)
+    rnd.begin_aggregation()
+    rnd.commit()
+    assert total(metrics, "fedge_round_clipped_fraction", job="job1") == 1.0
+    assert total(metrics, "fedge_updates_clipped_total") == 2
+
+
+def test_clipping_of_rounds_that_never_close_is_forgotten(
+    metrics: Metrics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(metrics_module, "_OPEN_ROUNDS", 3)
+    for number in range(1, 6):
+        record_update_norm(_update(1.0), 1.0, "job1", number)
+    assert len(metrics._clipping) == 3  # the oldest two were dropped
+    record_round_closed("job1", 1)
+    assert "fedge_round_clipped_fraction" not in samples(metrics)
+    record_round_closed("job1", 5)
+    assert total(metrics, "fedge_round_clipped_fraction", job="job1") == 1.0
 
 
 def test_record_calls_are_quiet_while_metrics_are_off() -> None:

@@ -1,4 +1,5 @@
-"""Tracing set-up and W3C trace context: where spans go, and how context crosses a hop."""
+"""Tracing set-up and W3C trace context: where spans go (a bounded file in the state directory
+by default), and how context crosses a hop."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from pydantic import ValidationError
 
 from fedge.errors import ConfigError
-from fedge.telemetry.export import read_spans
+from fedge.telemetry.export import JsonLinesSpanExporter, RotatingFile, read_spans
 from fedge.telemetry.tracing import (
+    DEFAULT_TRACES_FILE,
     TelemetrySection,
     context_of,
     current_traceparent,
@@ -37,14 +39,125 @@ from .conftest import Spans, capture_spans, parent_id, span_id, trace_id
 TP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
-def test_off_by_default_and_nothing_is_injected_off_a_round() -> None:
-    where = setup_tracing("device", "dev-1", TelemetrySection(), environ={})
+def test_by_default_spans_go_to_a_bounded_file_in_the_state_directory(tmp_path: Path) -> None:
+    where = setup_tracing("device", "dev-1", TelemetrySection(), state_dir=tmp_path, environ={})
+    path = tmp_path / DEFAULT_TRACES_FILE
+    try:
+        assert (where.exporter, where.target) == ("file", str(path.resolve()))
+        assert tracing_enabled()
+        line = where.describe()  # what the role's command prints at start-up
+        assert str(path.resolve()) in line and "default" in line
+        assert "rotated at 16 MiB" in line and '[telemetry] traces = "off"' in line
+        with round_span("fedge.device.task", "job1", 2):
+            pass
+    finally:
+        shutdown_tracing()  # flushes the batch
+    (record,) = read_spans(path)
+    assert record["name"] == "fedge.device.task"
+    assert record["resource"]["service.instance.id"] == "dev-1"
+
+
+def test_traces_off_records_and_injects_nothing_off_a_round(tmp_path: Path) -> None:
+    section = TelemetrySection(traces="off")
+    where = setup_tracing("device", "dev-1", section, state_dir=tmp_path, environ={})
     assert where.exporter == "off" and not tracing_enabled()
+    assert where.describe() == 'tracing off ([telemetry] traces = "off")'
     with span("work") as s:
         assert not s.get_span_context().is_valid
         assert trace_headers() is None
         assert trace_headers({"a": "b"}) == {"a": "b"}
         assert current_traceparent() is None
+    assert list(tmp_path.iterdir()) == []  # no file made
+
+
+def test_traces_off_wins_over_every_exporter(tmp_path: Path) -> None:
+    section = TelemetrySection(
+        traces="off", otlp_endpoint="http://127.0.0.1:1", traces_file=tmp_path / "t.jsonl"
+    )
+    environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"}
+    where = setup_tracing("gateway", "gw", section, state_dir=tmp_path, environ=environ)
+    assert where.exporter == "off" and not tracing_enabled()
+
+
+@pytest.mark.parametrize(
+    ("environ", "why"),
+    [
+        ({"OTEL_SDK_DISABLED": "true"}, "OTEL_SDK_DISABLED=true"),
+        ({"OTEL_TRACES_EXPORTER": "none"}, "OTEL_TRACES_EXPORTER=none"),
+    ],
+)
+def test_the_standard_variables_turn_tracing_off(
+    tmp_path: Path, environ: dict[str, str], why: str
+) -> None:
+    section = TelemetrySection(traces_file=tmp_path / "t.jsonl")
+    where = setup_tracing("device", "d", section, state_dir=tmp_path, environ=environ)
+    assert where.exporter == "off" and not tracing_enabled()
+    assert where.describe() == f"tracing off ({why})"
+
+
+def test_without_a_state_directory_and_nothing_configured_tracing_is_off() -> None:
+    where = setup_tracing("device", "dev-1", TelemetrySection(), environ={})
+    assert where.exporter == "off" and not tracing_enabled()
+    assert "no state directory" in where.describe()
+
+
+def test_an_unwritable_state_directory_turns_the_default_off_and_says_why(tmp_path: Path) -> None:
+    blocked = tmp_path / "file-not-dir"
+    blocked.write_text("")  # the state "directory" is a file: nothing can be created in it
+    where = setup_tracing("coordinator", "c", TelemetrySection(), state_dir=blocked, environ={})
+    assert where.exporter == "off" and not tracing_enabled()
+    assert f"cannot write {(blocked / DEFAULT_TRACES_FILE).resolve()}" in where.describe()
+    with pytest.raises(OSError):  # a file the operator named must be writable
+        setup_tracing("coordinator", "c", TelemetrySection(traces_file=blocked / "t.jsonl"))
+
+
+def test_a_traces_file_is_rotated_so_it_stays_bounded(tmp_path: Path) -> None:
+    """A process that runs for months keeps at most about twice the cap (plus one batch)."""
+    cap = 4096
+    section = TelemetrySection(traces_max_bytes=cap)
+    where = setup_tracing("coordinator", "c", section, state_dir=tmp_path, environ={})
+    shutdown_tracing()
+    assert "rotated at 0.00390625 MiB, one older file kept" in where.describe()
+    path = tmp_path / "spans.jsonl"
+    exporter = JsonLinesSpanExporter.to_file(path, cap)
+    with capture_spans() as spans:  # real SDK spans, written in batches of two
+        for i in range(100):
+            with span("fedge.round.training", attributes={"fedge.round": i}):
+                pass
+            if i % 2 == 1:
+                assert exporter.export(spans.all()[-2:]).name == "SUCCESS"
+    exporter.shutdown()
+    backup = tmp_path / "spans.jsonl.1"
+    assert path.stat().st_size <= cap and backup.stat().st_size <= cap
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "spans.jsonl",
+        "spans.jsonl.1",
+        "traces.jsonl",
+    ]
+    rounds = [r["attributes"]["fedge.round"] for r in read_spans(path, rotated=True)]
+    assert rounds == list(range(rounds[0], 100))  # the newest spans, in order, none cut
+    assert rounds[0] > 50  # the oldest are gone
+    assert [r["attributes"]["fedge.round"] for r in read_spans(path)][-1] == 99
+
+
+def test_a_file_moved_away_under_the_writer_is_reopened(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    file = RotatingFile(path, max_bytes=None)
+    file.write("one\n")
+    path.rename(tmp_path / "elsewhere")  # an operator's logrotate, or another process
+    file.write("two\n")
+    path.unlink()
+    file.write("three\n")
+    file.close()
+    assert (tmp_path / "elsewhere").read_text() == "one\n"
+    assert path.read_text() == "three\n"
+
+
+def test_a_tiny_cap_is_refused() -> None:
+    with pytest.raises(ValidationError):
+        TelemetrySection(traces_max_bytes=100)
+    with pytest.raises(ValidationError):
+        TelemetrySection(traces="maybe")  # type: ignore[arg-type]
 
 
 def test_off_a_root_still_gets_a_valid_context_that_children_share() -> None:
@@ -184,12 +297,6 @@ def test_otlp_endpoint_from_the_environment(
         pass
     shutdown_tracing()
     assert _exported_names() == [("/v1/traces", "fedge-device:fedge.device.task")]
-
-
-def test_sdk_disabled_by_the_environment_wins(tmp_path: Path) -> None:
-    section = TelemetrySection(traces_file=tmp_path / "t.jsonl")
-    where = setup_tracing("device", "d", section, environ={"OTEL_SDK_DISABLED": "true"})
-    assert where.exporter == "off" and not tracing_enabled()
 
 
 def test_bad_endpoint_is_refused_in_config() -> None:

@@ -66,7 +66,10 @@ def coordinator_command(
         database_url=database_url,
         artifacts_dir=artifacts_dir,
     )
-    setup_tracing("coordinator", config.pki.name, config.telemetry_section())  # spans flush at exit
+    tracing = setup_tracing(  # spans flush at exit; by default to traces.jsonl beside the config
+        "coordinator", config.pki.name, config.telemetry_section(), state_dir=config.base_dir
+    )
+    click.echo(f"fedge coordinator {tracing.describe()}", err=True)
 
     def started(bound: int) -> None:
         click.echo(f"fedge coordinator listening on https://{config.host}:{bound}", err=True)

@@ -330,7 +330,6 @@ class CoordinatorService:
             self.driver.record_traffic(job_id, round_number, peer.name, "update", len(payload), 1)
         # a direct device's plain update: the coordinator holds it anyway
         plan = rt.privacy_plan
-        record_update_norm(
-            update.delta, plan.clip_norm if plan and plan.mode == "central" else None
-        )
+        clip = plan.clip_norm if plan and plan.mode == "central" else None
+        record_update_norm(update.delta, clip, job_id, round_number)
         return m.Receipt(accepted=True)

@@ -47,7 +47,8 @@ def device_command(config_path: str) -> None:
     from fedge.transport.reports import ReportQueue
 
     cfg = load_device_config(config_path)
-    setup_tracing("device", cfg.id, cfg.telemetry)  # spans are flushed at exit
+    tracing = setup_tracing("device", cfg.id, cfg.telemetry, state_dir=cfg.state_dir)
+    click.echo(f"device {cfg.id} {tracing.describe()}")  # spans are flushed at exit
     import torch
 
     # a device trains small batches on cores it shares: more intra-op threads only spin against

@@ -64,7 +64,8 @@ def gateway_command(config_path: str) -> None:
     from fedge.transport.server import ServerTls, run_server
 
     cfg = load_gateway_config(config_path)
-    setup_tracing("gateway", cfg.id, cfg.telemetry)  # spans are flushed at exit
+    tracing = setup_tracing("gateway", cfg.id, cfg.telemetry, state_dir=cfg.state_dir)
+    click.echo(f"gateway {cfg.id} {tracing.describe()}")  # spans are flushed at exit
     if cfg.pki.crl is None:
         raise click.UsageError("a gateway needs pki.crl: revocations must take effect at once")
     cfg.state_dir.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,12 @@ from fedge.gateway.rounds import RoundBook, RoundKey, RoundState
 from fedge.identity import Identity, Role, authorize
 from fedge.storage.outbox import Outbox
 from fedge.telemetry.logs import round_context
-from fedge.telemetry.metrics import record_dropouts, record_model_served, record_update_norm
+from fedge.telemetry.metrics import (
+    record_dropouts,
+    record_model_served,
+    record_round_closed,
+    record_update_norm,
+)
 from fedge.telemetry.tracing import activate, round_span, start_span, traceparent_of
 from fedge.transport.longpoll import LongPoll
 from fedge.transport.manifests import ManifestGuard
@@ -279,9 +284,8 @@ class GatewayService:
             state.reported.add(device)
         # the gateway holds this plain update anyway: its norm adds nothing it did not know
         privacy = state.assignment.privacy  # clipped only: noise (local DP) moves the norm
-        record_update_norm(
-            decoded.update.delta, privacy.clip_norm if privacy.mode == "central" else None
-        )
+        clip = privacy.clip_norm if privacy.mode == "central" else None
+        record_update_norm(decoded.update.delta, clip, job_id, round_number)
         return Receipt(accepted=True)
 
     def _check_round(self, key: RoundKey, device: str) -> RoundState:
@@ -428,6 +432,7 @@ class GatewayService:
         keys = []
         for state, held in closing:
             a = state.assignment
+            record_round_closed(a.job_id, a.round)  # its clipped fraction (plain updates)
             if a.secagg is not None:
                 continue  # a secure round sends one masked sum instead (fedge.gateway.secure)
             record_dropouts("training", len(state.handed - state.reported))

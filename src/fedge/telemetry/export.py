@@ -8,8 +8,14 @@ Each finished span becomes one line (one JSON object) appended to a file or writ
      "events": [...], "links": [...], "resource": {"service.name": "fedge-coordinator", …}}
 
 Ids are lower-case hex as in ``traceparent``. A batch is written with one ``write`` call on a
-file opened for appending, so a file may be shared by processes, but one file per process is
-the simpler thing to read. :func:`read_spans` reads such a file back.
+file opened for appending. :func:`read_spans` reads such a file back.
+
+**Bounded on disk.** A file is rotated before a batch would take it past ``max_bytes``: it is
+renamed ``<name>.1`` (replacing the previous one) and a new file is begun, so one exporter never
+keeps more than about twice ``max_bytes`` (one batch more at most: a batch is never split). The
+writer checks before each batch that the path still names the file it holds open, so a file
+another process (or an operator) rotated or removed is reopened rather than written to in its
+old place; still, one file per process is the simpler thing to read.
 """
 
 from __future__ import annotations
@@ -25,7 +31,9 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-__all__ = ["JsonLinesSpanExporter", "read_spans", "span_record"]
+from fedge.telemetry.tracing import DEFAULT_MAX_BYTES
+
+__all__ = ["JsonLinesSpanExporter", "RotatingFile", "read_spans", "span_record"]
 
 
 def _hex(value: int, width: int) -> str:
@@ -64,6 +72,50 @@ def span_record(s: ReadableSpan) -> dict[str, Any]:
     }
 
 
+class RotatingFile:
+    """Appends to ``path`` and rotates it to ``<path>.1`` before a write would pass
+    ``max_bytes`` (None: never). Not thread-safe: the exporter serialises writes."""
+
+    def __init__(self, path: Path, max_bytes: int | None = DEFAULT_MAX_BYTES) -> None:
+        self.path = path
+        self.backup = path.with_name(path.name + ".1")
+        self.max_bytes = max_bytes
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = self._open()
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def _reopen(self) -> None:
+        os.close(self._fd)
+        self._fd = self._open()
+
+    def write(self, text: str) -> None:
+        """Append ``text`` (whole: it is never split across files), rotating first if needed."""
+        data = text.encode("utf-8")
+        held = os.fstat(self._fd)
+        try:
+            named = os.stat(self.path)
+            moved = (named.st_dev, named.st_ino) != (held.st_dev, held.st_ino)
+        except FileNotFoundError:
+            moved = True
+        if moved:  # rotated or removed under us: write where the path points now
+            self._reopen()
+            held = os.fstat(self._fd)
+        if (
+            self.max_bytes is not None
+            and held.st_size
+            and held.st_size + len(data) > self.max_bytes
+        ):
+            os.replace(self.path, self.backup)
+            self._reopen()
+        os.write(self._fd, data)
+
+    def close(self) -> None:
+        """Close the file."""
+        os.close(self._fd)
+
+
 class JsonLinesSpanExporter(SpanExporter):
     """Writes each exported span as one JSON line through ``write`` (thread-safe)."""
 
@@ -73,15 +125,13 @@ class JsonLinesSpanExporter(SpanExporter):
         self._closed = False
 
     @classmethod
-    def to_file(cls, path: Path) -> JsonLinesSpanExporter:
-        """Append to ``path`` (created, with its directory, if missing)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-
-        def write(text: str) -> None:
-            os.write(fd, text.encode("utf-8"))
-
-        return cls(write, lambda: os.close(fd))
+    def to_file(
+        cls, path: Path, max_bytes: int | None = DEFAULT_MAX_BYTES
+    ) -> JsonLinesSpanExporter:
+        """Append to ``path`` (created, with its directory, if missing), rotated to
+        ``<path>.1`` at ``max_bytes`` (None: it grows without bound)."""
+        file = RotatingFile(path, max_bytes)
+        return cls(file.write, file.close)
 
     @classmethod
     def to_stderr(cls) -> JsonLinesSpanExporter:
@@ -117,10 +167,15 @@ class JsonLinesSpanExporter(SpanExporter):
         return True
 
 
-def read_spans(path: Path) -> list[dict[str, Any]]:
-    """The span records of a JSON-lines traces file (empty when it does not exist)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return []
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+def read_spans(path: Path, *, rotated: bool = False) -> list[dict[str, Any]]:
+    """The span records of a JSON-lines traces file (empty when it does not exist); with
+    ``rotated``, those of its rotated predecessor ``<path>.1`` first."""
+    paths = [path.with_name(path.name + ".1"), path] if rotated else [path]
+    records = []
+    for p in paths:
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            continue
+        records += [json.loads(line) for line in text.splitlines() if line.strip()]
+    return records

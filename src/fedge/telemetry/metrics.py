@@ -31,10 +31,21 @@ nothing. Every name starts with ``fedge_``:
                                       (one of :data:`SERVED_VERSIONS`)
 ``fedge_update_norm``                 histogram: L2 norm of plain device updates, by tier
 ``fedge_updates_clipped_total``       plain updates at the clip norm (clipped), by tier
+``fedge_round_clipped_fraction``      gauge: of the plain updates a round brought this tier
+                                      under central DP, the fraction that were clipped, for
+                                      each job's last closed round (by job and tier)
 ====================================  ==========================================================
 
 plus gauges a process observes when scraped (:meth:`Metrics.observe`): participants of the last
 round, ε spent, model versions by status, devices online and eligible.
+
+**Clipped fraction per round.** :func:`record_update_norm` counts a round's plain updates and
+those at the clip norm; when the round closes at this tier (the coordinator's round reaching
+committed or abandoned, :func:`record_round_transition`; a gateway forming its partial,
+:func:`record_round_closed`) its fraction becomes the job's ``fedge_round_clipped_fraction``
+until the job's next round closes. An update counted just after its round closed still counts
+toward that round. A round without plain updates under central DP (secure aggregation, no DP,
+local DP, every device dropped out) leaves the gauge as it was: it has no fraction.
 
 **Cardinality.** Every label takes values from a fixed set (route groups, phases, reasons,
 served-version kinds) or from the jobs and sites the operator configured; nothing that grows
@@ -88,6 +99,7 @@ __all__ = [
     "record_dropouts",
     "record_model_served",
     "record_refused",
+    "record_round_closed",
     "record_round_dropouts",
     "record_round_transition",
     "record_secagg_phase",
@@ -105,6 +117,7 @@ _EXPORT_INTERVAL_MS = 15_000
 _DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 _NORM_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100)
 _CLIP_TOLERANCE = 1e-3  # an update within 0.1 % of the clip norm was clipped
+_OPEN_ROUNDS = 1024  # rounds whose clipping is counted at once (the oldest forgotten past this)
 _TERMINAL = frozenset({"committed", "abandoned"})
 
 
@@ -188,7 +201,17 @@ class Metrics:
         self.setup = MetricsSetup(tier, otlp)
         self.instruments = _Instruments(provider.get_meter("fedge"))
         self._phases: dict[tuple[str, int], tuple[str, float, float]] = {}  # state, since, open
+        # clipping under central DP: [updates, clipped] of each open round, and of each job's
+        # last closed one (round number first), read by fedge_round_clipped_fraction
+        self._clipping: dict[tuple[str, int], list[int]] = {}
+        self._last_clipped: dict[str, tuple[int, list[int]]] = {}
         self._lock = threading.Lock()
+        self.instruments.meter.create_observable_gauge(
+            "fedge.round.clipped_fraction",
+            [self._clipped_fractions],
+            "1",
+            "Fraction of the plain updates of each job's last closed round that were clipped",
+        )
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every instrument (collected now)."""
@@ -214,6 +237,35 @@ class Metrics:
 
         self.instruments.meter.create_observable_gauge(name, [callback], unit, description)
 
+    def count_update(self, job_id: str, number: int, clipped: bool) -> None:
+        """One plain update of round ``number`` of ``job_id`` under central DP, clipped or not."""
+        with self._lock:
+            last = self._last_clipped.get(job_id)
+            if last is not None and last[0] >= number:  # its round closed here already
+                counts = last[1] if last[0] == number else None
+            else:
+                counts = self._clipping.get((job_id, number))
+                if counts is None:
+                    if len(self._clipping) >= _OPEN_ROUNDS:  # never closed here: forget it
+                        del self._clipping[next(iter(self._clipping))]
+                    counts = self._clipping[(job_id, number)] = [0, 0]
+            if counts is not None:
+                counts[0] += 1
+                counts[1] += clipped
+
+    def round_closed(self, job_id: str, number: int) -> None:
+        """Round ``number`` of ``job_id`` closed at this tier: its clipped fraction is the job's."""
+        with self._lock:
+            counts = self._clipping.pop((job_id, number), None)
+            last = self._last_clipped.get(job_id)
+            if counts is not None and (last is None or last[0] < number):
+                self._last_clipped[job_id] = (number, counts)
+
+    def _clipped_fractions(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            last = [(job, n, c) for job, (_, (n, c)) in self._last_clipped.items()]
+        return [Observation(c / n, {"job": job, "tier": self.tier}) for job, n, c in last if n]
+
     def round_transition(self, job_id: str, number: int, previous: str, state: str) -> None:
         """A round changed phase: time the phase it left; at the end, the round and its outcome."""
         now = time.monotonic()
@@ -231,6 +283,7 @@ class Metrics:
             counter.add(1, {"job": job_id})
             if held is not None:
                 ins.round_duration.record(now - held[2], {"outcome": state})
+            self.round_closed(job_id, number)
 
 
 class _Current:
@@ -366,8 +419,15 @@ def record_model_served(version: str) -> None:
         current.instruments.models_served.add(1, {"tier": current.tier, "version": label})
 
 
-def record_update_norm(tensors: Mapping[str, Any], clip_norm: float | None) -> None:
-    """The L2 norm of a plain update (and whether it sat at ``clip_norm``: clipped)."""
+def record_update_norm(
+    tensors: Mapping[str, Any],
+    clip_norm: float | None,
+    job_id: str | None = None,
+    round_number: int | None = None,
+) -> None:
+    """The L2 norm of a plain update (and whether it sat at ``clip_norm``: clipped); with the
+    update's job and round, it also counts toward that round's clipped fraction (only under
+    central DP, when ``clip_norm`` is given)."""
     current = _Current.metrics
     if current is None:
         return
@@ -376,5 +436,16 @@ def record_update_norm(tensors: Mapping[str, Any], clip_norm: float | None) -> N
     norm = float(np.sqrt(sum(float(np.vdot(t, t)) for t in tensors.values())))
     labels = {"tier": current.tier}
     current.instruments.update_norm.record(norm, labels)
-    if clip_norm is not None and norm >= clip_norm * (1 - _CLIP_TOLERANCE):
+    clipped = clip_norm is not None and norm >= clip_norm * (1 - _CLIP_TOLERANCE)
+    if clipped:
         current.instruments.clipped.add(1, labels)
+    if clip_norm is not None and job_id is not None and round_number is not None:
+        current.count_update(job_id, round_number, clipped)
+
+
+def record_round_closed(job_id: str, round_number: int) -> None:
+    """This tier closed round ``round_number`` of ``job_id`` (a gateway formed its partial):
+    its clipped fraction becomes the job's. The coordinator's rounds need no call: reaching
+    committed or abandoned (:func:`record_round_transition`) closes them."""
+    if (current := _Current.metrics) is not None:
+        current.round_closed(job_id, round_number)

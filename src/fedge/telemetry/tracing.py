@@ -10,16 +10,24 @@ the first of these that is configured:
    spans are posted to ``<base>/v1/traces``);
 2. a JSON-lines file, one span per line: ``[telemetry] traces_file``
    (:mod:`fedge.telemetry.export`);
-3. the console (JSON lines on stderr): ``[telemetry] console = true``.
+3. the console (JSON lines on stderr): ``[telemetry] console = true``;
+4. by default, with none of them: the JSON-lines file ``traces.jsonl`` in the role's state
+   directory (:data:`DEFAULT_TRACES_FILE`; the coordinator's is its config file's directory,
+   beside its database and ops token; when it cannot be written there, tracing is off and the
+   start-up line says why). A traces file is rotated at ``[telemetry] traces_max_bytes``
+   (16 MiB: one rotated file ``traces.jsonl.1`` is kept), so a process that runs for months
+   keeps at most about twice that on disk.
 
-With none of them (or ``OTEL_SDK_DISABLED=true``) tracing is off: no SDK is loaded and nothing
-is recorded or exported, but trace context still exists. A span started with no parent (a
-round's root span, a gateway's share of a round from an older coordinator) gets a fresh W3C
-context -- random trace and span ids, the sampled flag set so that a process further down that
-does trace records its part -- and a span with a parent shares the parent's context. So every
-round has a trace id, whatever is configured: its assignments carry it, requests made for it
-inject it, and every log line of the round shows it (:mod:`fedge.telemetry.logs`). Off a round
-(a poll, an admin call) nothing is injected, and :func:`span` costs one context-variable read.
+The start-up log says where spans go. ``[telemetry] traces = "off"`` (or the standard
+``OTEL_SDK_DISABLED=true`` or ``OTEL_TRACES_EXPORTER=none``) turns tracing off: no SDK is loaded
+and nothing is recorded or exported, but trace context still exists. A span started with no
+parent (a round's root span, a gateway's share of a round from an older coordinator) gets a
+fresh W3C context -- random trace and span ids, the sampled flag set so that a process further
+down that does trace records its part -- and a span with a parent shares the parent's context.
+So every round has a trace id, whatever is configured: its assignments carry it, requests made
+for it inject it, and every log line of the round shows it (:mod:`fedge.telemetry.logs`). Off a
+round (a poll, an admin call) nothing is injected, and with tracing off :func:`span` costs one
+context-variable read.
 
 Trace context crosses every hop as a W3C ``traceparent`` (``00-<trace id>-<span id>-<flags>``):
 as an HTTP header on every request made inside a span (:func:`trace_headers`, used by
@@ -31,7 +39,6 @@ round (:func:`start_span` with ``traceparent=``).
 
 from __future__ import annotations
 
-import logging
 import os
 import secrets
 from collections.abc import Iterator, Mapping
@@ -57,6 +64,8 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
 
 __all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_TRACES_FILE",
     "SERVICE_NAMES",
     "TRACEPARENT",
     "Attributes",
@@ -76,8 +85,6 @@ __all__ = [
     "tracing_enabled",
     "use_provider",
 ]
-
-log = logging.getLogger(__name__)
 
 TRACEPARENT = "traceparent"
 SERVICE_NAMES = {
@@ -136,6 +143,8 @@ class _ContextOnlyTracer(trace.NoOpTracer):
 
 
 _OFF = _ContextOnlyTracer()
+DEFAULT_TRACES_FILE = "traces.jsonl"  # in the role's state directory, when nothing is configured
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024  # a traces file is rotated at this size (one old one kept)
 _FILE_FLUSH_MS = 500  # a span reaches the file within half a second of its end
 
 
@@ -144,12 +153,15 @@ class TelemetrySection(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    traces: Literal["on", "off"] = "on"  # "off": record and export no span at all
     # OTLP/HTTP collector base URL, e.g. "http://127.0.0.1:4318" (spans go to <base>/v1/traces);
     # unset: OTEL_EXPORTER_OTLP_ENDPOINT when that is set
     otlp_endpoint: str | None = Field(None, pattern=r"^https?://\S+$")
     traces_file: Path | None = None  # else: one JSON line per span in this file (relative: beside
     # the config file)
     console: bool = False  # else: one JSON line per span on stderr
+    # (else: <state dir>/traces.jsonl.) A traces file is rotated to <file>.1 at this size.
+    traces_max_bytes: int = Field(DEFAULT_MAX_BYTES, ge=4096)
 
     def resolved(self, base: Path) -> TelemetrySection:
         """The same section with a relative ``traces_file`` taken from ``base``."""
@@ -160,16 +172,19 @@ class TelemetrySection(BaseModel):
 
 @dataclass(frozen=True)
 class TracingSetup:
-    """Where this process's spans go: ``exporter`` and its ``target`` (URL, file, "stderr")."""
+    """Where this process's spans go: ``exporter`` and its ``target`` (URL, file, "stderr");
+    ``why`` says why tracing is off, or that a file is the default."""
 
     exporter: Literal["otlp", "file", "console", "off"]
     target: str = ""
+    why: str = ""
 
     def describe(self) -> str:
         """One line for the start-up log."""
         if self.exporter == "off":
-            return "tracing off (set [telemetry] or OTEL_EXPORTER_OTLP_ENDPOINT to export spans)"
-        return f"tracing: spans exported to {self.exporter} {self.target}".rstrip()
+            return f"tracing off ({self.why})" if self.why else "tracing off"
+        line = f"tracing: spans exported to {self.exporter} {self.target}".rstrip()
+        return f"{line} ({self.why})" if self.why else line
 
 
 class _State:
@@ -206,10 +221,14 @@ def _env_endpoint(environ: Mapping[str, str]) -> str | None:
 
 
 def _exporter(
-    section: TelemetrySection, environ: Mapping[str, str]
+    section: TelemetrySection, environ: Mapping[str, str], state_dir: Path | None
 ) -> tuple[SpanExporter | None, TracingSetup]:
+    if section.traces == "off":
+        return None, TracingSetup("off", why='[telemetry] traces = "off"')
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return None, TracingSetup("off")
+        return None, TracingSetup("off", why="OTEL_SDK_DISABLED=true")
+    if environ.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "none":
+        return None, TracingSetup("off", why="OTEL_TRACES_EXPORTER=none")
     if section.otlp_endpoint is not None or _env_endpoint(environ):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
@@ -219,12 +238,23 @@ def _exporter(
         return OTLPSpanExporter(), TracingSetup("otlp", str(_env_endpoint(environ)))
     from fedge.telemetry.export import JsonLinesSpanExporter
 
+    cap = section.traces_max_bytes
+    rotation = f"rotated at {cap / 2**20:g} MiB, one older file kept"
     if section.traces_file is not None:
         path = section.traces_file
-        return JsonLinesSpanExporter.to_file(path), TracingSetup("file", str(path))
+        return JsonLinesSpanExporter.to_file(path, cap), TracingSetup("file", str(path), rotation)
     if section.console:
         return JsonLinesSpanExporter.to_stderr(), TracingSetup("console", "stderr")
-    return None, TracingSetup("off")
+    if state_dir is None:
+        return None, TracingSetup("off", why="no [telemetry] exporter and no state directory")
+    path = (state_dir / DEFAULT_TRACES_FILE).resolve()
+    try:
+        exporter = JsonLinesSpanExporter.to_file(path, cap)
+    except OSError as exc:  # a default must not stop the process: say why there are no spans
+        why = f"cannot write {path}: {exc.strerror}; set [telemetry] traces_file or otlp_endpoint"
+        return None, TracingSetup("off", why=why)
+    why = f'the default; {rotation}; [telemetry] traces = "off" turns tracing off'
+    return exporter, TracingSetup("file", str(path), why)
 
 
 def setup_tracing(
@@ -232,14 +262,17 @@ def setup_tracing(
     holder: str,
     section: TelemetrySection | None = None,
     *,
+    state_dir: Path | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> TracingSetup:
     """Start exporting this process's spans as ``section`` and the environment say (see the
-    module doc); returns where they go. ``role`` is a key of :data:`SERVICE_NAMES`."""
+    module doc); returns where they go (the role's command prints :meth:`TracingSetup.describe`
+    at start-up). ``role`` is a key of :data:`SERVICE_NAMES`; ``state_dir`` is the role's state
+    directory, where spans go by default (without one, and nothing configured, tracing is off)."""
     if role not in SERVICE_NAMES:
         raise ConfigError(f"unknown role {role!r}; expected one of {sorted(SERVICE_NAMES)}")
     exporter, where = _exporter(
-        section or TelemetrySection(), os.environ if environ is None else environ
+        section or TelemetrySection(), os.environ if environ is None else environ, state_dir
     )
     if exporter is None:
         use_provider(None)
@@ -252,7 +285,6 @@ def setup_tracing(
     delay = None if where.exporter == "otlp" else _FILE_FLUSH_MS  # None: the SDK's 5 s
     provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=delay))
     use_provider(provider)
-    log.info("%s", where.describe())
     return where
 
 

@@ -128,7 +128,7 @@ function lineChart(node, series, opts) {
     lo, hi, opts);
   if (opts.limit !== null && opts.limit !== undefined) {
     node.append(svg("line", { x1: f.m.l, x2: f.W - f.m.r, y1: f.sy(opts.limit), y2: f.sy(opts.limit),
-      stroke: COLORS.limit, "stroke-dasharray": "6 4", "stroke-width": 1.5 }));
+      stroke: COLORS.limit, "stroke-dasharray": "6 4", "stroke-width": 1.5, "data-limit": opts.limit }));
     node.append(svg("text", { x: f.W - f.m.r - 4, y: f.sy(opts.limit) - 5, "text-anchor": "end",
       fill: COLORS.limit }, `limit ${opts.yFormat(opts.limit)}`));
   }
