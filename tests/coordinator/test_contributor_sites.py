@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from tests.gateway.conftest import make_update_payload
+from tests.gateway.fleet_world import ToCoordinator as Link
 
 from fedge.coordinator import ArtifactStore, CoordinatorService, CoordinatorSettings, Store
 from fedge.core.params import ParamSpec
@@ -25,25 +26,6 @@ from fedge.transport import messages as m
 
 from .helpers import ADMIN, Clock, device_updates, model_params, partial_payload, spec
 from .test_secure_aggregation import Fleet
-
-
-class Link:
-    """The gateway's uplink to the coordinator service, in process."""
-
-    def __init__(self, svc: CoordinatorService, gw: Identity) -> None:
-        self.svc, self.gw = svc, gw
-
-    def gateway_checkin(self, request: m.GatewayCheckIn) -> m.GatewayAssignments:
-        return self.svc.gateway_checkin(self.gw, request)
-
-    def model(self, sha256: str) -> bytes:
-        return self.svc.model(self.gw, sha256)
-
-    def submit_partial(self, job_id: str, round_number: int, payload: bytes) -> m.Receipt:
-        return self.svc.submit_partial(self.gw, job_id, round_number, payload)
-
-    def register_devices(self, request: m.DeviceCertificates) -> m.DeviceRegistration:
-        return self.svc.register_devices(self.gw, request)
 
 
 @pytest.fixture(scope="module")

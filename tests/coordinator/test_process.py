@@ -187,23 +187,64 @@ def test_coordinator_process_runs_a_round_over_mtls(fleet: Path) -> None:
         assert _stop(proc) == 0
 
 
-def test_jobs_pause_and_resume_from_the_admin_cli(fleet: Path) -> None:
-    """`fedge jobs pause|resume` against the process: a paused job hands no work to a gateway."""
+SPEC_FILE = """
+name = "digits"
+task = "digits_mlp"
+rounds = 3
+devices_per_round = 2
+over_selection = 1.0
+min_devices = 2
+training_deadline_s = 45.0
+selector = { zone = "north" }
+
+[strategy]
+name = "fedavgm"
+options = { momentum = 0.5 }
+
+[plan]
+epochs = 2
+lr = 0.05
+"""
+
+
+def test_jobs_create_from_a_spec_file_then_pause_and_resume(fleet: Path) -> None:
+    """`fedge jobs create SPEC_FILE` (TOML; a flag overrides the file), then `fedge jobs
+    pause|resume` against the process: a paused job hands no work to a gateway. The job's
+    selector is met by the labels the gateway forwards for its devices."""
     proc, url = _start(fleet)
     pki = fleet / "pki"
     gw = FedgeClient(
         url, ca=pki / "ca.crt", cert=pki / "issued/gw-a.crt", key=pki / "issued/gw-a.key"
     )
+    north = {"zone": "north"}
 
     def assigned() -> list[m.RoundAssignment]:
         req = m.GatewayCheckIn(
-            gateway_id="gw-a", site="s1", nonce=m.new_nonce(), online_devices=2, eligible_devices=2
-        )
+            gateway_id="gw-a", site="s1", nonce=m.new_nonce(), online_devices=2,
+            eligible_devices=2, device_labels={"d1": north, "d2": north},
+        )  # fmt: skip
         return gw.gateway_checkin(req).assignments
 
+    spec_file = fleet / "job.toml"
+    spec_file.write_text(SPEC_FILE)
     try:
-        _admin(fleet, url, "jobs", "create", "--job-name", "digits", "--task", "digits_mlp",
-               "--rounds", "1", "--devices-per-round", "2", "--min-devices", "2")  # fmt: skip
+        out = _admin(fleet, url, "jobs", "create", str(spec_file), "--rounds", "1")
+        assert "created job digits" in out
+        admin = FedgeClient(
+            url, ca=pki / "ca.crt", cert=pki / "issued/admin.crt", key=pki / "issued/admin.key"
+        )
+        with admin:
+            spec = admin.get_job("digits").spec
+        assert (spec.task, spec.rounds, spec.devices_per_round) == ("digits_mlp", 1, 2)
+        assert spec.selector == north and spec.training_deadline_s == 45.0
+        assert spec.strategy.name == "fedavgm" and spec.strategy.options == {"momentum": 0.5}
+        assert (spec.plan.epochs, spec.plan.lr) == (2, 0.05)
+        bad = fleet / "bad.toml"
+        bad.write_text('name = "x"\ntask = \n')
+        refused = CliRunner().invoke(
+            cli, ["jobs", "create", str(bad), "--url", url, "--pki", str(pki)]
+        )
+        assert refused.exit_code != 0 and "not valid TOML" in str(refused.exception)
         assert "job digits: paused" in _admin(fleet, url, "jobs", "pause", "digits")
         assert "paused" in _admin(fleet, url, "jobs", "show", "digits")
         again = CliRunner().invoke(
@@ -215,7 +256,8 @@ def test_jobs_pause_and_resume_from_the_admin_cli(fleet: Path) -> None:
             assert assigned() == []  # paused: no work is handed out
             assert "job digits: running" in _admin(fleet, url, "jobs", "resume", "digits")
             (a,) = _wait(assigned, "the resumed job's round")  # type: ignore[misc]
-            assert a.job_id == "digits"
+            assert (a.job_id, a.quota, a.selector) == ("digits", 2, north)
+            assert (a.plan.epochs, a.plan.lr) == (2, 0.05)
         assert "running" in _admin(fleet, url, "jobs", "list")
     finally:
         assert _stop(proc) == 0

@@ -65,6 +65,20 @@ def check_contributors(
 ) -> None:
     """Refuse a partial of ``gateway`` that counts a revoked device, another site's, or (with a
     fleet CA) one whose site was never proven; ``known``: the rows of the contributors."""
+    revoked = [d for d in contributors if (row := known.get(d)) is not None and row.revoked]
+    if revoked:
+        names = ", ".join(repr(d) for d in revoked[:5]) + (" ..." if len(revoked) > 5 else "")
+        raise AuthorizationError(
+            f"the partial of gateway {gateway.name!r} counts {len(revoked)} revoked device(s) "
+            f"({names}; revoked with `fedge devices revoke`). A partial is one sum that cannot be "
+            f"taken apart, so it is refused whole: the "
+            f"{len(contributors) - len(revoked)} other update(s) it holds are lost for this "
+            "round only. The gateway learns revocations at its next check-in and "
+            "refuses those devices from then on, so later rounds go on without them; this "
+            "happens when a device is revoked while its update is on its way, or behind a gateway "
+            "too old to learn revocations (to lose nothing, revoke between rounds: fedge jobs "
+            "pause, let the round end, revoke, resume)"
+        )
     for device_id in contributors:
         row = known.get(device_id)
         if row is None or row.site is None:
@@ -74,10 +88,6 @@ def check_contributors(
                 f"device {device_id!r} is not registered with the coordinator, so its site "
                 f"cannot be checked: gateway {gateway.name!r} must send its devices' "
                 "certificates (POST /v1/gateway/devices) before a partial names them"
-            )
-        if row.revoked:
-            raise AuthorizationError(
-                f"device {device_id!r} is revoked; the gateway must refuse its updates"
             )
         if row.site is not None and row.site != gateway.site:
             raise AuthorizationError(

@@ -182,8 +182,14 @@ class RoundDriver:
 
     def _why_unopened(self, rt: JobRuntime, now: float) -> str:
         eligible = sum(self.eligible(rt, now).values())
+        selector = rt.spec.selector
+        matching = (
+            " matching the selector " + ", ".join(f"{k}={v}" for k, v in sorted(selector.items()))
+            if selector
+            else ""
+        )
         return (
-            f"never opened: {eligible} eligible device(s) within "
+            f"never opened: {eligible} eligible device(s){matching} within "
             f"{rt.spec.training_deadline_s + rt.spec.report_deadline_s:g} s, the job needs "
             f"min_devices = {rt.spec.min_devices}"
         )
@@ -228,16 +234,21 @@ class RoundDriver:
     def eligible(self, rt: JobRuntime, now: float) -> dict[str, int]:
         """Eligible devices per site key (gateway id, or DIRECT) for ``rt``'s selector.
 
-        Counted by the database (:meth:`Store.count_eligible_devices`): called at every tick
-        while a round is planned, it must not load the fleet's device rows."""
+        Without a selector a gateway's count is the one it reports. With one, it is the
+        gateway's devices whose labels match, as the gateway forwarded them
+        (``GatewayCheckIn.device_labels``, refreshed while they are online), seen within
+        ``device_ttl_s``, and never more than the eligible devices it reports. Counted by the
+        database (:meth:`Store.count_eligible_devices`): called at every tick while a round is
+        planned, it must not load the fleet's device rows."""
         selector = rt.spec.selector
         gateways = self.store.list_gateways(seen_since=now - self.settings.gateway_ttl_s)
-        per_site, direct = self.store.count_eligible_devices(
-            selector, direct_seen_since=now - self.settings.device_ttl_s
+        per_gateway, direct = self.store.count_eligible_devices(
+            selector, seen_since=now - self.settings.device_ttl_s
         )
         counts: dict[str, int] = {}
-        for g in gateways:  # with a selector: labels are known only for devices we have seen
-            counts[g.id] = per_site.get(g.site, 0) if selector else g.eligible_devices
+        for g in gateways:
+            matching = min(per_gateway.get(g.id, 0), g.eligible_devices)
+            counts[g.id] = matching if selector else g.eligible_devices
         counts[DIRECT] = direct
         return counts
 

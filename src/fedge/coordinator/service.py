@@ -156,8 +156,30 @@ class CoordinatorService:
         self.store.upsert_gateway(
             peer.name, request.site, request.online_devices, request.eligible_devices, now
         )
+        if request.device_labels:  # what jobs' selectors match (counted per gateway)
+            foreign = self.store.record_device_labels(
+                peer.name, request.site, request.device_labels, now
+            )
+            if foreign:
+                log.warning(
+                    "gateway %s forwarded labels of %d device(s) certified for another site, "
+                    "ignored: %s", peer.name, len(foreign), ", ".join(foreign[:5]),
+                )  # fmt: skip
         out = gateway_assignments(self.driver, peer.name)
-        return m.GatewayAssignments(assignments=out, retry_after_s=self.settings.poll_interval_s)
+        # the admin API's revocations reach the gateway here: it refuses these devices at once
+        revoked = self.store.revoked_devices(request.site, m.MAX_REVOKED_DEVICES + 1)
+        if len(revoked) > m.MAX_REVOKED_DEVICES:
+            log.error(
+                "site %s has more than %d revoked devices: gateway %s is told only the first; "
+                "revoke their certificates (fedge pki revoke) so the CRL refuses them",
+                request.site, m.MAX_REVOKED_DEVICES, peer.name,
+            )  # fmt: skip
+            revoked = revoked[: m.MAX_REVOKED_DEVICES]
+        return m.GatewayAssignments(
+            assignments=out,
+            retry_after_s=self.settings.poll_interval_s,
+            revoked_devices=revoked,
+        )
 
     def submit_partial(
         self, peer: Identity, job_id: str, round_number: int, payload: bytes
@@ -188,7 +210,14 @@ class CoordinatorService:
                 )
             known = self.store.get_devices(partial.contributors)  # one query, under the lock
             fleet_ca = self.driver.secagg is not None
-            check_contributors(known, partial.contributors, peer, fleet_ca=fleet_ca)
+            try:
+                check_contributors(known, partial.contributors, peer, fleet_ca=fleet_ca)
+            except AuthorizationError as exc:  # a site's work lost: say so where operators look
+                log.error(
+                    "refused partial of gateway %s for %s/%d: %s",
+                    peer.name, job_id, round_number, exc,
+                )  # fmt: skip
+                raise
             check_weights(rt.privacy_plan is not None, partial.total_weight, partial.num_accepted)
             check_evaluation_allowed(
                 partial.evaluation, rt.device_privacy().mode, live.secure is not None

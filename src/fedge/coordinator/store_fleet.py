@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from fedge.coordinator.schema import DeviceRow, GatewayRow, ParticipantRow
@@ -70,31 +70,63 @@ class FleetStore(StoreBase):
         with self._tx() as s:
             return list(s.scalars(select(DeviceRow).order_by(DeviceRow.id)))
 
+    def record_device_labels(
+        self,
+        gateway_id: str,
+        site: str,
+        labels: Mapping[str, Mapping[str, str]],
+        now: float,
+    ) -> list[str]:
+        """Store the labels gateway ``gateway_id`` of ``site`` forwarded for its devices (seen
+        now; unknown ids are created, their site left for their certificate to prove). Returns
+        the devices it may not label, those of another site, which are left alone."""
+        foreign: list[str] = []
+        with self._tx() as s:
+            known = _devices(s, list(labels))
+            for device, device_labels in labels.items():
+                row = known.get(device)
+                if row is None:
+                    row = DeviceRow(id=device, revoked=False, labels={})
+                    s.add(row)
+                elif row.site is not None and row.site != site:
+                    foreign.append(device)
+                    continue
+                row.labels = dict(device_labels)
+                row.gateway_id, row.last_seen = gateway_id, now
+        return foreign
+
+    def revoked_devices(self, site: str, limit: int) -> list[str]:
+        """Revoked devices of ``site``, and revoked ones whose site is not known yet (at most
+        ``limit``, by id): those a gateway of ``site`` must refuse."""
+        revoked = func.coalesce(DeviceRow.revoked, False).is_(True)
+        where_site = or_(DeviceRow.site.is_(None), DeviceRow.site == site)
+        with self._tx() as s:
+            q = select(DeviceRow.id).where(revoked, where_site).order_by(DeviceRow.id)
+            return list(s.scalars(q.limit(limit)))
+
     def count_eligible_devices(
-        self, selector: Mapping[str, str], direct_seen_since: float
+        self, selector: Mapping[str, str], seen_since: float
     ) -> tuple[dict[str, int], int]:
-        """Unrevoked devices whose labels hold every ``key = value`` of ``selector``: per site
-        for those behind a gateway, and the number of directly connected ones seen since
-        ``direct_seen_since``. Counted in the database (two aggregate queries, no device row)."""
+        """Unrevoked devices seen since ``seen_since`` whose labels hold every ``key = value``
+        of ``selector``: per gateway for those behind one (their gateway forwards their labels),
+        and the number of directly connected ones. Counted in the database (two aggregate
+        queries, no device row)."""
         matches = [DeviceRow.labels[k].as_string() == v for k, v in selector.items()]
         unrevoked = func.coalesce(DeviceRow.revoked, False).is_(False)
+        seen = func.coalesce(DeviceRow.last_seen, 0.0) >= seen_since
         with self._tx() as s:
-            per_site = s.execute(
-                select(DeviceRow.site, func.count())
-                .where(unrevoked, DeviceRow.gateway_id.is_not(None), *matches)
-                .group_by(DeviceRow.site)
+            per_gateway = s.execute(
+                select(DeviceRow.gateway_id, func.count())
+                .where(unrevoked, seen, DeviceRow.gateway_id.is_not(None), *matches)
+                .group_by(DeviceRow.gateway_id)
             ).all()
             direct = s.scalar(
                 select(func.count())
                 .select_from(DeviceRow)
-                .where(
-                    unrevoked,
-                    DeviceRow.gateway_id.is_(None),
-                    func.coalesce(DeviceRow.last_seen, 0.0) >= direct_seen_since,
-                    *matches,
-                )
+                .where(unrevoked, seen, DeviceRow.gateway_id.is_(None), *matches)
             )
-        return {str(site): int(n) for site, n in per_site if site is not None}, int(direct or 0)
+        counts = {str(g): int(n) for g, n in per_gateway if g is not None}
+        return counts, int(direct or 0)
 
     def set_revoked(self, device_id: str, revoked: bool = True) -> DeviceRow:
         """Mark a device revoked (it is refused from now on); creates unknown ids."""

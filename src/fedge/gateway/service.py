@@ -1,6 +1,9 @@
 """The gateway's device API: :class:`GatewayService` implements ``DeviceService`` for one site.
 
-It admits only devices certified for its own site, acting as the subject of their certificate;
+It admits only devices certified for its own site, acting as the subject of their certificate,
+and refuses (403) those the coordinator says were revoked through its admin API (the list comes
+with every check-in answer, :meth:`GatewayService.apply_revocations`); forwards the devices'
+labels in its check-ins so the coordinator can count devices matching a job's selector;
 hands out the rounds the coordinator assigned (within quota and label selector, else ``Wait``);
 serves models from the site's :class:`~fedge.gateway.cache.ModelCache`; and streams each
 accepted update into the round's :class:`~fedge.gateway.cohort.Cohort`. When a round's cohort is
@@ -18,9 +21,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from opentelemetry.trace import Span
+from pydantic import TypeAdapter
 
 from fedge.core.params import ParamSpec
 from fedge.core.serde import decode_params
@@ -48,10 +52,12 @@ from fedge.telemetry.tracing import activate, round_span, start_span, traceparen
 from fedge.transport.longpoll import LongPoll
 from fedge.transport.manifests import ManifestGuard
 from fedge.transport.messages import (
+    MAX_LABELLED_DEVICES,
     CheckInRequest,
     GatewayAssignments,
     GatewayCheckIn,
     HealthReport,
+    Labels,
     ModelRelease,
     Receipt,
     RoundAssignment,
@@ -66,6 +72,13 @@ __all__ = ["PARTIAL_RETENTION_S", "GatewayService", "partial_key"]
 log = logging.getLogger(__name__)
 
 PARTIAL_RETENTION_S = 7 * 24 * 3600.0  # a partial is retried this long; the coordinator dedups
+LABELS_BUDGET_BYTES = 128 * 1024  # device labels in one check-in (the coordinator takes 256 KiB)
+_LABELS = TypeAdapter[dict[str, str]](Labels)
+
+
+def _json_size(device: str, labels: dict[str, str]) -> int:
+    """About how many bytes ``"device": {labels}`` takes in a check-in (UTF-8, quotes)."""
+    return len(device) + 8 + sum(len(k.encode()) + len(v.encode()) + 6 for k, v in labels.items())
 
 
 def partial_key(job_id: str, round_number: int) -> str:
@@ -77,6 +90,7 @@ def partial_key(job_id: str, round_number: int) -> str:
 class _Seen:
     at: float
     eligible: bool
+    labels: dict[str, str] | None = field(default_factory=dict)  # None: cannot be forwarded
 
 
 class GatewayService:
@@ -94,6 +108,7 @@ class GatewayService:
         device_retry_s: float = 5.0,
         online_window_s: float = 120.0,
         long_poll: LongPoll | None = None,
+        label_refresh_s: float = 60.0,
     ) -> None:
         self.gateway_id = gateway_id
         self.site = site
@@ -112,6 +127,16 @@ class GatewayService:
         # sites from them before a partial names them (fedge.gateway.uplink sends them)
         self._unregistered: dict[str, bytes] = {}
         self._registered: set[str] = set()
+        # devices' labels as last forwarded to the coordinator (when, what): sent again when they
+        # change, and every label_refresh_s while the device is online, so that the coordinator
+        # counts the devices matching a job's selector at this gateway (and only those online)
+        self.label_refresh_s = label_refresh_s
+        self._labels_sent: dict[str, tuple[float, dict[str, str]]] = {}
+        self._unforwardable: set[str] = set()  # devices whose labels cannot be forwarded (warned)
+        # devices revoked through the coordinator's admin API (each check-in's answer names them
+        # all): refused at once, never counted eligible, never handed a task
+        self._revoked: frozenset[str] = frozenset()
+        self.refused_revoked = 0  # requests refused because their device is revoked
         # held check-ins (long poll): the uplink wakes them when a new round's model is cached
         self.long_poll = long_poll if long_poll is not None else LongPoll()
         # where the job's production version is looked up (the coordinator); None: not served
@@ -127,7 +152,24 @@ class GatewayService:
     # -- DeviceService ----------------------------------------------------------------------
     def _admit(self, peer: Identity) -> str:
         authorize(peer, roles={Role.DEVICE}, site=self.site)
+        self._refuse_revoked(peer)
         return peer.name
+
+    def _refuse_revoked(self, peer: Identity) -> None:
+        """Refuse a device the coordinator says is revoked (403, counted as ``revoked``)."""
+        if peer.role is not Role.DEVICE or peer.name not in self._revoked:
+            return
+        with self._lock:
+            self.refused_revoked += 1
+            first = self.refused_revoked == 1
+        (log.warning if first else log.info)(
+            "refused device %s: revoked through the coordinator's admin API", peer.name
+        )
+        raise AuthorizationError(
+            f"device {peer.name!r} is revoked (fedge devices revoke): gateway "
+            f"{self.gateway_id!r} refuses its requests and hands it no work; a device revoked "
+            "by mistake must be re-enrolled under a new certificate"
+        )
 
     def checkin(self, peer: Identity, request: CheckInRequest) -> TaskAssignment | Wait:
         """Hand the device an open round within quota and selector, or tell it when to return."""
@@ -135,8 +177,9 @@ class GatewayService:
         authorize(peer, roles={Role.DEVICE}, name=request.device_id)
         self.replay.check(device, request.nonce)
         now = self.clock()
+        labels = self._forwardable(device, request.labels)
         with self._lock:
-            self._seen[device] = _Seen(now, request.eligibility.num_examples > 0)
+            self._seen[device] = _Seen(now, request.eligibility.num_examples > 0, labels)
             if device not in self._registered and peer.der:
                 self._unregistered[device] = peer.der
             if request.eligibility.num_examples <= 0:
@@ -149,6 +192,24 @@ class GatewayService:
     def recheck(self, peer: Identity, request: CheckInRequest) -> TaskAssignment | None:
         """Look again for a task for a check-in held by long poll (``checkin`` admitted it)."""
         return self._offer(self._admit(peer), request, self.clock())
+
+    def _forwardable(self, device: str, labels: dict[str, str]) -> dict[str, str] | None:
+        """The device's labels as the coordinator takes them, or None (warned once) when they
+        are too many or too long to forward: jobs' selectors are then matched here only."""
+        try:
+            valid = _LABELS.validate_python(labels)
+        except ValueError as exc:
+            if device not in self._unforwardable:
+                self._unforwardable.add(device)
+                log.warning(
+                    "labels of device %s are not forwarded to the coordinator, so it is not "
+                    "counted for jobs with a selector (at most 32 labels, keys of 1..64 and "
+                    "values of up to 128 printable characters): %s",
+                    device, str(exc).splitlines()[0],
+                )  # fmt: skip
+            return None
+        self._unforwardable.discard(device)
+        return valid
 
     def _offer(self, device: str, request: CheckInRequest, now: float) -> TaskAssignment | None:
         with self._lock:
@@ -192,6 +253,7 @@ class GatewayService:
     def _cached(self, peer: Identity, sha256: str) -> tuple[bytes, bool]:
         """The payload, and whether an open round trains from it."""
         authorize(peer, roles={Role.DEVICE, Role.GATEWAY}, site=self.site)
+        self._refuse_revoked(peer)
         with self._lock:
             wanted = any(s.assignment.model_sha256 == sha256 for s in self._book.states())
         if not wanted and not self.cache.has(sha256):
@@ -206,6 +268,7 @@ class GatewayService:
         served, and the refusal logged.
         """
         authorize(peer, roles={Role.DEVICE, Role.GATEWAY}, site=self.site)
+        self._refuse_revoked(peer)
         if self.production_source is None:
             raise UnknownNameError(f"gateway {self.gateway_id!r} does not serve production models")
         held = self.manifests.accepted(job_id)
@@ -332,20 +395,44 @@ class GatewayService:
                 self._registered.add(device)
 
     def checkin_request(self) -> GatewayCheckIn:
-        """What the uplink loop tells the coordinator about this site."""
+        """What the uplink loop tells the coordinator about this site: devices online and
+        eligible, and the labels of those whose labels the coordinator should hear (again)."""
         now = self.clock()
         with self._lock:
-            online = [s for s in self._seen.values() if now - s.at <= self.online_window_s]
+            online = {d: s for d, s in self._seen.items() if now - s.at <= self.online_window_s}
+            due: dict[str, dict[str, str]] = {}
+            budget = LABELS_BUDGET_BYTES
+            for device, seen in online.items():
+                if not seen.eligible or seen.labels is None:
+                    continue
+                sent_at, sent = self._labels_sent.get(device, (-float("inf"), None))
+                if sent == seen.labels and now - sent_at < self.label_refresh_s:
+                    continue  # the coordinator has them, and heard of the device lately
+                size = _json_size(device, seen.labels)
+                if size > budget or len(due) >= MAX_LABELLED_DEVICES:
+                    break  # the rest go with the next check-ins
+                budget -= size
+                due[device] = seen.labels
         return GatewayCheckIn(
             gateway_id=self.gateway_id,
             site=self.site,
             nonce=new_nonce(),
             online_devices=len(online),
-            eligible_devices=sum(s.eligible for s in online),
+            eligible_devices=sum(s.eligible for s in online.values()),
+            device_labels=due,
         )
 
+    def labels_sent(self, request: GatewayCheckIn) -> None:
+        """The coordinator took ``request``: its device labels need not go again for a while."""
+        at = self.clock()
+        with self._lock:
+            for device, labels in request.device_labels.items():
+                self._labels_sent[device] = (at, labels)
+
     def apply_assignments(self, answer: GatewayAssignments) -> list[RoundAssignment]:
-        """Take the coordinator's current assignments; returns the rounds new to this gateway."""
+        """Take the coordinator's current assignments and revocations; returns the rounds new
+        to this gateway."""
+        self.apply_revocations(answer.revoked_devices)
         closed = [
             (a.job_id, a.round)
             for a in answer.assignments
@@ -368,6 +455,48 @@ class GatewayService:
                     },
                 )
         return [s.assignment for s in new]
+
+    def apply_revocations(self, revoked: Iterable[str]) -> None:
+        """Refuse exactly ``revoked`` from now on (the coordinator names them all each time).
+
+        A newly revoked device is forgotten: not online, not eligible, not registered, its
+        labels not forwarded; a round it was handed but has not reported for is open to another
+        device. If its update is already in a round's sum, that sum cannot be taken apart: the
+        site reports no update for that round (:meth:`_without_revoked`), and this is logged as
+        an error now, with what to do.
+        """
+        new = frozenset(revoked)
+        lost: list[tuple[RoundKey, str, int]] = []
+        with self._lock:
+            added = sorted(new - self._revoked)
+            self._revoked = new
+            for device in added:
+                self._seen.pop(device, None)
+                self._unregistered.pop(device, None)
+                self._labels_sent.pop(device, None)
+                for state in self._book.states():
+                    if state.closed or device not in state.handed:
+                        continue
+                    cohort = self._cohorts.get(state.key)
+                    if cohort is not None and cohort.nonce_of(device) is not None:
+                        lost.append((state.key, device, cohort.num_accepted))
+                    elif device not in state.reported:
+                        state.handed.discard(device)  # its slot of the quota goes to another
+        for device in added:
+            log.warning(
+                "device %s was revoked through the coordinator's admin API: this gateway "
+                "refuses it from now on", device,
+            )  # fmt: skip
+        for (job_id, number), device, accepted in lost:
+            with self.in_round(job_id, number):
+                log.error(
+                    "round %s/%d: revoked device %s already has its update in this site's sum "
+                    "of %d update(s); a sum cannot be taken apart, so this site reports no "
+                    "update for the round and the other %d update(s) are lost for this round "
+                    "only (later rounds go on without %s). To lose nothing, revoke between "
+                    "rounds: fedge jobs pause, let the round end, revoke, resume",
+                    job_id, number, device, accepted, accepted - 1, device,
+                )  # fmt: skip
 
     def round_traceparent(self, job_id: str, round_number: int) -> str | None:
         """The context of this gateway's span of a round (work for it is parented to it)."""
@@ -417,6 +546,36 @@ class GatewayService:
             times = [s.close_at for s in self._book.states() if not s.closed]
         return min(times) if times else None
 
+    def _without_revoked(self, state: RoundState, cohort: Cohort) -> Cohort:
+        """``cohort``, or an empty one when a device revoked after its update was summed is in
+        it: the coordinator would refuse that sum whole, while an empty partial at least tells
+        it at once that this site is done (the loss is logged as an error, with what to do)."""
+        revoked = [d for d in cohort.contributors() if d in self._revoked]
+        if not revoked:
+            return cohort
+        empty = Cohort(cohort.spec, uniform=cohort.uniform)
+        for device, why in cohort.rejected():
+            empty.reject(device, why)
+        for device in cohort.contributors():
+            empty.reject(
+                device,
+                "revoked after its update was summed"
+                if device in revoked
+                else "summed with a revoked device's update; the sum was dropped",
+            )
+        a = state.assignment
+        with self.in_round(a.job_id, a.round):
+            log.error(
+                "round %s/%d: this site reports no update (an empty partial: the coordinator "
+                "need not wait for it): its sum held %d update(s), %d of them from device(s) "
+                "revoked after they were summed (%s), and a sum cannot be taken apart. Only this "
+                "round loses the site's work; the revoked devices are refused from now on. To "
+                "lose nothing, revoke between rounds: fedge jobs pause, let the round end, "
+                "revoke, resume",
+                a.job_id, a.round, cohort.num_accepted, len(revoked), ", ".join(revoked),
+            )  # fmt: skip
+        return empty
+
     def close_due_rounds(self) -> list[str]:
         """Form the partial of every round that is complete or out of time; returns outbox keys."""
         now = self.clock()
@@ -437,7 +596,7 @@ class GatewayService:
                 continue  # a secure round sends one masked sum instead (fedge.gateway.secure)
             record_dropouts("training", len(state.handed - state.reported))
             key = partial_key(a.job_id, a.round)
-            cohort = held
+            cohort = self._without_revoked(state, held) if held is not None else None
             if cohort is None:
                 try:
                     cohort = Cohort(self._spec(a.model_sha256), uniform=a.privacy.mode != "none")

@@ -1,6 +1,8 @@
 """The gateway's upstream loops: check in for assignments, and deliver the outbox.
 
-- :meth:`Uplink.checkin_once` sends a ``GatewayCheckIn``, merges the answer into the service,
+- :meth:`Uplink.checkin_once` sends a ``GatewayCheckIn`` (with the labels of devices the
+  coordinator should hear about, for jobs' selectors), merges the answer into the service (the
+  rounds' quotas, and the devices revoked through the admin API, refused from then on),
   pre-fetches the models of new rounds into the site cache (once for the whole site), and closes
   rounds that are complete or out of time (their partials go into the outbox).
 - :meth:`Uplink.send_once` delivers every pending partial. A ``Receipt`` (accepted or
@@ -91,14 +93,16 @@ class Uplink:
 
     def checkin_once(self) -> float:
         """One check-in; returns the seconds until the next one."""
+        request = self.service.checkin_request()
         try:
-            answer = self.link.gateway_checkin(self.service.checkin_request())
+            answer = self.link.gateway_checkin(request)
         except FedgeError as exc:
             log.warning("gateway check-in failed: %s", exc)
             self.service.close_due_rounds()  # deadlines pass whether the uplink is up or not
             return self._checkin_backoff.next_delay()
         self._checkin_backoff.reset()
-        new = self.service.apply_assignments(answer)
+        self.service.labels_sent(request)  # the coordinator has its devices' labels now
+        new = self.service.apply_assignments(answer)  # and the revoked devices are refused
         for a in new:
             with self.service.in_round(a.job_id, a.round):  # its log lines carry the round's ids
                 log.info("new round %s/%d, quota %d", a.job_id, a.round, a.quota)
@@ -169,7 +173,11 @@ class Uplink:
             log.info("coordinator unavailable, partial %s kept for retry: %s", key, exc)
             return False
         except FedgeError as exc:
-            log.error("coordinator refused partial %s for good: %s", key, exc)
+            log.error(
+                "coordinator refused partial %s for good; it is not sent again, so the site's "
+                "updates in it are lost for that round (later rounds are not affected): %s",
+                key, exc,
+            )  # fmt: skip
             outbox.mark_delivered(key)  # a tombstone: never sent again
             self.discarded += 1
             return True

@@ -90,11 +90,15 @@ from fedge.transport.messages._device import (
     Wait,
 )
 from fedge.transport.messages._gateway import (
+    MAX_LABELLED_DEVICES,
+    MAX_LABELS,
+    MAX_REVOKED_DEVICES,
     PARTIAL_KEYS,
     DeviceCertificates,
     DeviceRegistration,
     GatewayAssignments,
     GatewayCheckIn,
+    Labels,
     RoundAssignment,
 )
 from fedge.transport.messages._secagg import (
@@ -114,6 +118,9 @@ from fedge.transport.messages._secagg import (
 
 __all__ = [
     "MAX_BATCH_ITEMS",
+    "MAX_LABELLED_DEVICES",
+    "MAX_LABELS",
+    "MAX_REVOKED_DEVICES",
     "MAX_SITE_MESSAGES",
     "PARTIAL_KEYS",
     "PROTOCOL_VERSION",
@@ -133,6 +140,7 @@ __all__ = [
     "JobSpec",
     "JobView",
     "KeyBinding",
+    "Labels",
     "ModelDiff",
     "ModelRelease",
     "ModelVersionView",

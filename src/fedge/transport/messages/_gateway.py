@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from fedge.transport.messages._base import Name, Nonce, Sha256, TraceParent, _Msg
 from fedge.transport.messages._device import PrivacyPlan, TrainingPlan
@@ -16,12 +16,26 @@ PARTIAL_KEYS = (
 )  # fmt: skip
 
 
+# A device's labels as a gateway forwards them (jobs' selectors match them): at most MAX_LABELS
+# keys of 1..64 printable characters, values of up to 128.
+MAX_LABELS = 32
+LabelKey = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]{1,64}$")]
+LabelValue = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]{0,128}$")]
+Labels = Annotated[dict[LabelKey, LabelValue], Field(max_length=MAX_LABELS)]
+MAX_LABELLED_DEVICES = 500  # devices whose labels one GatewayCheckIn forwards
+MAX_REVOKED_DEVICES = 100_000  # revoked device ids one GatewayAssignments carries
+
+
 class GatewayCheckIn(_Msg):
     gateway_id: Name
     site: Name
     nonce: Nonce
     online_devices: int = Field(ge=0)
     eligible_devices: int = Field(ge=0)
+    # optional (older gateways omit it): the labels of devices online and eligible at the site,
+    # those new or changed since the gateway last sent them and, now and then, the others again,
+    # so that the coordinator counts the devices matching a job's selector per gateway
+    device_labels: dict[Name, Labels] = Field(default_factory=dict, max_length=MAX_LABELLED_DEVICES)
 
 
 class RoundAssignment(_Msg):
@@ -44,6 +58,10 @@ class RoundAssignment(_Msg):
 class GatewayAssignments(_Msg):
     assignments: list[RoundAssignment]
     retry_after_s: float = Field(ge=0)
+    # optional (older coordinators omit it): every device revoked through the admin API
+    # (``fedge devices revoke``) that may reach this gateway -- its site's, and those whose site
+    # is not known yet. The whole list each time: the gateway refuses exactly these devices.
+    revoked_devices: list[Name] = Field(default_factory=list, max_length=MAX_REVOKED_DEVICES)
 
 
 class DeviceCertificates(_Msg):
