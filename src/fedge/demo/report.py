@@ -121,6 +121,23 @@ def show_serving(fed: LocalFederation, console: Console, job_id: str, site: str,
                 f"prediction   {device} POST {url}/predict → class {answer['predictions'][0]}"
                 f" (label {label}), answered by model version {answer['version']}"
             )
+            versions = admin.list_models(job_id)
+            if not any(v.status == "retired" for v in versions):
+                # the release gate held every later version (DP noise can make each look worse
+                # than the first): promote the newest by hand, so there is something to roll
+                # back from -- what an operator does to overrule the gate
+                held = [v for v in versions if v.status == "candidate"]
+                if held:
+                    newest = max(held, key=lambda v: v.created_at)
+                    admin.promote_model(newest.sha256)
+                    console.print(
+                        f"promote      fedge models promote {newest.version}: the release gate "
+                        f"held it ({newest.status_reason or 'worse than production'})"
+                    )
+                    want = newest.version
+                    fed.supervisor.wait_until(
+                        lambda: serving() == want, timeout=60, what=f"{device} to serve {want}"
+                    )
             try:
                 restored = admin.rollback_model(job_id)
             except FedgeError as exc:
