@@ -216,9 +216,14 @@ def test_gateway_killed_mid_round(fleet: Fleet, victim_site: str, min_devices: i
         plan=TrainingPlan(epochs=8, batch_size=10, lr=0.05),
     )
     job = create_job(fed, spec).id
-    # both sites have their work (the pause below stops hand-outs to a gateway that has none)
-    for gw in (gateway, f"gw-{other}"):
-        logs.wait_for(gw, rf"handed {job} round 1 to", since=marks[gw], timeout=60)
+    # both sites have their work (the pause below stops hand-outs to a gateway that has none);
+    # the victim is frozen the moment it has handed work out, so its partial cannot leave before
+    # it dies, however fast its devices train on a loaded machine
+    logs.wait_for(gateway, rf"handed {job} round 1 to", since=marks[gateway], timeout=60)
+    fed.supervisor.processes[gateway].signal_group(signal.SIGSTOP)
+    logs.wait_for(
+        f"gw-{other}", rf"handed {job} round 1 to", since=marks[f"gw-{other}"], timeout=60
+    )
     fed.supervisor.kill(gateway)
     with fed.admin_client() as admin:  # hold round 2 until the gateway is back (takes seconds)
         admin.pause_job(job)
