@@ -24,6 +24,7 @@ from fedge.transport.messages import (
     Eligibility,
     GatewayAssignments,
     GatewayCheckIn,
+    HealthReport,
     Receipt,
     RoundAssignment,
     TaskAssignment,
@@ -31,6 +32,7 @@ from fedge.transport.messages import (
     new_nonce,
 )
 from fedge.transport.replay import ReplayGuard
+from fedge.transport.reports import ReportQueue, refusal_report
 
 MakeAssignment = Callable[..., RoundAssignment]
 
@@ -56,6 +58,13 @@ class FakeCoordinator:
         self.up = True
         self.lose_receipts = 0  # accept, then fail as if the answer were lost
         self.certificates: list[str] = []  # what the gateway registered (base64 DER)
+        self.health: list[tuple[str, HealthReport]] = []  # refusals the gateway reported
+
+    def report_health(self, job_id: str, report: HealthReport) -> Receipt:
+        if not self.up:
+            raise UnavailableError("coordinator unreachable")
+        self.health.append((job_id, report))
+        return Receipt(accepted=True)
 
     def gateway_checkin(self, request: GatewayCheckIn) -> GatewayAssignments:
         if not self.up:
@@ -298,3 +307,28 @@ def test_partial_delivered_exactly_once_across_outage_and_restart(
     assert list(coordinator.partials) == [("job1", 1, "gw-a")]
     assert uplink.delivered == 1
     assert coordinator.model_requests == 1  # the restarted gateway reused its disk cache
+
+
+def test_a_refusal_held_while_the_uplink_was_down_goes_at_the_next_check_in(
+    tmp_path: Path, coordinator: FakeCoordinator, clock: Clock, model_sha: str
+) -> None:
+    reports = ReportQueue(coordinator.report_health)
+    service = GatewayService(
+        gateway_id="gw-a",
+        site="site-a",
+        cache=ModelCache(tmp_path / "models", coordinator.model, reports=reports),
+        outbox=Outbox(tmp_path / "outbox.sqlite"),
+        replay=ReplayGuard(),
+        clock=clock,
+    )
+    uplink = Uplink(service, coordinator)
+    coordinator.up = False
+    reports.put("job1", refusal_report(model_sha, "release", "signature does not verify"))
+    assert reports.pending() == 1 and coordinator.health == []
+    uplink.checkin_once()  # still down: the report stays
+    assert reports.pending() == 1
+    coordinator.up = True
+    uplink.checkin_once()  # no device asked for a model in between
+    assert reports.pending() == 0
+    [(job, report)] = coordinator.health
+    assert (job, report.sha256, report.check) == ("job1", model_sha, "release")

@@ -102,6 +102,9 @@ class Uplink:
             return self._checkin_backoff.next_delay()
         self._checkin_backoff.reset()
         self.service.labels_sent(request)  # the coordinator has its devices' labels now
+        reports = self.service.cache.reports
+        if reports is not None and reports.pending():
+            reports.flush()  # refusals held while the uplink was down: it is up again
         new = self.service.apply_assignments(answer)  # and the revoked devices are refused
         for a in new:
             with self.service.in_round(a.job_id, a.round):  # its log lines carry the round's ids
