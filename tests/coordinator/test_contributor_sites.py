@@ -130,9 +130,9 @@ def test_the_gateway_registers_its_devices_before_a_partial_names_them(
         ),
     )
     assert isinstance(task, m.TaskAssignment)
-    assert set(gateway.unregistered_certificates()) == {"d-s1-0"}
+    assert set(gateway.roster.unregistered_certificates()) == {"d-s1-0"}
     uplink.checkin_once()  # the next check-in with the coordinator registers it ahead of time
-    assert gateway.unregistered_certificates() == {}
+    assert gateway.roster.unregistered_certificates() == {}
     assert svc.store.get_device("d-s1-0").site == "s1"  # type: ignore[union-attr]
     pspec = ParamSpec.of(model_params(svc, task.model_sha256))
     payload, _ = make_update_payload(pspec, "d-s1-0", job="digits", rnd=task.round)

@@ -82,7 +82,7 @@ def test_labels_are_forwarded_when_new_or_changed_and_refreshed_while_online(
     world: World,
 ) -> None:
     gateway = world.sites["s1"].gateway
-    gateway.label_refresh_s = 60.0
+    gateway.roster.label_refresh_s = 60.0
     for name in ("a0", "a1"):
         world.agents[name].step()
     request = gateway.checkin_request()

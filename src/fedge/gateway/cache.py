@@ -162,13 +162,17 @@ class ModelCache:
         self._report(sha256, "release", str(refusal), job_id, release)
         raise refusal
 
+    def flush_reports(self) -> None:
+        """Send again the refusal reports the coordinator could not take before (if any)."""
+        if self.reports is not None and self.reports.pending():
+            self.reports.flush()
+
     def manifest(self, job_id: str, pointer: ModelRelease) -> Manifest:
         """``pointer`` read as a release manifest, verified with the release key (if any); a
         manifest that fails is refused (:class:`SignatureError`, :class:`ValidationError`),
         counted and reported like a refused model. Reports the coordinator could not take
         before are sent again first (devices ask for the manifest every few seconds)."""
-        if self.reports is not None and self.reports.pending():
-            self.reports.flush()
+        self.flush_reports()
         try:
             return read_manifest(pointer, self.release_key)
         except (SignatureError, ValidationError) as exc:

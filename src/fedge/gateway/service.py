@@ -2,8 +2,9 @@
 
 It admits only devices certified for its own site, acting as the subject of their certificate,
 and refuses (403) those the coordinator says were revoked through its admin API (the list comes
-with every check-in answer, :meth:`GatewayService.apply_revocations`); forwards the devices'
-labels in its check-ins so the coordinator can count devices matching a job's selector;
+with every check-in answer, :meth:`GatewayService.apply_revocations`); tells the coordinator in
+its check-ins which devices are online and eligible and their labels, so it can count devices
+matching a job's selector (:class:`~fedge.gateway.roster.SiteRoster`);
 hands out the rounds the coordinator assigned (within quota and label selector, else ``Wait``);
 serves models from the site's :class:`~fedge.gateway.cache.ModelCache`; and streams each
 accepted update into the round's :class:`~fedge.gateway.cohort.Cohort`. When a round's cohort is
@@ -21,10 +22,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
 
 from opentelemetry.trace import Span
-from pydantic import TypeAdapter
 
 from fedge.core.params import ParamSpec
 from fedge.core.serde import decode_params
@@ -38,6 +37,7 @@ from fedge.errors import (
 )
 from fedge.gateway.cache import ModelCache
 from fedge.gateway.cohort import Cohort, decode_update, encode_partial
+from fedge.gateway.roster import SiteRoster
 from fedge.gateway.rounds import RoundBook, RoundKey, RoundState
 from fedge.identity import Identity, Role, authorize
 from fedge.storage.outbox import Outbox
@@ -52,12 +52,10 @@ from fedge.telemetry.tracing import activate, round_span, start_span, traceparen
 from fedge.transport.longpoll import LongPoll
 from fedge.transport.manifests import ManifestGuard
 from fedge.transport.messages import (
-    MAX_LABELLED_DEVICES,
     CheckInRequest,
     GatewayAssignments,
     GatewayCheckIn,
     HealthReport,
-    Labels,
     ModelRelease,
     Receipt,
     RoundAssignment,
@@ -72,25 +70,11 @@ __all__ = ["PARTIAL_RETENTION_S", "GatewayService", "partial_key"]
 log = logging.getLogger(__name__)
 
 PARTIAL_RETENTION_S = 7 * 24 * 3600.0  # a partial is retried this long; the coordinator dedups
-LABELS_BUDGET_BYTES = 128 * 1024  # device labels in one check-in (the coordinator takes 256 KiB)
-_LABELS = TypeAdapter[dict[str, str]](Labels)
-
-
-def _json_size(device: str, labels: dict[str, str]) -> int:
-    """About how many bytes ``"device": {labels}`` takes in a check-in (UTF-8, quotes)."""
-    return len(device) + 8 + sum(len(k.encode()) + len(v.encode()) + 6 for k, v in labels.items())
 
 
 def partial_key(job_id: str, round_number: int) -> str:
     """The outbox key of a round's partial: one per (job, round) at this gateway."""
     return f"partial/{job_id}/{round_number}"
-
-
-@dataclass
-class _Seen:
-    at: float
-    eligible: bool
-    labels: dict[str, str] | None = field(default_factory=dict)  # None: cannot be forwarded
 
 
 class GatewayService:
@@ -117,22 +101,12 @@ class GatewayService:
         self.replay = replay if replay is not None else ReplayGuard()
         self.clock = clock
         self.device_retry_s = device_retry_s
-        self.online_window_s = online_window_s
         self._lock = threading.Lock()
         self._book = RoundBook()
         self._cohorts: dict[RoundKey, Cohort] = {}
         self._specs: dict[str, ParamSpec] = {}
-        self._seen: dict[str, _Seen] = {}
-        # devices' certificates (DER) not yet registered with the coordinator: it learns their
-        # sites from them before a partial names them (fedge.gateway.uplink sends them)
-        self._unregistered: dict[str, bytes] = {}
-        self._registered: set[str] = set()
-        # devices' labels as last forwarded to the coordinator (when, what): sent again when they
-        # change, and every label_refresh_s while the device is online, so that the coordinator
-        # counts the devices matching a job's selector at this gateway (and only those online)
-        self.label_refresh_s = label_refresh_s
-        self._labels_sent: dict[str, tuple[float, dict[str, str]]] = {}
-        self._unforwardable: set[str] = set()  # devices whose labels cannot be forwarded (warned)
+        # the site's devices: online, eligible, their labels and certificates for the coordinator
+        self.roster = SiteRoster(online_window_s=online_window_s, label_refresh_s=label_refresh_s)
         # devices revoked through the coordinator's admin API (each check-in's answer names them
         # all): refused at once, never counted eligible, never handed a task
         self._revoked: frozenset[str] = frozenset()
@@ -177,13 +151,10 @@ class GatewayService:
         authorize(peer, roles={Role.DEVICE}, name=request.device_id)
         self.replay.check(device, request.nonce)
         now = self.clock()
-        labels = self._forwardable(device, request.labels)
-        with self._lock:
-            self._seen[device] = _Seen(now, request.eligibility.num_examples > 0, labels)
-            if device not in self._registered and peer.der:
-                self._unregistered[device] = peer.der
-            if request.eligibility.num_examples <= 0:
-                return Wait(retry_after_s=self.device_retry_s, reason="no local examples yet")
+        eligible = request.eligibility.num_examples > 0
+        self.roster.saw(device, now, eligible=eligible, labels=request.labels, der=peer.der)
+        if not eligible:
+            return Wait(retry_after_s=self.device_retry_s, reason="no local examples yet")
         task = self._offer(device, request, now)
         if task is None:
             return Wait(retry_after_s=self.device_retry_s, reason="no task for this device now")
@@ -192,24 +163,6 @@ class GatewayService:
     def recheck(self, peer: Identity, request: CheckInRequest) -> TaskAssignment | None:
         """Look again for a task for a check-in held by long poll (``checkin`` admitted it)."""
         return self._offer(self._admit(peer), request, self.clock())
-
-    def _forwardable(self, device: str, labels: dict[str, str]) -> dict[str, str] | None:
-        """The device's labels as the coordinator takes them, or None (warned once) when they
-        are too many or too long to forward: jobs' selectors are then matched here only."""
-        try:
-            valid = _LABELS.validate_python(labels)
-        except ValueError as exc:
-            if device not in self._unforwardable:
-                self._unforwardable.add(device)
-                log.warning(
-                    "labels of device %s are not forwarded to the coordinator, so it is not "
-                    "counted for jobs with a selector (at most 32 labels, keys of 1..64 and "
-                    "values of up to 128 printable characters): %s",
-                    device, str(exc).splitlines()[0],
-                )  # fmt: skip
-            return None
-        self._unforwardable.discard(device)
-        return valid
 
     def _offer(self, device: str, request: CheckInRequest, now: float) -> TaskAssignment | None:
         with self._lock:
@@ -381,53 +334,22 @@ class GatewayService:
         return spec
 
     # -- uplink side ------------------------------------------------------------------------
-    def unregistered_certificates(self, limit: int = 200) -> dict[str, bytes]:
-        """Up to ``limit`` devices' certificates (DER) the coordinator has not confirmed yet
-        (200 base64 certificates, ~140 KB, fit the coordinator's 256 KiB JSON limit)."""
-        with self._lock:
-            return dict(list(self._unregistered.items())[:limit])
-
-    def mark_registered(self, devices: Iterable[str]) -> None:
-        """The coordinator answered for these devices (registered, or refused for good)."""
-        with self._lock:
-            for device in devices:
-                self._unregistered.pop(device, None)
-                self._registered.add(device)
-
     def checkin_request(self) -> GatewayCheckIn:
         """What the uplink loop tells the coordinator about this site: devices online and
         eligible, and the labels of those whose labels the coordinator should hear (again)."""
-        now = self.clock()
-        with self._lock:
-            online = {d: s for d, s in self._seen.items() if now - s.at <= self.online_window_s}
-            due: dict[str, dict[str, str]] = {}
-            budget = LABELS_BUDGET_BYTES
-            for device, seen in online.items():
-                if not seen.eligible or seen.labels is None:
-                    continue
-                sent_at, sent = self._labels_sent.get(device, (-float("inf"), None))
-                if sent == seen.labels and now - sent_at < self.label_refresh_s:
-                    continue  # the coordinator has them, and heard of the device lately
-                size = _json_size(device, seen.labels)
-                if size > budget or len(due) >= MAX_LABELLED_DEVICES:
-                    break  # the rest go with the next check-ins
-                budget -= size
-                due[device] = seen.labels
+        presence = self.roster.presence(self.clock())
         return GatewayCheckIn(
             gateway_id=self.gateway_id,
             site=self.site,
             nonce=new_nonce(),
-            online_devices=len(online),
-            eligible_devices=sum(s.eligible for s in online.values()),
-            device_labels=due,
+            online_devices=presence.online,
+            eligible_devices=presence.eligible,
+            device_labels=presence.labels,
         )
 
     def labels_sent(self, request: GatewayCheckIn) -> None:
         """The coordinator took ``request``: its device labels need not go again for a while."""
-        at = self.clock()
-        with self._lock:
-            for device, labels in request.device_labels.items():
-                self._labels_sent[device] = (at, labels)
+        self.roster.labels_sent(request.device_labels, self.clock())
 
     def apply_assignments(self, answer: GatewayAssignments) -> list[RoundAssignment]:
         """Take the coordinator's current assignments and revocations; returns the rounds new
@@ -471,9 +393,7 @@ class GatewayService:
             added = sorted(new - self._revoked)
             self._revoked = new
             for device in added:
-                self._seen.pop(device, None)
-                self._unregistered.pop(device, None)
-                self._labels_sent.pop(device, None)
+                self.roster.forget(device)
                 for state in self._book.states():
                     if state.closed or device not in state.handed:
                         continue

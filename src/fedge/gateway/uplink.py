@@ -102,9 +102,7 @@ class Uplink:
             return self._checkin_backoff.next_delay()
         self._checkin_backoff.reset()
         self.service.labels_sent(request)  # the coordinator has its devices' labels now
-        reports = self.service.cache.reports
-        if reports is not None and reports.pending():
-            reports.flush()  # refusals held while the uplink was down: it is up again
+        self.service.cache.flush_reports()  # refusals held while the uplink was down
         new = self.service.apply_assignments(answer)  # and the revoked devices are refused
         for a in new:
             with self.service.in_round(a.job_id, a.round):  # its log lines carry the round's ids
@@ -128,7 +126,7 @@ class Uplink:
     def register_once(self) -> bool:
         """Send the certificates of devices the coordinator does not know yet; False if it could
         not be reached (partials naming them would be refused, so they wait too)."""
-        while pending := self.service.unregistered_certificates():
+        while pending := self.service.roster.unregistered_certificates():
             request = DeviceCertificates(
                 certificates=[base64.b64encode(der).decode() for der in pending.values()]
             )
@@ -140,11 +138,11 @@ class Uplink:
                 return False
             except FedgeError as exc:
                 log.error("coordinator refused to register devices %s: %s", sorted(pending), exc)
-                self.service.mark_registered(pending)  # asking again would be refused again
+                self.service.roster.mark_registered(pending)  # asking again would be refused again
                 continue
             for device, why in answer.refused.items():
                 log.error("coordinator refused device %s: %s", device, why)
-            self.service.mark_registered(pending)
+            self.service.roster.mark_registered(pending)
         return True
 
     def send_once(self) -> bool:
